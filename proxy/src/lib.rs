@@ -1,1 +1,40 @@
-//! placeholder
+//! # sqlcommenter-proxy
+//!
+//! A PostgreSQL wire-protocol proxy that adds W3C trace context to the statements of unmodified clients
+//! (psql, pgbench, psycopg, asyncpg, node-postgres, JDBC, sqlx, tokio-postgres):
+//!
+//! - Simple Query and Parse of the unnamed statement get a sqlcommenter comment (through
+//!   [`sqlcommenter::Commenter`]; a statement with its own `traceparent` is left alone).
+//! - Named (prepared) statements keep their text; each execution's context is set in a session variable
+//!   (`application_name` by default, see [`CarrierTarget`]) by a small injected part with its own Sync,
+//!   written ahead of the client's batch in the same write, whose responses are swallowed.
+//! - Everything else is relayed byte for byte, full duplex, with bounded memory.
+//!
+//! Layers: [`frame`] (framing), [`state`] (the sans-I/O protocol state machine), [`session`] (sans-I/O
+//! decisions per session), [`relay`] (the two pumps), [`server`] (listener, startup, cancel, shutdown).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sqlcommenter_proxy::ProxyError> {
+//! use sqlcommenter_proxy::{ProxyConfig, Upstream};
+//! let config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Upstream::parse("postgres://127.0.0.1:5432")?);
+//! let proxy = sqlcommenter_proxy::start(config).await?;
+//! println!("connect to {}", proxy.local_addr());
+//! proxy.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod frame;
+pub mod relay;
+pub mod server;
+pub mod session;
+pub mod startup;
+pub mod state;
+
+pub use config::{CarrierTarget, InjectConfig, ProxyArgs, ProxyConfig, Upstream};
+pub use error::ProxyError;
+pub use server::{run, run_blocking, shutdown_signal, start, ProxyHandle};

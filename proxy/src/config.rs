@@ -1,0 +1,368 @@
+//! Configuration: [`ProxyConfig`] (what the proxy runs with) and [`ProxyArgs`] (command-line flags).
+//!
+//! Precedence, per setting: command-line flag > `SQLCOMMENTER_*` environment variable > TOML file given
+//! with `--config` (or `SQLCOMMENTER_CONFIG`) > built-in default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sqlcommenter::Placement;
+
+use crate::error::ProxyError;
+
+/// Where the trace context of named (prepared) statements goes: a session variable set by an injected
+/// `set_config` ahead of the client's batch, only when it changed on that server connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CarrierTarget {
+    /// `application_name` = `<client name>@<traceparent>` (reaches `%a`, csvlog/jsonlog, pg_stat_activity).
+    ApplicationName,
+    /// A custom GUC holding the bare traceparent (default name `sqlcommenter.traceparent`).
+    Guc(String),
+    /// `pg_tracing.trace_context` in pg_tracing's `traceparent='...'` format.
+    PgTracing,
+    /// No carrier: named statements run without context.
+    Off,
+}
+
+impl CarrierTarget {
+    /// Parses `application_name`, `guc`, `pg_tracing` or `off`; `guc` uses `guc_name`.
+    pub fn parse(s: &str, guc_name: &str) -> Result<Self, ProxyError> {
+        match s {
+            "application_name" => Ok(CarrierTarget::ApplicationName),
+            "guc" => Ok(CarrierTarget::Guc(guc_name.to_owned())),
+            "pg_tracing" => Ok(CarrierTarget::PgTracing),
+            "off" => Ok(CarrierTarget::Off),
+            other => Err(ProxyError::Config(format!(
+                "unknown carrier {other:?} (expected application_name, guc, pg_tracing or off)"
+            ))),
+        }
+    }
+
+    /// The GUC this target sets, if any.
+    pub fn guc(&self) -> Option<&str> {
+        match self {
+            CarrierTarget::ApplicationName => Some("application_name"),
+            CarrierTarget::Guc(name) => Some(name),
+            CarrierTarget::PgTracing => Some(sqlcommenter::carrier::PG_TRACING_GUC),
+            CarrierTarget::Off => None,
+        }
+    }
+}
+
+/// How the proxy adds trace context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectConfig {
+    /// Master switch: off = a plain relay.
+    pub enabled: bool,
+    /// Carrier for named statements.
+    pub carrier: CarrierTarget,
+    /// The custom GUC a client may set to give its session a context (also the `guc` carrier's name).
+    pub session_guc: String,
+    /// Comment placement for simple queries and unnamed Parse.
+    pub placement: Placement,
+    /// Probability that a fresh root context is sampled (0.0..=1.0).
+    pub sample_ratio: f64,
+    /// Static tags added to every comment.
+    pub tags: Vec<(String, String)>,
+    /// Add `application=<client's startup application_name>` to comments.
+    pub application_tag: bool,
+}
+
+impl Default for InjectConfig {
+    fn default() -> Self {
+        InjectConfig {
+            enabled: true,
+            carrier: CarrierTarget::ApplicationName,
+            session_guc: sqlcommenter::carrier::DEFAULT_GUC.to_owned(),
+            placement: Placement::Append,
+            sample_ratio: 1.0,
+            tags: Vec::new(),
+            application_tag: true,
+        }
+    }
+}
+
+/// The upstream server address (`host`, `port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Upstream {
+    /// Parses `postgres://[user@]HOST[:PORT][/db][?...]`, `postgresql://...` or `HOST[:PORT]` (default port
+    /// 5432; IPv6 in brackets). Only the address is used: authentication is end to end.
+    pub fn parse(s: &str) -> Result<Self, ProxyError> {
+        let bad = |why: &str| ProxyError::Config(format!("invalid upstream {s:?}: {why}"));
+        let rest = s.strip_prefix("postgres://").or_else(|| s.strip_prefix("postgresql://")).unwrap_or(s);
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if hostport.contains(',') {
+            return Err(bad("multiple hosts are not supported"));
+        }
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| bad("bad port"))?,
+            None => 5432,
+        };
+        Ok(Upstream { host: host.to_owned(), port })
+    }
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Everything the proxy runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// Address to listen on (port 0 picks a free port; see [`crate::ProxyHandle::local_addr`]).
+    pub listen: SocketAddr,
+    /// The PostgreSQL server.
+    pub upstream: Upstream,
+    /// Injection settings.
+    pub inject: InjectConfig,
+    /// How long open sessions may continue after SIGTERM/SIGINT before they are closed.
+    pub shutdown_timeout: Duration,
+    /// Timeout for connecting to the upstream.
+    pub connect_timeout: Duration,
+}
+
+impl ProxyConfig {
+    /// A configuration with defaults for everything but the addresses.
+    pub fn new(listen: SocketAddr, upstream: Upstream) -> Self {
+        ProxyConfig {
+            listen,
+            upstream,
+            inject: InjectConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Command-line flags of `sqlcommenter proxy` (each also readable from an `SQLCOMMENTER_*` variable).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ProxyArgs {
+    /// TOML configuration file (flags and environment variables override it).
+    #[arg(long, env = "SQLCOMMENTER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:6432].
+    #[arg(long, env = "SQLCOMMENTER_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// PostgreSQL server: postgres://HOST[:PORT] or HOST[:PORT] (required here or in the file).
+    #[arg(long, env = "SQLCOMMENTER_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Carrier for named statements: application_name, guc, pg_tracing or off [default: application_name].
+    #[arg(long, env = "SQLCOMMENTER_CARRIER")]
+    pub carrier: Option<String>,
+    /// Custom GUC for the session context and the `guc` carrier [default: sqlcommenter.traceparent].
+    #[arg(long, env = "SQLCOMMENTER_GUC")]
+    pub guc: Option<String>,
+    /// Comment placement: append or prepend [default: append].
+    #[arg(long, env = "SQLCOMMENTER_PLACEMENT")]
+    pub placement: Option<String>,
+    /// Probability that a fresh root context is sampled, 0.0 to 1.0 [default: 1.0].
+    #[arg(long, env = "SQLCOMMENTER_SAMPLE_RATIO")]
+    pub sample_ratio: Option<f64>,
+    /// Static tag KEY=VALUE (repeatable; the variable takes a comma-separated list).
+    #[arg(long = "tag", env = "SQLCOMMENTER_TAGS", value_delimiter = ',', value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Shortcut for --tag db_driver=NAME.
+    #[arg(long, env = "SQLCOMMENTER_DB_DRIVER")]
+    pub db_driver: Option<String>,
+    /// Add application=<client's startup application_name> to comments [default: true].
+    #[arg(long, env = "SQLCOMMENTER_APPLICATION_TAG")]
+    pub application_tag: Option<bool>,
+    /// Inject trace context at all (false = plain relay) [default: true].
+    #[arg(long, env = "SQLCOMMENTER_INJECT")]
+    pub inject: Option<bool>,
+    /// Seconds open sessions may continue after SIGTERM/SIGINT [default: 30].
+    #[arg(long, env = "SQLCOMMENTER_SHUTDOWN_TIMEOUT", value_name = "SECS")]
+    pub shutdown_timeout: Option<f64>,
+    /// Seconds to wait for the upstream's TCP connect [default: 10].
+    #[arg(long, env = "SQLCOMMENTER_CONNECT_TIMEOUT", value_name = "SECS")]
+    pub connect_timeout: Option<f64>,
+}
+
+/// The TOML file: the same keys as the flags (`listen`, `upstream`, `carrier`, `guc`, `placement`,
+/// `sample_ratio`, `db_driver`, `application_tag`, `inject`, `shutdown_timeout`, `connect_timeout`) plus a
+/// `[tags]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    upstream: Option<String>,
+    carrier: Option<String>,
+    guc: Option<String>,
+    placement: Option<String>,
+    sample_ratio: Option<f64>,
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
+    db_driver: Option<String>,
+    application_tag: Option<bool>,
+    inject: Option<bool>,
+    shutdown_timeout: Option<f64>,
+    connect_timeout: Option<f64>,
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ProxyError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ProxyError::Config(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        ProxyError::Config(format!("config file {}: {}", path.display(), e.message().trim_end()))
+    })
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, ProxyError> {
+    Duration::try_from_secs_f64(v).map_err(|_| ProxyError::Config(format!("{name} must be a non-negative number")))
+}
+
+impl ProxyArgs {
+    /// Resolves flags, environment (already merged by clap), the config file and defaults.
+    pub fn resolve(&self) -> Result<ProxyConfig, ProxyError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = self.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:6432".to_owned());
+        let listen: SocketAddr =
+            listen.parse().map_err(|_| ProxyError::Config(format!("invalid listen address {listen:?}")))?;
+        let upstream = self
+            .upstream
+            .clone()
+            .or(file.upstream)
+            .ok_or_else(|| ProxyError::Config("no upstream given (--upstream or SQLCOMMENTER_UPSTREAM)".into()))?;
+        let mut config = ProxyConfig::new(listen, Upstream::parse(&upstream)?);
+        let inject = &mut config.inject;
+        if let Some(g) = self.guc.clone().or(file.guc) {
+            if g.is_empty() || !g.contains('.') {
+                return Err(ProxyError::Config(format!("guc {g:?} must be a dotted custom name like a.b")));
+            }
+            inject.session_guc = g;
+        }
+        if let Some(c) = self.carrier.clone().or(file.carrier) {
+            inject.carrier = CarrierTarget::parse(&c, &inject.session_guc)?;
+        }
+        if let Some(p) = self.placement.clone().or(file.placement) {
+            inject.placement = p.parse().map_err(ProxyError::Config)?;
+        }
+        if let Some(r) = self.sample_ratio.or(file.sample_ratio) {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(ProxyError::Config(format!("sample_ratio {r} is not within 0.0..=1.0")));
+            }
+            inject.sample_ratio = r;
+        }
+        // Tags: file first, then flags/env override the same key.
+        let mut tags: Vec<(String, String)> = file.tags.into_iter().collect();
+        let mut set = |k: String, v: String| {
+            tags.retain(|(key, _)| *key != k);
+            tags.push((k, v));
+        };
+        if let Some(d) = file.db_driver {
+            set("db_driver".into(), d);
+        }
+        for t in &self.tags {
+            let (k, v) = t
+                .split_once('=')
+                .ok_or_else(|| ProxyError::Config(format!("tag {t:?} is not KEY=VALUE")))?;
+            set(k.trim().to_owned(), v.to_owned());
+        }
+        if let Some(d) = &self.db_driver {
+            set("db_driver".into(), d.clone());
+        }
+        inject.tags = tags;
+        if let Some(a) = self.application_tag.or(file.application_tag) {
+            inject.application_tag = a;
+        }
+        if let Some(i) = self.inject.or(file.inject) {
+            inject.enabled = i;
+        }
+        // Validate tags the way the commenter will.
+        let mut b = sqlcommenter::Commenter::builder();
+        for (k, v) in &inject.tags {
+            b = b.tag(k, v);
+        }
+        if inject.application_tag {
+            b = b.tag("application", "x");
+        }
+        b.build().map_err(|e| ProxyError::Config(format!("tags: {e}")))?;
+        if let Some(s) = self.shutdown_timeout.or(file.shutdown_timeout) {
+            config.shutdown_timeout = seconds("shutdown_timeout", s)?;
+        }
+        if let Some(s) = self.connect_timeout.or(file.connect_timeout) {
+            config.connect_timeout = seconds("connect_timeout", s)?;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_forms() {
+        let u = |s| Upstream::parse(s).unwrap();
+        assert_eq!(u("postgres://db.example:6543/app?sslmode=disable"), Upstream { host: "db.example".into(), port: 6543 });
+        assert_eq!(u("postgresql://me:pw@10.0.0.1/x"), Upstream { host: "10.0.0.1".into(), port: 5432 });
+        assert_eq!(u("[::1]:5433"), Upstream { host: "::1".into(), port: 5433 });
+        assert_eq!(u("localhost").to_string(), "localhost:5432");
+        assert!(Upstream::parse("postgres://:5432").is_err());
+        assert!(Upstream::parse("h:99999").is_err());
+        assert!(Upstream::parse("a,b").is_err());
+    }
+
+    #[test]
+    fn precedence_flag_over_file() {
+        let dir = std::env::temp_dir().join(format!("sqlc-proxy-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\nupstream = \"h:1\"\ncarrier = \"guc\"\nsample_ratio = 0.5\n[tags]\ndb_driver = \"f\"\n",
+        )
+        .unwrap();
+        let args = ProxyArgs {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:7001".into()),
+            tags: vec!["db_driver=flag".into(), "team=core".into()],
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.listen.port(), 7001);
+        assert_eq!(c.upstream.port, 1);
+        assert_eq!(c.inject.carrier, CarrierTarget::Guc("sqlcommenter.traceparent".into()));
+        assert_eq!(c.inject.sample_ratio, 0.5);
+        assert_eq!(c.inject.tags, vec![("db_driver".into(), "flag".into()), ("team".into(), "core".into())]);
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        let err = ProxyArgs { config: Some(path), upstream: Some("h".into()), ..Default::default() }.resolve();
+        assert!(matches!(err, Err(ProxyError::Config(m)) if m.contains("bogus")));
+        assert!(ProxyArgs::default().resolve().is_err());
+        let bad = ProxyArgs { upstream: Some("h".into()), sample_ratio: Some(2.0), ..Default::default() };
+        assert!(bad.resolve().is_err());
+        let bad = ProxyArgs { upstream: Some("h".into()), tags: vec!["traceparent=x".into()], ..Default::default() };
+        assert!(bad.resolve().is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! The listener: accepts clients, negotiates the first packets, connects upstream, runs the relay, and
+//! shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+use crate::config::{InjectConfig, ProxyConfig, ProxyArgs};
+use crate::error::ProxyError;
+use crate::relay::{pump, Direction};
+use crate::session::{CancelKeys, Session};
+use crate::startup::{classify, read_packet, FirstPacket};
+
+/// Shared by all sessions of one proxy.
+#[derive(Debug)]
+struct Shared {
+    config: ProxyConfig,
+    inject: Arc<InjectConfig>,
+    /// BackendKeyData bodies (pid + secret) of live sessions, so a CancelRequest is forwarded only for
+    /// keys this proxy relayed.
+    keys: Arc<CancelKeys>,
+    active: AtomicUsize,
+    idle: Notify,
+    counter: AtomicU64,
+    /// Flips to true when open sessions must close (shutdown timeout reached).
+    close_tx: watch::Sender<bool>,
+}
+
+/// A running proxy started with [`start`].
+#[derive(Debug)]
+pub struct ProxyHandle {
+    addr: SocketAddr,
+    stop_tx: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+impl ProxyHandle {
+    /// The address the proxy listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Number of client sessions open right now.
+    pub fn active_sessions(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting, lets open sessions run for up to the configured shutdown timeout, then closes
+    /// them. Returns when every session is gone.
+    pub async fn shutdown(self) {
+        let _ = self.stop_tx.send(true);
+        let _ = self.task.await;
+        let timeout = self.shared.config.shutdown_timeout;
+        if tokio::time::timeout(timeout, wait_idle(&self.shared)).await.is_err() {
+            tracing::info!(sessions = self.shared.active.load(Ordering::SeqCst), "shutdown timeout: closing sessions");
+            let _ = self.shared.close_tx.send(true);
+            wait_idle(&self.shared).await;
+        }
+    }
+}
+
+async fn wait_idle(shared: &Shared) {
+    loop {
+        let notified = shared.idle.notified();
+        if shared.active.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Checks that the upstream accepts TCP connections.
+async fn probe_upstream(config: &ProxyConfig) -> Result<(), ProxyError> {
+    let addr = config.upstream.to_string();
+    let unreachable = |reason: String| ProxyError::UpstreamUnreachable { addr: addr.clone(), reason };
+    match tokio::time::timeout(config.connect_timeout, connect(config)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable(format!("no answer within {:?}", config.connect_timeout))),
+    }
+}
+
+async fn connect(config: &ProxyConfig) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect((config.upstream.host.as_str(), config.upstream.port)).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Binds the listener, checks the upstream, and starts accepting in the background.
+pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
+    probe_upstream(&config).await?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(ProxyError::Runtime)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (close_tx, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        inject: Arc::new(config.inject.clone()),
+        config,
+        keys: Arc::new(CancelKeys::default()),
+        active: AtomicUsize::new(0),
+        idle: Notify::new(),
+        counter: AtomicU64::new(0),
+        close_tx,
+    });
+    tracing::info!(%addr, upstream = %shared.config.upstream, "proxy listening");
+    let task = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
+    Ok(ProxyHandle { addr, stop_tx, task, shared })
+}
+
+/// Runs the proxy until `shutdown` completes, then shuts down gracefully.
+pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
+    let handle = start(config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Resolves `args`, builds a multi-threaded runtime and runs until SIGTERM or SIGINT. For the operator
+/// binary: print the error (one line) and exit non-zero on `Err`.
+pub fn run_blocking(args: ProxyArgs) -> Result<(), ProxyError> {
+    let config = args.resolve()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ProxyError::Runtime)?;
+    rt.block_on(async move {
+        let signals = shutdown_signal().map_err(ProxyError::Runtime)?;
+        run(config, signals).await
+    })
+}
+
+/// A future completing on the first SIGTERM or SIGINT.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok((sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    shared.active.fetch_add(1, Ordering::SeqCst);
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let mut close = shared.close_tx.subscribe();
+                        tokio::select! {
+                            r = handle_client(sock, &shared) => {
+                                if let Err(e) = r {
+                                    tracing::debug!(%peer, error = %e, "session ended with an error");
+                                }
+                            }
+                            _ = close.wait_for(|c| *c) => {}
+                        }
+                        if shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+                            shared.idle.notify_waiters();
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), ProxyError> {
+    // Negotiation: refuse SSL/GSS encryption (no TLS configured), then the real first packet.
+    let first = loop {
+        let packet = read_packet(&mut client).await?;
+        match classify(&packet) {
+            Ok(FirstPacket::Ssl) | Ok(FirstPacket::GssEnc) => client.write_all(b"N").await?,
+            Ok(other) => break other,
+            Err(e) => {
+                let mut out = BytesMut::new();
+                crate::frame::write_error(&mut out, "FATAL", "08P01", &format!("sqlcommenter proxy: {e}"));
+                let _ = client.write_all(&out).await;
+                return Err(e);
+            }
+        }
+    };
+    let (raw, params) = match first {
+        FirstPacket::Cancel { raw, key } => return forward_cancel(shared, &raw, &key).await,
+        FirstPacket::Startup { raw, params } => (raw, params),
+        FirstPacket::Ssl | FirstPacket::GssEnc => return Ok(()),
+    };
+    let info = FirstPacket::startup_info(&params);
+    let mut upstream = match tokio::time::timeout(shared.config.connect_timeout, connect(&shared.config)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return refuse(client, shared, e.to_string()).await,
+        Err(_) => return refuse(client, shared, "connect timeout".into()).await,
+    };
+    upstream.write_all(&raw).await?;
+    let salt = shared.counter.fetch_add(1, Ordering::Relaxed);
+    let session = Mutex::new(Session::new(shared.inject.clone(), &info, salt).with_keys(shared.keys.clone()));
+    let (cr, cw) = client.split();
+    let (ur, uw) = upstream.split();
+    let up = pump(Direction::Upstream, cr, uw, &session);
+    let down = pump(Direction::Downstream, ur, cw, &session);
+    tokio::select! {
+        r = up => r?,
+        r = down => r?,
+    }
+    Ok(())
+}
+
+async fn refuse(mut client: TcpStream, shared: &Shared, reason: String) -> Result<(), ProxyError> {
+    let addr = shared.config.upstream.to_string();
+    tracing::warn!(upstream = %addr, %reason, "upstream connect failed");
+    let mut out = BytesMut::new();
+    crate::frame::write_error(
+        &mut out,
+        "FATAL",
+        "08006",
+        &format!("sqlcommenter proxy: cannot connect to upstream {addr}: {reason}"),
+    );
+    let _ = client.write_all(&out).await;
+    Err(ProxyError::UpstreamUnreachable { addr, reason })
+}
+
+async fn forward_cancel(shared: &Shared, raw: &[u8], key: &[u8]) -> Result<(), ProxyError> {
+    let known = shared.keys.contains(key);
+    if !known {
+        tracing::debug!("cancel request for an unknown key ignored");
+        return Ok(());
+    }
+    let mut up = connect(&shared.config).await?;
+    up.write_all(raw).await?;
+    up.shutdown().await.ok();
+    Ok(())
+}
