@@ -1,1 +1,155 @@
-//! placeholder
+//! # sqlcommenter-logs
+//!
+//! `sqlcommenter logs`: reads PostgreSQL server logs (stderr with any `log_line_prefix`, csvlog, jsonlog;
+//! plain, gzip, stdin, or followed across rotation), finds every statement PostgreSQL wrote about
+//! (`duration: ... statement:`, extended-protocol `parse`/`bind`/`execute`, `log_statement` lines paired with
+//! their later `duration:`, auto_explain plans, errors with their `STATEMENT`) and correlates each with its
+//! trace: from its sqlcommenter comment, else from an `application_name` carrier
+//! ([`sqlcommenter::carrier`]). Outputs: a terminal report of the slowest statement groups with exemplar
+//! traces, a per-trace view, JSON lines, a propagation-gap report, a self-contained HTML report, and OTLP
+//! spans that put the database's own time into the application's traces.
+//!
+//! Library use (what the CLI does, one layer down):
+//! ```
+//! use sqlcommenter_logs::{parse_str, InputFormat, Prefix};
+//! let log = "2024-05-01 10:00:00.123 UTC [42] LOG:  duration: 12.5 ms  statement: select 1 \
+//!            /*traceparent='00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'*/\n";
+//! let (stmts, _) = parse_str(log, Some(InputFormat::Stderr), &Prefix::new("%m [%p] ")?);
+//! assert_eq!(stmts[0].trace_id().as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
+//! assert_eq!(stmts[0].duration_ms, Some(12.5));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod correlate;
+pub mod html;
+pub mod input;
+pub mod message;
+#[cfg(feature = "otlp")]
+pub mod otlp;
+pub mod output;
+pub mod parser;
+pub mod prefix;
+pub mod record;
+pub mod report;
+pub mod statement;
+pub mod text;
+pub mod time;
+
+use std::fmt::Write;
+
+pub use cli::{run, run_until, LogsArgs, OutputFormat, RunStats};
+pub use correlate::{correlate, is_carrier_statement, Correlation, Source};
+pub use message::{Kind, PlanFormat};
+pub use parser::{detect_format, InputFormat, ParseStats, RecordParser};
+pub use prefix::{Prefix, PrefixError};
+pub use record::{LogRecord, Severity};
+pub use report::{Aggregate, SortBy};
+pub use statement::{AssembleStats, Assembler, Statement};
+
+/// Errors of `sqlcommenter logs`.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    /// An input or output file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Writing to standard output failed.
+    #[error("writing output: {0}")]
+    Output(std::io::Error),
+    /// A bad `--prefix`.
+    #[error("--prefix: {0}")]
+    Prefix(#[from] PrefixError),
+    /// A bad `--trace` value.
+    #[error("--trace: {0:?} is not a trace id (32 lowercase hex digits, not all zero)")]
+    InvalidTraceId(String),
+    /// `--follow` needs files.
+    #[error("--follow needs file paths, not standard input")]
+    FollowStdin,
+    /// OTLP exporter setup or export.
+    #[cfg(feature = "otlp")]
+    #[error(transparent)]
+    Otlp(#[from] otlp::OtlpError),
+    /// `--otlp` without the `otlp` feature.
+    #[cfg(not(feature = "otlp"))]
+    #[error("--otlp: built without the `otlp` feature")]
+    OtlpDisabled,
+}
+
+/// Parses a whole log text into statements (carriers included, flagged), with the parser and assembler
+/// counters. `format: None` detects it from the first line.
+pub fn parse_str(text: &str, format: Option<InputFormat>, prefix: &Prefix) -> (Vec<Statement>, RunStats) {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let fmt = format.unwrap_or_else(|| detect_format(first.as_bytes()));
+    let mut parser = cli::make_parser(fmt, prefix);
+    let mut asm = Assembler::new();
+    let mut out = Vec::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        parser.push_line(line.as_bytes(), &mut |r| asm.push(r, &mut |s| out.push(s.clone())));
+    }
+    parser.finish(&mut |r| asm.push(r, &mut |s| out.push(s.clone())));
+    asm.finish(&mut |s| out.push(s.clone()));
+    let stats = RunStats { parse: parser.stats(), assemble: asm.stats(), exported: 0 };
+    (out, stats)
+}
+
+/// Reads and parses a log file (plain or gzip).
+pub fn parse_file(
+    path: &std::path::Path,
+    format: Option<InputFormat>,
+    prefix: &Prefix,
+) -> Result<(Vec<Statement>, RunStats), LogsError> {
+    let io_err = |e| LogsError::Io { path: path.display().to_string(), source: e };
+    let mut input = input::Input::open(path, Default::default()).map_err(io_err)?;
+    let fmt = match format {
+        Some(f) => f,
+        None => detect_format(&input.peek_first_line().map_err(io_err)?),
+    };
+    let mut parser = cli::make_parser(fmt, prefix);
+    let mut asm = Assembler::new();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while input.read_line(&mut buf).map_err(io_err)? == input::Read1::Line {
+        parser.push_line(&buf, &mut |r| asm.push(r, &mut |s| out.push(s.clone())));
+    }
+    parser.finish(&mut |r| asm.push(r, &mut |s| out.push(s.clone())));
+    asm.finish(&mut |s| out.push(s.clone()));
+    let stats = RunStats { parse: parser.stats(), assemble: asm.stats(), exported: 0 };
+    Ok((out, stats))
+}
+
+/// The per-trace view: every statement of a trace in time order, with offsets and durations.
+pub fn trace_view(trace_id: &str, rows: &[Statement]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "trace {trace_id}: {} statements", rows.len());
+    let t0 = rows.iter().filter_map(|r| r.time_us).min();
+    let total: f64 = rows.iter().filter_map(|r| r.duration_ms).sum();
+    for r in rows {
+        let start = match (r.time_us, t0) {
+            (Some(t), Some(t0)) => format!("+{:.3} ms", (t - t0) as f64 / 1000.0 - r.duration_ms.unwrap_or(0.0)),
+            _ => "-".into(),
+        };
+        let _ = writeln!(s, "  {start:>14}  {}", output::text_line(r));
+        if let Some(ctx) = &r.context {
+            let _ = writeln!(
+                s,
+                "                  parent span {}{}",
+                ctx.traceparent.parent_id_hex(),
+                if r.tags.is_empty() {
+                    String::new()
+                } else {
+                    format!("  tags: {}", r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
+                }
+            );
+        }
+    }
+    let _ = writeln!(s, "database time in this trace: {total:.3} ms");
+    s
+}

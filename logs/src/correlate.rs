@@ -1,0 +1,200 @@
+//! Trace context of a statement: its sqlcommenter comment first, else an `application_name` carrier
+//! (`sqlcommenter::carrier`, the format the drivers and the proxy write). Also recognises the carrier
+//! statements themselves (`set_config('application_name', ...)`, `SET application_name = '<carrier>'`,
+//! the reserved `__sqlc*` statement names), which reports leave out.
+
+use memchr::memmem;
+use sqlcommenter::parse::parse_body;
+use sqlcommenter::{carrier, parse_tags, Dialect, Tags, TraceContext};
+
+/// Where a statement's trace context came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// The statement's sqlcommenter comment.
+    Comment,
+    /// An `application_name` carrier.
+    ApplicationName,
+    /// No context.
+    None,
+}
+
+impl Source {
+    /// Lowercase name used in outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Comment => "comment",
+            Source::ApplicationName => "application_name",
+            Source::None => "none",
+        }
+    }
+}
+
+/// Reserved prepared-statement name prefix of carrier statements.
+pub const CARRIER_STATEMENT_PREFIX: &str = "__sqlc";
+
+/// A located sqlcommenter comment: its tags and its byte range in the SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundComment {
+    /// Decoded tags (traceparent and tracestate included).
+    pub tags: Tags,
+    /// Byte range of `/* ... */`.
+    pub range: (usize, usize),
+}
+
+/// Finds the sqlcommenter comment: fast paths for a trailing or leading comment (the placements the
+/// commenter writes), then the core lexer-based parser for anything else.
+pub fn find_comment(sql: &str) -> Option<FoundComment> {
+    let b = sql.as_bytes();
+    let first = memmem::find(b, b"/*")?;
+    let trimmed = sql.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == ';');
+    if trimmed.ends_with("*/") && trimmed.len() >= 4 {
+        let end = trimmed.len();
+        if let Some(start) = memmem::rfind(&b[..end - 2], b"/*") {
+            if let Some(tags) = parse_body(&sql[start + 2..end - 2]) {
+                return Some(FoundComment { tags, range: (start, end) });
+            }
+        }
+    }
+    if sql[..first].trim_ascii().is_empty() {
+        if let Some(close) = memmem::find(&b[first + 2..], b"*/") {
+            let end = first + 2 + close;
+            if let Some(tags) = parse_body(&sql[first + 2..end]) {
+                return Some(FoundComment { tags, range: (first, end + 2) });
+            }
+        }
+    }
+    let tags = parse_tags(sql, Dialect::Postgres);
+    if tags.is_empty() {
+        return None;
+    }
+    Some(FoundComment { tags, range: (0, 0) })
+}
+
+/// The result of correlating one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Correlation {
+    /// The trace context, if any.
+    pub context: Option<TraceContext>,
+    /// Where it came from.
+    pub source: Source,
+    /// Comment tags other than `traceparent`/`tracestate`.
+    pub tags: Tags,
+    /// Byte range of the sqlcommenter comment in the query (`(0, 0)` when none or not located).
+    pub comment_range: (usize, usize),
+}
+
+/// Correlates a statement from its text and the `application_name` it ran under.
+pub fn correlate(query: &str, application_name: &str) -> Correlation {
+    let mut out = Correlation { context: None, source: Source::None, tags: Tags::new(), comment_range: (0, 0) };
+    if let Some(found) = find_comment(query) {
+        out.comment_range = found.range;
+        let mut tags = found.tags;
+        let tp = tags.remove("traceparent");
+        let ts = tags.remove("tracestate");
+        if let Some(tp) = tp {
+            if let Ok(ctx) = TraceContext::from_headers_lenient_state(&tp, ts.as_deref()) {
+                out.context = Some(ctx);
+                out.source = Source::Comment;
+            }
+        }
+        out.tags = tags;
+    }
+    if out.context.is_none() {
+        if let Some((_, tp)) = carrier::decode_application_name(application_name) {
+            out.context = Some(TraceContext::new(tp));
+            out.source = Source::ApplicationName;
+        }
+    }
+    out
+}
+
+/// True for the carrier statements drivers and the proxy send to set the session's trace context.
+pub fn is_carrier_statement(name: &str, query: &str) -> bool {
+    if name.starts_with(CARRIER_STATEMENT_PREFIX) {
+        return true;
+    }
+    let head = &query.as_bytes()[..query.len().min(512)];
+    let mentions = memmem::find(head, b"application_name").is_some()
+        || memmem::find(head, b"APPLICATION_NAME").is_some()
+        || memmem::find(head, b"sqlcommenter.").is_some()
+        || memmem::find(head, b"pg_tracing.trace_context").is_some();
+    if !mentions {
+        return false;
+    }
+    let lower = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let body = strip_leading_comments(&lower);
+    let guc_names = ["application_name", carrier::DEFAULT_GUC, carrier::PG_TRACING_GUC];
+    if body.starts_with("select") && body.contains("set_config") {
+        // `select set_config('application_name', $1, false)` or with a literal carrier value.
+        return guc_names.iter().any(|g| body.contains(&format!("'{g}'")))
+            && (body.contains('$') || contains_traceparent(&lower) || body.contains("sqlcommenter."));
+    }
+    if let Some(rest) = body.strip_prefix("set ") {
+        let rest = rest.trim_start();
+        let rest = rest.strip_prefix("session ").or_else(|| rest.strip_prefix("local ")).unwrap_or(rest).trim_start();
+        let is_guc = guc_names.iter().any(|g| rest.starts_with(g));
+        return is_guc && (contains_traceparent(&lower) || !rest.starts_with("application_name"));
+    }
+    false
+}
+
+fn strip_leading_comments(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        if let Some(r) = s.strip_prefix("/*") {
+            match r.find("*/") {
+                Some(e) => s = &r[e + 2..],
+                None => return s,
+            }
+        } else {
+            return s;
+        }
+    }
+}
+
+/// A W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`) anywhere in `s`.
+fn contains_traceparent(s: &str) -> bool {
+    let b = s.as_bytes();
+    memmem::find_iter(b, b"00-").any(|i| {
+        b.len() >= i + 55 && sqlcommenter::TraceParent::parse(std::str::from_utf8(&b[i..i + 55]).unwrap_or("")).is_ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn comment_then_application_name() {
+        let c = correlate(&format!("select 1 /*route='%2Fa',traceparent='{TP}'*/;"), "svc");
+        assert_eq!(c.source, Source::Comment);
+        assert_eq!(c.context.unwrap().traceparent.to_string(), TP);
+        assert_eq!(c.tags.get("route").map(String::as_str), Some("/a"));
+        assert!(!c.tags.contains_key("traceparent"));
+        let c = correlate("select 1", &format!("svc@{TP}"));
+        assert_eq!(c.source, Source::ApplicationName);
+        let c = correlate("select 1 /* plain note */", "svc");
+        assert_eq!(c.source, Source::None);
+        // leading comment and a comment inside the statement
+        assert_eq!(correlate(&format!("/*traceparent='{TP}'*/ select 1"), "").source, Source::Comment);
+        let mid = format!("select /*traceparent='{TP}'*/ 1 /* x */");
+        assert_eq!(correlate(&mid, "").source, Source::Comment);
+        // a malformed traceparent in the comment falls back to the carrier
+        let c = correlate("select 1 /*traceparent='00-bad'*/", &format!("svc@{TP}"));
+        assert_eq!(c.source, Source::ApplicationName);
+    }
+
+    #[test]
+    fn carrier_statements() {
+        assert!(is_carrier_statement("__sqlc_tc", "select 1"));
+        assert!(is_carrier_statement("", "SELECT set_config('application_name', $1, false)"));
+        assert!(is_carrier_statement("", "select pg_catalog.set_config('sqlcommenter.traceparent', $1, false)"));
+        assert!(is_carrier_statement("", &format!("SET application_name = 'svc@{TP}'")));
+        assert!(is_carrier_statement("", &format!("set sqlcommenter.traceparent = '{TP}'")));
+        assert!(!is_carrier_statement("", "SET application_name = 'svc'"));
+        assert!(!is_carrier_statement("s1", "select application_name from pg_stat_activity"));
+        assert!(!is_carrier_statement("", "select 1"));
+    }
+}

@@ -1,0 +1,268 @@
+//! Inputs: files (plain or gzip, detected by magic bytes), stdin, and `--follow` readers that keep reading a
+//! growing file across rotation (rename + new file) and truncation (copytruncate).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+const BUF: usize = 256 * 1024;
+
+/// What reading a line produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read1 {
+    /// A complete line is in the buffer (newline and `\r` removed).
+    Line,
+    /// Nothing complete yet (follow mode: try again later).
+    Pending,
+    /// End of input.
+    Eof,
+}
+
+/// Counts bytes read from the underlying file (for progress).
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn strip_eol(buf: &mut Vec<u8>) {
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+}
+
+/// A line source.
+pub struct Input {
+    name: String,
+    kind: InputKind,
+}
+
+enum InputKind {
+    Reader(Box<dyn BufRead>),
+    Follow(Follower),
+}
+
+impl Input {
+    /// Opens a file; gzip is detected from its first bytes. `counter` receives bytes read from disk.
+    pub fn open(path: &Path, counter: Arc<AtomicU64>) -> io::Result<Self> {
+        let mut f = File::open(path)?;
+        let mut magic = [0u8; 2];
+        let n = f.read(&mut magic)?;
+        f.seek(SeekFrom::Start(0))?;
+        let counted = Counting { inner: f, count: counter };
+        let reader: Box<dyn BufRead> = if n == 2 && magic == [0x1f, 0x8b] {
+            Box::new(BufReader::with_capacity(BUF, flate2::read::MultiGzDecoder::new(BufReader::new(counted))))
+        } else {
+            Box::new(BufReader::with_capacity(BUF, counted))
+        };
+        Ok(Input { name: path.display().to_string(), kind: InputKind::Reader(reader) })
+    }
+
+    /// Standard input (gzip not detected).
+    pub fn stdin(counter: Arc<AtomicU64>) -> Self {
+        let counted = Counting { inner: io::stdin(), count: counter };
+        Input { name: "-".into(), kind: InputKind::Reader(Box::new(BufReader::with_capacity(BUF, counted))) }
+    }
+
+    /// Any reader (tests, embedding).
+    pub fn from_reader(name: &str, reader: Box<dyn BufRead>) -> Self {
+        Input { name: name.into(), kind: InputKind::Reader(reader) }
+    }
+
+    /// Follows `path` from its current end (`from_start`: from its beginning), across rotation.
+    pub fn follow(path: &Path, from_start: bool, counter: Arc<AtomicU64>) -> io::Result<Self> {
+        Ok(Input {
+            name: path.display().to_string(),
+            kind: InputKind::Follow(Follower::new(path, from_start, counter)?),
+        })
+    }
+
+    /// The input's name (path or `-`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads the next line into `buf` (cleared first).
+    pub fn read_line(&mut self, buf: &mut Vec<u8>) -> io::Result<Read1> {
+        match &mut self.kind {
+            InputKind::Reader(r) => {
+                buf.clear();
+                if r.read_until(b'\n', buf)? == 0 {
+                    return Ok(Read1::Eof);
+                }
+                strip_eol(buf);
+                Ok(Read1::Line)
+            }
+            InputKind::Follow(f) => f.read_line(buf),
+        }
+    }
+
+    /// Peeks at the first non-empty line without consuming it (for format detection); plain readers only.
+    pub fn peek_first_line(&mut self) -> io::Result<Vec<u8>> {
+        match &mut self.kind {
+            InputKind::Reader(r) => {
+                let buf = r.fill_buf()?;
+                let end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+                let first = &buf[..end];
+                if first.trim_ascii().is_empty() && end < buf.len() {
+                    let rest = &buf[end + 1..];
+                    let e2 = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+                    return Ok(rest[..e2].to_vec());
+                }
+                Ok(first.to_vec())
+            }
+            InputKind::Follow(f) => Ok(f.peek_first_line()),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+fn file_id(_m: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+/// Tail -F like reader.
+struct Follower {
+    path: PathBuf,
+    file: Option<BufReader<File>>,
+    id: (u64, u64),
+    pos: u64,
+    partial: Vec<u8>,
+    counter: Arc<AtomicU64>,
+}
+
+impl Follower {
+    fn new(path: &Path, from_start: bool, counter: Arc<AtomicU64>) -> io::Result<Self> {
+        let mut fl = Follower { path: path.to_owned(), file: None, id: (0, 0), pos: 0, partial: Vec::new(), counter };
+        fl.reopen(!from_start)?;
+        Ok(fl)
+    }
+
+    fn reopen(&mut self, at_end: bool) -> io::Result<()> {
+        match File::open(&self.path) {
+            Ok(mut f) => {
+                let meta = f.metadata()?;
+                self.id = file_id(&meta);
+                self.pos = if at_end { f.seek(SeekFrom::End(0))? } else { 0 };
+                self.file = Some(BufReader::with_capacity(BUF, f));
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.file = None;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn peek_first_line(&mut self) -> Vec<u8> {
+        let Ok(mut f) = File::open(&self.path) else { return Vec::new() };
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = f.read(&mut buf).unwrap_or(0);
+        buf.truncate(n);
+        let end = memchr::memchr(b'\n', &buf).unwrap_or(buf.len());
+        buf.truncate(end);
+        buf
+    }
+
+    fn read_line(&mut self, buf: &mut Vec<u8>) -> io::Result<Read1> {
+        loop {
+            let Some(file) = self.file.as_mut() else {
+                self.reopen(false)?;
+                if self.file.is_none() {
+                    return Ok(Read1::Pending);
+                }
+                continue;
+            };
+            let n = file.read_until(b'\n', &mut self.partial)?;
+            self.pos += n as u64;
+            self.counter.fetch_add(n as u64, Ordering::Relaxed);
+            if self.partial.last() == Some(&b'\n') {
+                std::mem::swap(buf, &mut self.partial);
+                self.partial.clear();
+                strip_eol(buf);
+                return Ok(Read1::Line);
+            }
+            // At the end of what was written so far: rotated or truncated?
+            match std::fs::metadata(&self.path) {
+                Ok(meta) if file_id(&meta) != self.id => {
+                    // Rotated: drain the old file first (done: we are at its end), then the new one.
+                    if !self.partial.is_empty() {
+                        std::mem::swap(buf, &mut self.partial);
+                        self.partial.clear();
+                        strip_eol(buf);
+                        self.reopen(false)?;
+                        return Ok(Read1::Line);
+                    }
+                    self.reopen(false)?;
+                    continue;
+                }
+                Ok(meta) if meta.len() < self.pos => {
+                    // Truncated in place.
+                    self.partial.clear();
+                    self.reopen(false)?;
+                    continue;
+                }
+                _ => return Ok(Read1::Pending),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn follow_across_rotation_and_truncation() {
+        let dir = std::env::temp_dir().join(format!("sqlc-logs-follow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pg.log");
+        std::fs::write(&path, "old line\n").unwrap();
+        let mut input = Input::follow(&path, false, Arc::default()).unwrap();
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        let mut drain = |input: &mut Input, lines: &mut Vec<String>| loop {
+            match input.read_line(&mut buf).unwrap() {
+                Read1::Line => lines.push(String::from_utf8(buf.clone()).unwrap()),
+                _ => break,
+            }
+        };
+        drain(&mut input, &mut lines);
+        assert!(lines.is_empty(), "starts at the end");
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"one\ntw").unwrap();
+        drain(&mut input, &mut lines);
+        f.write_all(b"o\n").unwrap();
+        drain(&mut input, &mut lines);
+        std::fs::rename(&path, dir.join("pg.log.1")).unwrap();
+        f.write_all(b"three (late write to the rotated file)\n").unwrap();
+        std::fs::write(&path, "four\n").unwrap();
+        drain(&mut input, &mut lines);
+        std::fs::write(&path, "").unwrap();
+        drain(&mut input, &mut lines);
+        std::fs::write(&path, "five\n").unwrap();
+        drain(&mut input, &mut lines);
+        assert_eq!(lines, ["one", "two", "three (late write to the rotated file)", "four", "five"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

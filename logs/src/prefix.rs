@@ -1,0 +1,482 @@
+//! `log_line_prefix` matching for stderr logs.
+//!
+//! The prefix is compiled into literals and fields. Fields with a fixed shape (`%m`, `%p`, `%c`, `%e`, ...)
+//! are scanned deterministically; free-text fields (`%a`, `%u`, `%d`, `%i`, `%b`) may contain anything,
+//! spaces included, so they are matched by bounded backtracking: shortest candidate first, and a match only
+//! counts when the text after the whole prefix starts with a severity label (`LOG:  `, `ERROR:  `, ...).
+//! `%q` makes everything after it optional (non-session processes stop the prefix there).
+
+use crate::record::{parse_i64, push_lossy, LogRecord, Severity};
+use crate::time::{parse_epoch, parse_timestamp};
+
+/// An error in a `log_line_prefix`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    /// `%` at the end of the prefix.
+    #[error("log_line_prefix ends with a lone '%'")]
+    TrailingPercent,
+    /// More items than the matcher supports.
+    #[error("log_line_prefix has too many items (max {0})")]
+    TooLong(usize),
+}
+
+/// One `%` escape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// `%a` application_name.
+    App,
+    /// `%u` user.
+    User,
+    /// `%d` database.
+    Db,
+    /// `%p` pid.
+    Pid,
+    /// `%P` parallel leader pid.
+    LeaderPid,
+    /// `%h` remote host.
+    Host,
+    /// `%r` remote host and port.
+    HostPort,
+    /// `%c` session id.
+    Session,
+    /// `%l` session line number.
+    LineNum,
+    /// `%m` time with milliseconds.
+    Millis,
+    /// `%t` time.
+    Time,
+    /// `%n` epoch with milliseconds.
+    Epoch,
+    /// `%s` session start time.
+    SessionStart,
+    /// `%i` command tag.
+    Tag,
+    /// `%e` SQLSTATE.
+    SqlState,
+    /// `%v` virtual transaction id.
+    Vxid,
+    /// `%x` transaction id.
+    Xid,
+    /// `%Q` query id.
+    QueryId,
+    /// `%b` backend type.
+    BackendType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Item {
+    Lit(Vec<u8>),
+    Field(Escape, bool),
+    Q,
+}
+
+const MAX_ITEMS: usize = 48;
+/// Longest free-text field tried (NAMEDATALEN and command tags are shorter; padding may add some).
+const MAX_FREE: usize = 160;
+
+/// A compiled `log_line_prefix`.
+#[derive(Debug, Clone)]
+pub struct Prefix {
+    items: Vec<Item>,
+    source: String,
+}
+
+/// The default PostgreSQL 15 prefix.
+pub const DEFAULT_PREFIX: &str = "%m [%p] ";
+
+impl Prefix {
+    /// Compiles a `log_line_prefix` (PostgreSQL's escapes; unknown escapes print nothing, as in the server).
+    pub fn new(prefix: &str) -> Result<Self, PrefixError> {
+        let b = prefix.as_bytes();
+        let mut items: Vec<Item> = Vec::new();
+        let mut lit = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] != b'%' {
+                lit.push(b[i]);
+                i += 1;
+                continue;
+            }
+            i += 1;
+            let mut padded = false;
+            if b.get(i) == Some(&b'-') {
+                padded = true;
+                i += 1;
+            }
+            while i < b.len() && b[i].is_ascii_digit() {
+                padded = true;
+                i += 1;
+            }
+            let Some(&c) = b.get(i) else { return Err(PrefixError::TrailingPercent) };
+            i += 1;
+            let esc = match c {
+                b'%' => {
+                    lit.push(b'%');
+                    continue;
+                }
+                b'q' => None,
+                b'a' => Some(Escape::App),
+                b'u' => Some(Escape::User),
+                b'd' => Some(Escape::Db),
+                b'p' => Some(Escape::Pid),
+                b'P' => Some(Escape::LeaderPid),
+                b'h' => Some(Escape::Host),
+                b'r' => Some(Escape::HostPort),
+                b'c' => Some(Escape::Session),
+                b'l' => Some(Escape::LineNum),
+                b'm' => Some(Escape::Millis),
+                b't' => Some(Escape::Time),
+                b'n' => Some(Escape::Epoch),
+                b's' => Some(Escape::SessionStart),
+                b'i' => Some(Escape::Tag),
+                b'e' => Some(Escape::SqlState),
+                b'v' => Some(Escape::Vxid),
+                b'x' => Some(Escape::Xid),
+                b'Q' => Some(Escape::QueryId),
+                b'b' => Some(Escape::BackendType),
+                _ => continue,
+            };
+            if !lit.is_empty() {
+                items.push(Item::Lit(std::mem::take(&mut lit)));
+            }
+            items.push(match esc {
+                Some(e) => Item::Field(e, padded),
+                None => Item::Q,
+            });
+        }
+        if !lit.is_empty() {
+            items.push(Item::Lit(lit));
+        }
+        if items.len() > MAX_ITEMS {
+            return Err(PrefixError::TooLong(MAX_ITEMS));
+        }
+        Ok(Prefix { items, source: prefix.to_owned() })
+    }
+
+    /// The prefix as given.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Matches `line` (without its newline). On success fills the prefix fields of `rec` (which the caller has
+    /// cleared) and returns the severity and the offset where the message text starts.
+    pub fn parse_line(&self, line: &[u8], rec: &mut LogRecord) -> Option<(Severity, usize)> {
+        let mut caps = [(0u32, 0u32); MAX_ITEMS];
+        let (end_items, msg_pos) = self.match_from(0, line, 0, &mut caps)?;
+        let (sev, msg_start) = severity_at(line, msg_pos)?;
+        for (idx, item) in self.items[..end_items].iter().enumerate() {
+            if let Item::Field(esc, _) = item {
+                let (s, e) = caps[idx];
+                let v = trim_spaces(&line[s as usize..e as usize]);
+                fill(rec, *esc, v);
+            }
+        }
+        Some((sev, msg_start))
+    }
+
+    /// Backtracking matcher: returns (number of items matched, position after the prefix).
+    fn match_from(
+        &self,
+        idx: usize,
+        line: &[u8],
+        pos: usize,
+        caps: &mut [(u32, u32); MAX_ITEMS],
+    ) -> Option<(usize, usize)> {
+        let Some(item) = self.items.get(idx) else {
+            return severity_at(line, pos).map(|_| (idx, pos));
+        };
+        match item {
+            Item::Lit(l) => {
+                if line[pos..].starts_with(l) {
+                    self.match_from(idx + 1, line, pos + l.len(), caps)
+                } else {
+                    None
+                }
+            }
+            Item::Q => {
+                if let Some(r) = self.match_from(idx + 1, line, pos, caps) {
+                    return Some(r);
+                }
+                severity_at(line, pos).map(|_| (idx, pos))
+            }
+            Item::Field(esc, padded) => {
+                let mut start = pos;
+                if *padded {
+                    while start < line.len() && line[start] == b' ' {
+                        start += 1;
+                    }
+                }
+                if is_free(*esc) {
+                    let max = (start + MAX_FREE).min(line.len());
+                    let next_lit = match self.items.get(idx + 1) {
+                        Some(Item::Lit(l)) => Some(l[0]),
+                        _ => None,
+                    };
+                    let mut end = start;
+                    loop {
+                        let candidate = match next_lit {
+                            Some(c) => memchr::memchr(c, &line[end..max]).map(|off| end + off),
+                            None => Some(end),
+                        };
+                        let Some(e) = candidate else { return None };
+                        caps[idx] = (start as u32, e as u32);
+                        if let Some(r) = self.match_from(idx + 1, line, e, caps) {
+                            return Some(r);
+                        }
+                        if e >= max {
+                            return None;
+                        }
+                        end = e + 1;
+                    }
+                } else {
+                    let mut e = scan_fixed(*esc, line, start)?;
+                    caps[idx] = (start as u32, e as u32);
+                    if *padded {
+                        while e < line.len() && line[e] == b' ' {
+                            e += 1;
+                        }
+                    }
+                    self.match_from(idx + 1, line, e, caps)
+                }
+            }
+        }
+    }
+}
+
+fn is_free(esc: Escape) -> bool {
+    matches!(
+        esc,
+        Escape::App | Escape::User | Escape::Db | Escape::Tag | Escape::BackendType | Escape::Host | Escape::HostPort
+    )
+}
+
+fn trim_spaces(mut v: &[u8]) -> &[u8] {
+    while let [b' ', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' '] = v {
+        v = rest;
+    }
+    v
+}
+
+fn scan_digits(line: &[u8], mut i: usize, allow_neg: bool) -> usize {
+    if allow_neg && line.get(i) == Some(&b'-') && line.get(i + 1).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    while i < line.len() && line[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+/// Scans a fixed-shape field starting at `i`; `None` when the shape does not match.
+fn scan_fixed(esc: Escape, line: &[u8], i: usize) -> Option<usize> {
+    match esc {
+        Escape::Pid | Escape::LineNum => {
+            let e = scan_digits(line, i, false);
+            (e > i).then_some(e)
+        }
+        Escape::LeaderPid | Escape::Xid => Some(scan_digits(line, i, false)),
+        Escape::QueryId => Some(scan_digits(line, i, true)),
+        Escape::Session => {
+            let hex = |mut j: usize| {
+                while j < line.len() && line[j].is_ascii_hexdigit() {
+                    j += 1;
+                }
+                j
+            };
+            let a = hex(i);
+            if a == i || line.get(a) != Some(&b'.') {
+                return None;
+            }
+            let b = hex(a + 1);
+            (b > a + 1).then_some(b)
+        }
+        Escape::Millis | Escape::Time | Escape::SessionStart => {
+            let s = line.get(i..i + 19)?;
+            if s[4] != b'-' || s[7] != b'-' || s[10] != b' ' || s[13] != b':' || s[16] != b':' {
+                return None;
+            }
+            let mut e = i + 19;
+            if line.get(e) == Some(&b'.') {
+                e = scan_digits(line, e + 1, false);
+            }
+            if line.get(e) == Some(&b' ') {
+                // zone abbreviation: letters, digits, sign (`UTC`, `CEST`, `+03`, `-0530`)
+                let z = e + 1;
+                let mut j = z;
+                while j < line.len() && (line[j].is_ascii_alphanumeric() || line[j] == b'+' || line[j] == b'-') {
+                    j += 1;
+                }
+                if j > z {
+                    e = j;
+                }
+            }
+            Some(e)
+        }
+        Escape::Epoch => {
+            let e = scan_digits(line, i, false);
+            if e == i {
+                return None;
+            }
+            if line.get(e) == Some(&b'.') {
+                Some(scan_digits(line, e + 1, false))
+            } else {
+                Some(e)
+            }
+        }
+        Escape::SqlState => {
+            let e = i + 5;
+            let s = line.get(i..e)?;
+            s.iter().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()).then_some(e)
+        }
+        Escape::Vxid => {
+            let a = scan_digits(line, i, true);
+            if a == i {
+                return Some(i);
+            }
+            if line.get(a) != Some(&b'/') {
+                return None;
+            }
+            Some(scan_digits(line, a + 1, true))
+        }
+        Escape::App
+        | Escape::User
+        | Escape::Db
+        | Escape::Tag
+        | Escape::BackendType
+        | Escape::Host
+        | Escape::HostPort => None,
+    }
+}
+
+/// If a severity label (`LOG:  `) starts at `pos`, the severity and the offset of the message.
+pub fn severity_at(line: &[u8], pos: usize) -> Option<(Severity, usize)> {
+    let rest = line.get(pos..)?;
+    let colon = rest.iter().take(10).position(|&c| c == b':')?;
+    let sev = Severity::from_label(&rest[..colon])?;
+    let after = &rest[colon + 1..];
+    if after.starts_with(b"  ") {
+        Some((sev, pos + colon + 3))
+    } else if after.is_empty() {
+        Some((sev, pos + colon + 1))
+    } else {
+        None
+    }
+}
+
+fn fill(rec: &mut LogRecord, esc: Escape, v: &[u8]) {
+    match esc {
+        Escape::App => push_lossy(&mut rec.application_name, v),
+        Escape::User => push_lossy(&mut rec.user, v),
+        Escape::Db => push_lossy(&mut rec.database, v),
+        Escape::Pid => rec.pid = parse_i64(v).and_then(|p| u32::try_from(p).ok()),
+        Escape::Host => push_lossy(&mut rec.remote_host, v),
+        Escape::HostPort => {
+            let host = match memchr::memchr(b'(', v) {
+                Some(p) if v.ends_with(b")") => &v[..p],
+                _ => v,
+            };
+            push_lossy(&mut rec.remote_host, host);
+        }
+        Escape::Session => push_lossy(&mut rec.session_id, v),
+        Escape::LineNum => rec.line_num = parse_i64(v).and_then(|n| u64::try_from(n).ok()),
+        Escape::Millis | Escape::Time => rec.time_us = parse_timestamp(v),
+        Escape::Epoch => rec.time_us = parse_epoch(v),
+        Escape::SqlState => push_lossy(&mut rec.sql_state, v),
+        Escape::QueryId => rec.query_id = parse_i64(v),
+        Escape::BackendType => push_lossy(&mut rec.backend_type, v),
+        Escape::LeaderPid | Escape::SessionStart | Escape::Tag | Escape::Vxid | Escape::Xid => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(prefix: &str, line: &str) -> Option<(LogRecord, Severity, String)> {
+        let p = Prefix::new(prefix).unwrap();
+        let mut rec = LogRecord::default();
+        let (sev, at) = p.parse_line(line.as_bytes(), &mut rec)?;
+        Some((rec, sev, line[at..].to_owned()))
+    }
+
+    #[test]
+    fn default_prefix() {
+        let (r, sev, msg) = parse("%m [%p] ", "2024-05-01 10:00:00.123 UTC [4242] LOG:  duration: 1.5 ms").unwrap();
+        assert_eq!(sev, Severity::Log);
+        assert_eq!(r.pid, Some(4242));
+        assert_eq!(msg, "duration: 1.5 ms");
+        assert_eq!(crate::time::format_rfc3339(r.time_us.unwrap()), "2024-05-01T10:00:00.123Z");
+    }
+
+    #[test]
+    fn app_with_spaces_and_at_signs() {
+        let prefix = "%m [%p] %q%u@%d %a ";
+        let line = "2024-05-01 10:00:00.123 UTC [7] bob@shop my app@00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 ERROR:  boom";
+        let (r, sev, msg) = parse(prefix, line).unwrap();
+        assert_eq!(sev, Severity::Error);
+        assert_eq!(r.user, "bob");
+        assert_eq!(r.database, "shop");
+        assert_eq!(r.application_name, "my app@00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        assert_eq!(msg, "boom");
+        // a user name containing '@' is resolved by backtracking too
+        let (r, _, _) = parse(prefix, "2024-05-01 10:00:00.123 UTC [7] a@b@shop  LOG:  x").unwrap();
+        assert_eq!((r.user.as_str(), r.database.as_str(), r.application_name.as_str()), ("a", "b@shop", ""));
+    }
+
+    #[test]
+    fn q_stops_for_background_processes() {
+        let prefix = "%m [%p] %q%u@%d %a ";
+        let (r, sev, msg) = parse(prefix, "2024-05-01 10:00:00.123 UTC [9] LOG:  checkpoint starting: time").unwrap();
+        assert_eq!((sev, r.pid, msg.as_str()), (Severity::Log, Some(9), "checkpoint starting: time"));
+        assert!(r.user.is_empty());
+    }
+
+    #[test]
+    fn many_escapes() {
+        let prefix = "%t:%r:%u@%d:[%p]:%c:%l:%e:%v:%x:%Q:%i:%b:%n:%% ";
+        let line = "2024-05-01 10:00:00 CEST:127.0.0.1(5432):u@db:[12]:6631f0a0.3a2:17:42P01:3/17:0:-123456789:SELECT:client backend:1714550400.500:% STATEMENT:  select";
+        let (r, sev, msg) = parse(prefix, line).unwrap();
+        assert_eq!(sev, Severity::Statement);
+        assert_eq!(r.remote_host, "127.0.0.1");
+        assert_eq!(r.session_id, "6631f0a0.3a2");
+        assert_eq!(r.line_num, Some(17));
+        assert_eq!(r.sql_state, "42P01");
+        assert_eq!(r.query_id, Some(-123_456_789));
+        assert_eq!(r.backend_type, "client backend");
+        assert_eq!(r.time_us, Some(1_714_550_400_500_000)); // %n came last and wins
+        assert_eq!(msg, "select");
+        let (r, _, _) = parse("%h:%p:", "::1:55:LOG:  x").unwrap();
+        assert_eq!((r.remote_host.as_str(), r.pid), ("::1", Some(55)));
+    }
+
+    #[test]
+    fn padding_and_empty_fields() {
+        let (r, _, msg) = parse("%-10a|%5p|", "psql      |   42|LOG:  hi").unwrap();
+        assert_eq!((r.application_name.as_str(), r.pid, msg.as_str()), ("psql", Some(42), "hi"));
+        let (r, _, _) = parse("[%a] ", "[] LOG:  x").unwrap();
+        assert!(r.application_name.is_empty());
+        // epoch prefix and no separator after the pid
+        let (r, _, _) = parse("%n %p", "1714550400.123 77LOG:  x").unwrap();
+        assert_eq!(r.pid, Some(77));
+    }
+
+    #[test]
+    fn non_matching_lines() {
+        for line in [
+            "",
+            "\tcontinuation",
+            "2024-05-01 10:00:00.123 UTC [x] LOG:  bad pid",
+            "2024-05-01 10:00:00.123 UTC [1] NOTALEVEL:  x",
+            "2024-05-01 10:00:00.123 UTC [1] LOG:no double space",
+            "random text from a shell script",
+        ] {
+            assert!(parse("%m [%p] ", line).is_none(), "{line}");
+        }
+        assert!(matches!(Prefix::new("abc%"), Err(PrefixError::TrailingPercent)));
+        // unknown escapes print nothing
+        assert!(parse("%m %z[%p] ", "2024-05-01 10:00:00.123 UTC [1] LOG:  x").is_some());
+    }
+}

@@ -1,0 +1,420 @@
+//! Aggregation for the reports: statements grouped by (kind, normalized query) with a log-bucketed
+//! duration histogram (bounded memory whatever the input size), exemplar trace ids, the propagation-gap
+//! counters, and a duration-over-time series.
+
+use std::collections::HashMap;
+
+use sqlcommenter::{carrier, normalize, Dialect};
+
+use crate::correlate::Source;
+use crate::message::Kind;
+use crate::statement::Statement;
+
+/// Histogram buckets: 5 % wide, from 1 µs up.
+const BUCKET_GROWTH: f64 = 1.05;
+const BUCKETS: usize = 520;
+/// Most groups kept; later new queries are counted under an overflow group.
+pub const MAX_GROUPS: usize = 5000;
+/// Exemplars kept per group (the slowest correlated executions).
+pub const EXEMPLARS: usize = 3;
+const CACHE_MAX: usize = 50_000;
+const MAX_GAP_VALUES: usize = 1000;
+const MAX_SERIES: usize = 600;
+
+/// A fixed-size log histogram of durations in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    counts: Box<[u32; BUCKETS]>,
+    total: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { counts: Box::new([0; BUCKETS]), total: 0 }
+    }
+}
+
+impl Histogram {
+    fn bucket(ms: f64) -> usize {
+        let us = ms * 1000.0;
+        if us <= 1.0 {
+            return 0;
+        }
+        ((us.ln() / BUCKET_GROWTH.ln()) as usize + 1).min(BUCKETS - 1)
+    }
+
+    /// Records one duration.
+    pub fn record(&mut self, ms: f64) {
+        let b = Self::bucket(ms);
+        self.counts[b] = self.counts[b].saturating_add(1);
+        self.total += 1;
+    }
+
+    /// The `q` quantile (0..=1), accurate to the bucket width (±2.5 %).
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= rank {
+                if i == 0 {
+                    return Some(0.001);
+                }
+                // geometric middle of the bucket
+                let lo = BUCKET_GROWTH.powi(i as i32 - 1);
+                return Some(lo * BUCKET_GROWTH.sqrt() / 1000.0);
+            }
+        }
+        None
+    }
+}
+
+/// One group of statements.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Protocol step.
+    pub kind: Kind,
+    /// Normalized query.
+    pub query: String,
+    /// Executions.
+    pub count: u64,
+    /// Executions with a logged duration.
+    pub timed: u64,
+    /// Executions with trace context.
+    pub with_context: u64,
+    /// Failed executions.
+    pub errors: u64,
+    /// Sum of durations (ms).
+    pub total_ms: f64,
+    /// Slowest duration (ms).
+    pub max_ms: f64,
+    /// Duration histogram.
+    pub hist: Histogram,
+    /// Slowest correlated executions: (duration ms, trace id).
+    pub exemplars: Vec<(f64, String)>,
+}
+
+impl Group {
+    /// Median duration.
+    pub fn p50(&self) -> Option<f64> {
+        self.hist.quantile(0.5).map(|v| v.min(self.max_ms))
+    }
+    /// 95th percentile duration.
+    pub fn p95(&self) -> Option<f64> {
+        self.hist.quantile(0.95).map(|v| v.min(self.max_ms))
+    }
+}
+
+/// Context coverage of one value of one dimension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Statements with trace context from a comment.
+    pub comment: u64,
+    /// From an application_name carrier.
+    pub application_name: u64,
+    /// Without context.
+    pub none: u64,
+}
+
+impl Coverage {
+    /// All statements.
+    pub fn total(&self) -> u64 {
+        self.comment + self.application_name + self.none
+    }
+    /// Share with context (0..=1).
+    pub fn share(&self) -> f64 {
+        let t = self.total();
+        if t == 0 {
+            0.0
+        } else {
+            (self.comment + self.application_name) as f64 / t as f64
+        }
+    }
+}
+
+/// The dimensions of the gap report.
+pub const GAP_DIMENSIONS: [&str; 4] = ["application_name", "user", "database", "kind"];
+
+/// One point of the duration-over-time series.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeriesPoint {
+    /// Bucket start, µs since the epoch.
+    pub start_us: i64,
+    /// Statements.
+    pub count: u64,
+    /// Sum of durations.
+    pub total_ms: f64,
+    /// Slowest.
+    pub max_ms: f64,
+}
+
+/// Everything the reports need, in bounded memory.
+#[derive(Debug)]
+pub struct Aggregate {
+    groups: Vec<Group>,
+    index: HashMap<(Kind, String), usize>,
+    cache: HashMap<String, usize>,
+    key_buf: String,
+    gaps: [HashMap<String, Coverage>; 4],
+    /// All non-carrier statements.
+    pub statements: u64,
+    /// Carrier statements left out.
+    pub carriers: u64,
+    /// Statements by context source.
+    pub by_source: Coverage,
+    /// Earliest and latest log time.
+    pub time_range: Option<(i64, i64)>,
+    series: Vec<SeriesPoint>,
+    series_origin: Option<i64>,
+    series_width_us: i64,
+    min_duration_ms: f64,
+}
+
+impl Default for Aggregate {
+    fn default() -> Self {
+        Self::new(0.0)
+    }
+}
+
+fn overflow_key() -> String {
+    "(other queries: group limit reached)".to_owned()
+}
+
+impl Aggregate {
+    /// An empty aggregate; statements faster than `min_duration_ms` are left out of the groups.
+    pub fn new(min_duration_ms: f64) -> Self {
+        Aggregate {
+            groups: Vec::new(),
+            index: HashMap::new(),
+            cache: HashMap::new(),
+            key_buf: String::new(),
+            gaps: Default::default(),
+            statements: 0,
+            carriers: 0,
+            by_source: Coverage::default(),
+            time_range: None,
+            series: Vec::new(),
+            series_origin: None,
+            series_width_us: 1_000_000,
+            min_duration_ms,
+        }
+    }
+
+    /// Adds one statement.
+    pub fn add(&mut self, st: &Statement) {
+        if st.carrier {
+            self.carriers += 1;
+            return;
+        }
+        self.statements += 1;
+        bump(&mut self.by_source, st.source);
+        let app = carrier::strip_carrier(&st.application_name);
+        for (i, v) in [app, st.user.as_str(), st.database.as_str(), st.kind.as_str()].into_iter().enumerate() {
+            let map = &mut self.gaps[i];
+            if let Some(c) = map.get_mut(v) {
+                bump(c, st.source);
+            } else {
+                let k = if map.len() < MAX_GAP_VALUES { v.to_owned() } else { "(other)".to_owned() };
+                bump(map.entry(k).or_default(), st.source);
+            }
+        }
+        if let Some(t) = st.time_us {
+            self.time_range = Some(match self.time_range {
+                None => (t, t),
+                Some((a, b)) => (a.min(t), b.max(t)),
+            });
+            if let Some(d) = st.duration_ms {
+                self.add_series(t, d);
+            }
+        }
+        if st.duration_ms.unwrap_or(0.0) < self.min_duration_ms {
+            return;
+        }
+        let gi = self.group_index(st);
+        let g = &mut self.groups[gi];
+        g.count += 1;
+        if st.context.is_some() {
+            g.with_context += 1;
+        }
+        if !st.error.is_empty() {
+            g.errors += 1;
+        }
+        if let Some(d) = st.duration_ms {
+            g.timed += 1;
+            g.total_ms += d;
+            g.max_ms = g.max_ms.max(d);
+            g.hist.record(d);
+            if let Some(ctx) = &st.context {
+                let slot = g.exemplars.len() < EXEMPLARS || g.exemplars.last().is_some_and(|(m, _)| *m < d);
+                if slot {
+                    let id = ctx.traceparent.trace_id_hex();
+                    if !g.exemplars.iter().any(|(_, t)| *t == id) {
+                        if g.exemplars.len() == EXEMPLARS {
+                            g.exemplars.pop();
+                        }
+                        g.exemplars.push((d, id));
+                        g.exemplars.sort_by(|a, b| b.0.total_cmp(&a.0));
+                    }
+                }
+            }
+        }
+    }
+
+    fn group_index(&mut self, st: &Statement) -> usize {
+        let (a, b) = st.query_without_comment();
+        self.key_buf.clear();
+        self.key_buf.push_str(st.kind.as_str());
+        self.key_buf.push('\0');
+        let text_start = self.key_buf.len();
+        self.key_buf.push_str(a);
+        self.key_buf.push_str(b);
+        // Cache by raw text (minus the comment): avoids re-normalizing repeated prepared statements.
+        if let Some(&i) = self.cache.get(self.key_buf.as_str()) {
+            return i;
+        }
+        let norm = normalize(&self.key_buf[text_start..], Dialect::Postgres);
+        let i = match self.index.get(&(st.kind, norm.clone())) {
+            Some(&i) => i,
+            None => {
+                let (kind, q) =
+                    if self.groups.len() < MAX_GROUPS { (st.kind, norm) } else { (Kind::Statement, overflow_key()) };
+                if let Some(&i) = self.index.get(&(kind, q.clone())) {
+                    i
+                } else {
+                    self.groups.push(Group {
+                        kind,
+                        query: q.clone(),
+                        count: 0,
+                        timed: 0,
+                        with_context: 0,
+                        errors: 0,
+                        total_ms: 0.0,
+                        max_ms: 0.0,
+                        hist: Histogram::default(),
+                        exemplars: Vec::new(),
+                    });
+                    self.index.insert((kind, q), self.groups.len() - 1);
+                    self.groups.len() - 1
+                }
+            }
+        };
+        if self.cache.len() >= CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(self.key_buf.clone(), i);
+        i
+    }
+
+    fn add_series(&mut self, t: i64, d: f64) {
+        let origin = *self.series_origin.get_or_insert(t);
+        if t < origin {
+            // Out-of-order input before the first point: fold into the first bucket.
+            if let Some(p) = self.series.first_mut() {
+                p.count += 1;
+                p.total_ms += d;
+                p.max_ms = p.max_ms.max(d);
+            }
+            return;
+        }
+        let mut idx = ((t - origin) / self.series_width_us) as usize;
+        while idx >= MAX_SERIES {
+            // Double the bucket width and merge pairs.
+            self.series_width_us *= 2;
+            let old = std::mem::take(&mut self.series);
+            for p in old {
+                let j = ((p.start_us - origin) / self.series_width_us) as usize;
+                self.ensure_series(j, origin);
+                let q = &mut self.series[j];
+                q.count += p.count;
+                q.total_ms += p.total_ms;
+                q.max_ms = q.max_ms.max(p.max_ms);
+            }
+            idx = ((t - origin) / self.series_width_us) as usize;
+        }
+        self.ensure_series(idx, origin);
+        let p = &mut self.series[idx];
+        p.count += 1;
+        p.total_ms += d;
+        p.max_ms = p.max_ms.max(d);
+    }
+
+    fn ensure_series(&mut self, idx: usize, origin: i64) {
+        while self.series.len() <= idx {
+            let start_us = origin + self.series.len() as i64 * self.series_width_us;
+            self.series.push(SeriesPoint { start_us, ..Default::default() });
+        }
+    }
+
+    /// Groups sorted by `sort`.
+    pub fn top_groups(&self, sort: SortBy, limit: usize) -> Vec<&Group> {
+        let mut v: Vec<&Group> = self.groups.iter().collect();
+        let key = |g: &Group| match sort {
+            SortBy::Max => g.max_ms,
+            SortBy::Total => g.total_ms,
+            SortBy::Count => g.count as f64,
+            SortBy::P95 => g.p95().unwrap_or(0.0),
+        };
+        v.sort_by(|a, b| key(b).total_cmp(&key(a)).then_with(|| a.query.cmp(&b.query)));
+        v.truncate(limit);
+        v
+    }
+
+    /// Number of groups.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Gap rows of one dimension (index into [`GAP_DIMENSIONS`]), most statements without context first.
+    pub fn gaps(&self, dim: usize) -> Vec<(&str, Coverage)> {
+        let mut v: Vec<(&str, Coverage)> = self.gaps[dim].iter().map(|(k, c)| (k.as_str(), *c)).collect();
+        v.sort_by(|a, b| b.1.none.cmp(&a.1.none).then(b.1.total().cmp(&a.1.total())).then(a.0.cmp(b.0)));
+        v
+    }
+
+    /// The duration-over-time series and its bucket width in µs.
+    pub fn series(&self) -> (&[SeriesPoint], i64) {
+        (&self.series, self.series_width_us)
+    }
+}
+
+fn bump(c: &mut Coverage, s: Source) {
+    match s {
+        Source::Comment => c.comment += 1,
+        Source::ApplicationName => c.application_name += 1,
+        Source::None => c.none += 1,
+    }
+}
+
+/// Order of the top-queries table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortBy {
+    /// Slowest single execution.
+    Max,
+    /// Sum of durations.
+    Total,
+    /// Executions.
+    Count,
+    /// 95th percentile.
+    P95,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_within_bucket_width() {
+        let mut h = Histogram::default();
+        for i in 1..=1000 {
+            h.record(i as f64);
+        }
+        let p50 = h.quantile(0.5).unwrap();
+        let p95 = h.quantile(0.95).unwrap();
+        assert!((p50 / 500.0 - 1.0).abs() < 0.03, "{p50}");
+        assert!((p95 / 950.0 - 1.0).abs() < 0.03, "{p95}");
+        assert!(Histogram::default().quantile(0.5).is_none());
+    }
+}
