@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# pgbench -S through: direct PostgreSQL, pgbouncer (session mode), and the sqlcommenter proxy (injection on).
+# Cells: -M simple/extended/prepared x -c 1/8/32 (-j 2), each DURATION seconds (default 15), the three
+# targets run back to back per cell (interleaved), ROUNDS rounds (default 1; median reported).
+# Then: proxy RSS with 1,000 idle client connections.
+# Needs: PostgreSQL 15 binaries, pgbouncer (apt-get install pgbouncer), python3 (for the idle clients).
+# Usage: proxy/bench/pgbench.sh [DURATION] ; env ROUNDS, MODES, CLIENTS, SKIP_RSS=1.
+set -euo pipefail
+
+DURATION=${1:-${DURATION:-15}}
+ROUNDS=${ROUNDS:-1}
+MODES=${MODES:-"simple extended prepared"}
+CLIENTS=${CLIENTS:-"1 8 32"}
+BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+PROXY_BIN=$TARGET/release/examples/proxy
+
+command -v pgbouncer >/dev/null || { echo "pgbouncer missing: apt-get install pgbouncer" >&2; exit 1; }
+echo "building the proxy (release)..." >&2
+(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p sqlcommenter-proxy --example proxy)
+
+WORK=$(mktemp -d /tmp/sqlc-bench.XXXXXX)
+chmod 755 "$WORK"
+PGPORT_=$((20000 + RANDOM % 10000)); BOUNCER_PORT=$((PGPORT_ + 1)); PROXY_PORT=$((PGPORT_ + 2))
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; fi
+
+cleanup() {
+  [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true
+  [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
+  as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+as_pg "$BIN/initdb" -D "$WORK/data" -U postgres -A trust >/dev/null
+cat >> "$WORK/data/postgresql.conf" <<CONF
+port = $PGPORT_
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$WORK'
+max_connections = 1100
+fsync = off
+synchronous_commit = off
+shared_buffers = 128MB
+log_min_duration_statement = -1
+CONF
+as_pg "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
+"$BIN/pgbench" -h 127.0.0.1 -p "$PGPORT_" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
+
+cat > "$WORK/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$PGPORT_ dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/users.txt
+pool_mode = session
+max_client_conn = 2000
+default_pool_size = 64
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+INI
+echo '"postgres" ""' > "$WORK/users.txt"
+if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"/pgbouncer.ini "$WORK"/users.txt; fi
+as_pg pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+BOUNCER_PID=$!
+"$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" >"$WORK/proxy.log" 2>&1 &
+PROXY_PID=$!
+sleep 1
+
+run() { # port mode clients -> "tps lat_ms"
+  "$BIN/pgbench" -h 127.0.0.1 -p "$1" -U postgres -S -M "$2" -c "$3" -j 2 -T "$DURATION" -n postgres 2>/dev/null |
+    awk '/^latency average/ {lat=$4} /^tps/ {tps=$3} END {printf "%.0f %.3f\n", tps, lat}'
+}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+declare -A TPS LAT
+for r in $(seq "$ROUNDS"); do
+  for m in $MODES; do for c in $CLIENTS; do
+    for t in direct pgbouncer proxy; do
+      case $t in direct) p=$PGPORT_;; pgbouncer) p=$BOUNCER_PORT;; proxy) p=$PROXY_PORT;; esac
+      read -r tps lat < <(run "$p" "$m" "$c")
+      TPS[$t,$m,$c]="${TPS[$t,$m,$c]:-} $tps"; LAT[$t,$m,$c]="${LAT[$t,$m,$c]:-} $lat"
+      echo "round $r $m -c $c $t: $tps tps, $lat ms" >&2
+    done
+  done; done
+done
+
+echo
+echo "pgbench -S, ${DURATION}s per cell, -j 2, ${ROUNDS} round(s) (median); TPS (latency ms)"
+printf "| %-8s | %2s | %-18s | %-18s | %-18s | %-13s |\n" mode -c direct pgbouncer "proxy (inject)" proxy/pgbouncer
+echo "|---|---|---|---|---|---|"
+for m in $MODES; do for c in $CLIENTS; do
+  row=()
+  for t in direct pgbouncer proxy; do
+    tps=$(echo ${TPS[$t,$m,$c]} | tr ' ' '\n' | median); lat=$(echo ${LAT[$t,$m,$c]} | tr ' ' '\n' | median)
+    row+=("$tps ($lat)"); eval "T_$t=$tps"
+  done
+  ratio=$(awk -v a="$T_proxy" -v b="$T_pgbouncer" 'BEGIN {printf "%.2f", (b>0 ? a/b : 0)}')
+  printf "| %-8s | %2s | %-18s | %-18s | %-18s | %-13s |\n" "$m" "$c" "${row[0]}" "${row[1]}" "${row[2]}" "${ratio}x"
+done; done
+
+if [ "${SKIP_RSS:-0}" != 1 ]; then
+  python3 - "$PROXY_PORT" "$PROXY_PID" <<'PY'
+import socket, struct, sys, time
+port, pid = int(sys.argv[1]), sys.argv[2]
+def rss():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+before = rss()
+socks = []
+params = b"user\0postgres\0database\0postgres\0\0"
+pkt = struct.pack("!ii", 8 + len(params), 196608) + params
+for i in range(1000):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(pkt)
+    socks.append(s)
+# wait until every session got its ReadyForQuery
+for s in socks:
+    buf = b""
+    while not buf.endswith(b"Z\x00\x00\x00\x05I"):
+        chunk = s.recv(65536)
+        if not chunk:
+            raise SystemExit("connection closed during startup")
+        buf += chunk
+time.sleep(1)
+print(f"\nproxy RSS: {before:.1f} MB idle, {rss():.1f} MB with {len(socks)} idle client connections (target <= 100 MB)")
+for s in socks:
+    s.close()
+PY
+fi
