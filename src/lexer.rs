@@ -120,6 +120,50 @@ const fn class_table() -> [u8; 256] {
 
 static CLASS: [u8; 256] = class_table();
 
+/// Index of the first byte at or after `i` that may start a string, identifier, comment or `;`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn skip_ordinary(s: &[u8], mut i: usize) -> usize {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+    // SAFETY: SSE2 is part of the x86_64 baseline, and every load reads 16 bytes that lie within `s`
+    // (`i + 16 <= s.len()`), unaligned loads being allowed by `_mm_loadu_si128`.
+    unsafe {
+        let n = [b'\'', b'"', b'`', b'$', b'-', b'/', b';', b'#'].map(|b| _mm_set1_epi8(b as i8));
+        while i + 16 <= s.len() {
+            let chunk = _mm_loadu_si128(s.as_ptr().add(i) as *const __m128i);
+            let m = _mm_or_si128(
+                _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(chunk, n[0]), _mm_cmpeq_epi8(chunk, n[1])),
+                    _mm_or_si128(_mm_cmpeq_epi8(chunk, n[2]), _mm_cmpeq_epi8(chunk, n[3])),
+                ),
+                _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(chunk, n[4]), _mm_cmpeq_epi8(chunk, n[5])),
+                    _mm_or_si128(_mm_cmpeq_epi8(chunk, n[6]), _mm_cmpeq_epi8(chunk, n[7])),
+                ),
+            );
+            let mask = _mm_movemask_epi8(m);
+            if mask != 0 {
+                return i + mask.trailing_zeros() as usize;
+            }
+            i += 16;
+        }
+    }
+    while i < s.len() && CLASS[s[i] as usize] != SPECIAL {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the first byte at or after `i` that may start a string, identifier, comment or `;`.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn skip_ordinary(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && CLASS[s[i] as usize] != SPECIAL {
+        i += 1;
+    }
+    i
+}
+
 #[inline]
 fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
@@ -338,34 +382,64 @@ pub struct Shape {
     pub unterminated: Option<Construct>,
 }
 
-/// Scans `src` once and describes where a comment can go.
+/// Scans `src` once and describes where a comment can go. This is the inserter's hot path: it skips runs
+/// of ordinary bytes and whitespace in one tight loop and only looks closer at bytes that may start a
+/// string, identifier, comment or `;`.
 pub fn shape(src: &str, dialect: Dialect) -> Shape {
+    let lexer = Lexer::new(src, dialect);
+    let s = src.as_bytes();
+    let n = s.len();
     let mut shape = Shape::default();
     let mut seen_non_space = false;
-    let finder = memmem::Finder::new(b"traceparent");
-    for tok in Lexer::new(src, dialect) {
-        match tok.kind {
-            TokenKind::Space => continue,
+    let mut i = 0;
+    while i < n {
+        // A run of bytes that start nothing: code and whitespace.
+        let run_start = i;
+        i = skip_ordinary(s, i);
+        if i > run_start {
+            let mut last = i;
+            while last > run_start && CLASS[s[last - 1] as usize] == WS {
+                last -= 1;
+            }
+            if last > run_start {
+                shape.append_at = Some(last);
+                seen_non_space = true;
+            }
+            if i >= n {
+                break;
+            }
+        }
+        if s[i] == b';' {
+            seen_non_space = true;
+            i += 1;
+            continue;
+        }
+        let Some((end, kind)) = lexer.special(i) else {
+            // A special byte that starts nothing here (`-`, `/`, `$`...): ordinary code.
+            shape.append_at = Some(i + 1);
+            seen_non_space = true;
+            i += 1;
+            continue;
+        };
+        match kind {
             TokenKind::LineComment => shape.has_comment = true,
             TokenKind::BlockComment => {
                 shape.has_comment = true;
-                if finder.find(&src.as_bytes()[tok.start..tok.end]).is_some() {
+                if memmem::find(&s[i..end], b"traceparent").is_some() {
                     shape.has_traceparent = true;
                 }
             }
-            TokenKind::Semicolon => {}
-            TokenKind::Unterminated(c) => {
-                shape.unterminated = Some(c);
-            }
+            TokenKind::Unterminated(c) => shape.unterminated = Some(c),
             TokenKind::Hint => {
                 if !seen_non_space {
                     shape.leading_hint = true;
                 }
-                shape.append_at = Some(tok.end);
+                shape.append_at = Some(end);
             }
-            _ => shape.append_at = Some(tok.end),
+            _ => shape.append_at = Some(end),
         }
         seen_non_space = true;
+        i = end;
     }
     shape
 }

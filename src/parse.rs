@@ -67,18 +67,24 @@ pub fn parse_body(body: &str) -> Option<Tags> {
 }
 
 /// Finds the sqlcommenter comment in `sql` and returns its tags (empty when there is none). When several
-/// block comments parse, the last one wins (appending is the default placement).
+/// block comments parse, the last one with a `traceparent` wins, else the last one (appending is the
+/// default placement, and a comment added next to an existing tag-only comment carries the context).
 pub fn parse_tags(sql: &str, dialect: Dialect) -> Tags {
-    let mut found = None;
+    let mut last = None;
+    let mut last_with_context = None;
     for tok in Lexer::new(sql, dialect) {
         if tok.kind == TokenKind::BlockComment {
             let text = tok.text(sql);
             if let Some(tags) = parse_body(&text[2..text.len() - 2]) {
-                found = Some(tags);
+                if tags.contains_key("traceparent") {
+                    last_with_context = Some(tags);
+                } else {
+                    last = Some(tags);
+                }
             }
         }
     }
-    found.unwrap_or_default()
+    last_with_context.or(last).unwrap_or_default()
 }
 
 /// The trace context in `sql`'s comment: `None` when there is no traceparent or it is invalid (an invalid

@@ -1,1 +1,38 @@
-fn main() {}
+//! `sqlcommenter`: the operator binary. It only wires subcommands to the library crates.
+
+mod comment;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// SQLCommenter for PostgreSQL: W3C trace context and tags in SQL comments.
+#[derive(Debug, Parser)]
+#[command(name = "sqlcommenter", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Add a sqlcommenter comment to the SQL read from stdin and write it to stdout.
+    Comment(comment::CommentArgs),
+    /// Print the tags of the sqlcommenter comment in the SQL read from stdin, as one JSON object.
+    Parse(comment::ParseArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Comment(args) => comment::comment(args),
+        Command::Parse(args) => comment::parse(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sqlcommenter: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
