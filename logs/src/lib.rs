@@ -90,8 +90,7 @@ pub fn parse_str(text: &str, format: Option<InputFormat>, prefix: &Prefix) -> (V
     let mut parser = cli::make_parser(fmt, prefix);
     let mut asm = Assembler::new();
     let mut out = Vec::new();
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
+    for line in text.lines() {
         parser.push_line(line.as_bytes(), &mut |r| asm.push(r, &mut |s| out.push(s.clone())));
     }
     parser.finish(&mut |r| asm.push(r, &mut |s| out.push(s.clone())));

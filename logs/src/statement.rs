@@ -161,8 +161,13 @@ pub struct AssembleStats {
 
 #[derive(Debug, Default)]
 struct Pending {
+    /// A `log_statement` line waiting for its `duration:`.
     statement: Option<Statement>,
+    /// auto_explain plans waiting for their statement line.
     plans: Vec<Statement>,
+    /// A finished `execute` held until the backend's next record: auto_explain logs an extended-protocol
+    /// plan when the portal is dropped, after the `execute` line.
+    held: Option<Statement>,
 }
 
 /// Most plans kept waiting for their statement per backend (nested statements).
@@ -228,6 +233,12 @@ impl Assembler {
         }
         let msg = classify(&rec.message);
         let k = key(rec);
+        if let Message::Timed(_, Body::Plan(plan)) | Message::Untimed(Body::Plan(plan)) = msg {
+            if self.attach_to_held(k, plan, emit) {
+                return;
+            }
+        }
+        self.release_held(k, emit);
         match msg {
             Message::Other => self.stats.other_records += 1,
             Message::Timed(ms, Body::Bare) => {
@@ -241,8 +252,12 @@ impl Assembler {
                 };
                 st.duration_ms = Some(ms);
                 Self::attach_plan(&mut self.stats, p, &mut st, emit);
-                Self::emit_owned(&mut self.stats, &st, emit);
-                self.cleanup(k);
+                if st.kind == Kind::Execute && st.plan.is_empty() {
+                    p.held = Some(st);
+                } else {
+                    Self::emit_owned(&mut self.stats, &st, emit);
+                    self.cleanup(k);
+                }
             }
             Message::Timed(ms, Body::Sql(kind, name, sql)) => {
                 self.scratch.fill_from(rec, kind, name, sql, Some(ms));
@@ -256,7 +271,13 @@ impl Assembler {
                     Self::attach_plan(&mut self.stats, p, &mut self.scratch, emit);
                     self.cleanup(k);
                 }
-                Self::emit_owned(&mut self.stats, &self.scratch, emit);
+                if kind == Kind::Execute && self.scratch.plan.is_empty() {
+                    self.make_room(emit);
+                    let held = std::mem::take(&mut self.scratch);
+                    self.pending.entry(k).or_default().held = Some(held);
+                } else {
+                    Self::emit_owned(&mut self.stats, &self.scratch, emit);
+                }
             }
             Message::Untimed(Body::Sql(kind, name, sql)) => {
                 let mut st = Statement::default();
@@ -301,8 +322,39 @@ impl Assembler {
         }
     }
 
+    /// Attaches a plan that follows its `execute` line; true when it did.
+    fn attach_to_held(&mut self, k: u64, plan: &str, emit: &mut dyn FnMut(&Statement)) -> bool {
+        let Some(p) = self.pending.get_mut(&k) else { return false };
+        let Some(held) = p.held.as_mut() else { return false };
+        let Some((qt, fmt)) = plan_query_text(plan) else { return false };
+        if !plan_matches(&qt, &held.query) {
+            return false;
+        }
+        held.plan.push_str(plan);
+        held.plan_format = Some(fmt);
+        self.stats.plans_attached += 1;
+        if let Some(st) = p.held.take() {
+            Self::emit_owned(&mut self.stats, &st, emit);
+            self.scratch = st;
+        }
+        self.cleanup(k);
+        true
+    }
+
+    /// Emits the backend's held `execute`, if any.
+    fn release_held(&mut self, k: u64, emit: &mut dyn FnMut(&Statement)) {
+        if let Some(p) = self.pending.get_mut(&k) {
+            if let Some(st) = p.held.take() {
+                Self::emit_owned(&mut self.stats, &st, emit);
+                self.scratch = st;
+                self.cleanup(k);
+            }
+        }
+    }
+
     fn push_error(&mut self, rec: &LogRecord, emit: &mut dyn FnMut(&Statement)) {
         let k = key(rec);
+        self.release_held(k, emit);
         if let Some(p) = self.pending.get_mut(&k) {
             if let Some(mut st) = p.statement.take() {
                 if st.query == rec.statement {
@@ -343,7 +395,7 @@ impl Assembler {
     }
 
     fn cleanup(&mut self, k: u64) {
-        if self.pending.get(&k).is_some_and(|p| p.statement.is_none() && p.plans.is_empty()) {
+        if self.pending.get(&k).is_some_and(|p| p.statement.is_none() && p.plans.is_empty() && p.held.is_none()) {
             self.pending.remove(&k);
         }
     }
@@ -357,6 +409,9 @@ impl Assembler {
     /// Emits auto_explain plans still waiting for their statement line (call when the input is idle).
     pub fn flush_plans(&mut self, emit: &mut dyn FnMut(&Statement)) {
         for p in self.pending.values_mut() {
+            if let Some(st) = p.held.take() {
+                Self::emit_owned(&mut self.stats, &st, emit);
+            }
             for plan in p.plans.drain(..) {
                 Self::emit_owned(&mut self.stats, &plan, emit);
             }
@@ -368,6 +423,7 @@ impl Assembler {
     pub fn finish(&mut self, emit: &mut dyn FnMut(&Statement)) {
         let mut all: Vec<Statement> = Vec::new();
         for (_, p) in self.pending.drain() {
+            all.extend(p.held);
             all.extend(p.plans);
             all.extend(p.statement);
         }

@@ -106,6 +106,9 @@ pub fn parse_timestamp(s: &[u8]) -> Option<i64> {
         micros = i64::from(digits(frac)?) * 10i64.pow(6 - frac.len() as u32);
     }
     let tz = if s.get(i) == Some(&b' ') { &s[i + 1..] } else { &s[i..] };
+    if tz.contains(&b' ') {
+        return None;
+    }
     let days = days_from_civil(i64::from(y), mo, d);
     let secs = days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(se) - zone_offset(tz);
     Some(secs * 1_000_000 + micros)

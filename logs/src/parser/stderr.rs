@@ -48,6 +48,9 @@ impl StderrParser {
 impl RecordParser for StderrParser {
     fn push_line(&mut self, line: &[u8], emit: &mut dyn FnMut(&LogRecord)) {
         self.stats.lines += 1;
+        if line.is_empty() {
+            return;
+        }
         if let Some(rest) = line.strip_prefix(b"\t") {
             if !self.has_cur || self.target == Target::None {
                 self.stats.unknown += 1;
