@@ -230,9 +230,8 @@ struct FileConfig {
 fn read_file(path: &Path) -> Result<FileConfig, ProxyError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ProxyError::Config(format!("cannot read config file {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| {
-        ProxyError::Config(format!("config file {}: {}", path.display(), e.message().trim_end()))
-    })
+    toml::from_str(&text)
+        .map_err(|e| ProxyError::Config(format!("config file {}: {}", path.display(), e.message().trim_end())))
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, ProxyError> {
@@ -284,9 +283,7 @@ impl ProxyArgs {
             set("db_driver".into(), d);
         }
         for t in &self.tags {
-            let (k, v) = t
-                .split_once('=')
-                .ok_or_else(|| ProxyError::Config(format!("tag {t:?} is not KEY=VALUE")))?;
+            let (k, v) = t.split_once('=').ok_or_else(|| ProxyError::Config(format!("tag {t:?} is not KEY=VALUE")))?;
             set(k.trim().to_owned(), v.to_owned());
         }
         if let Some(d) = &self.db_driver {
@@ -325,7 +322,10 @@ mod tests {
     #[test]
     fn upstream_forms() {
         let u = |s| Upstream::parse(s).unwrap();
-        assert_eq!(u("postgres://db.example:6543/app?sslmode=disable"), Upstream { host: "db.example".into(), port: 6543 });
+        assert_eq!(
+            u("postgres://db.example:6543/app?sslmode=disable"),
+            Upstream { host: "db.example".into(), port: 6543 }
+        );
         assert_eq!(u("postgresql://me:pw@10.0.0.1/x"), Upstream { host: "10.0.0.1".into(), port: 5432 });
         assert_eq!(u("[::1]:5433"), Upstream { host: "::1".into(), port: 5433 });
         assert_eq!(u("localhost").to_string(), "localhost:5432");

@@ -98,9 +98,9 @@ pub fn guc_change(sql: &[u8], guc: &str) -> Option<GucChange> {
         "reset" => Some(GucChange::Clear),
         "set" | "set session" => {
             let rest = after.trim_start();
-            let rest = rest.strip_prefix('=').or_else(|| {
-                rest.get(..2).filter(|p| p.eq_ignore_ascii_case("to")).map(|_| &rest[2..])
-            })?;
+            let rest = rest
+                .strip_prefix('=')
+                .or_else(|| rest.get(..2).filter(|p| p.eq_ignore_ascii_case("to")).map(|_| &rest[2..]))?;
             let rest = rest.trim_start();
             let value = rest.strip_prefix('\'').and_then(|r| r.split_once('\'')).map(|(v, _)| v);
             match value.map(TraceParent::parse) {

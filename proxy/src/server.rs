@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
-use crate::config::{InjectConfig, ProxyConfig, ProxyArgs};
+use crate::config::{InjectConfig, ProxyArgs, ProxyConfig};
 use crate::error::ProxyError;
 use crate::relay::{pump, Direction};
 use crate::session::{CancelKeys, Session};

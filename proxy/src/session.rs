@@ -115,11 +115,8 @@ impl Session {
     pub fn new(cfg: Arc<InjectConfig>, startup: &StartupInfo, salt: u64) -> Self {
         let app = startup.application_name.clone().unwrap_or_default();
         let startup_ctx = carrier::decode_application_name(&app).map(|(_, tp)| TraceContext::new(tp));
-        let guc_ctx = startup
-            .options
-            .as_deref()
-            .and_then(|o| guc_from_options(o, &cfg.session_guc))
-            .map(TraceContext::new);
+        let guc_ctx =
+            startup.options.as_deref().and_then(|o| guc_from_options(o, &cfg.session_guc)).map(TraceContext::new);
         let commenter = build_commenter(&cfg, carrier::strip_carrier(&app));
         Session {
             proto: ProtocolState::default(),
@@ -216,7 +213,8 @@ impl Session {
         let tag = f[0];
         let body = &f[HEADER_LEN..];
         let inject = self.cfg.enabled && self.proto.is_ready();
-        if inject && matches!(tag, frame::PARSE | frame::BIND | frame::DESCRIBE | frame::EXECUTE | frame::CLOSE)
+        if inject
+            && matches!(tag, frame::PARSE | frame::BIND | frame::DESCRIBE | frame::EXECUTE | frame::CLOSE)
             && self.proto.may_inject()
         {
             self.begin_batch(ahead, out);
@@ -441,10 +439,8 @@ impl Session {
                 self.carrier_sent = None;
                 self.guc_ctx = None;
             }
-            b"ROLLBACK" | b"RESET" => {
-                if self.cfg.carrier != CarrierTarget::ApplicationName {
-                    self.carrier_sent = None;
-                }
+            b"ROLLBACK" | b"RESET" if self.cfg.carrier != CarrierTarget::ApplicationName => {
+                self.carrier_sent = None;
             }
             _ => {}
         }
@@ -520,4 +516,177 @@ pub fn first_named_bind(buf: &[u8]) -> Option<&[u8]> {
         pos += h.frame_len;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn status(name: &str, value: &str) -> Vec<u8> {
+        msg(b'S', format!("{name}\0{value}\0").as_bytes())
+    }
+
+    fn session() -> Session {
+        let info = StartupInfo { application_name: Some("app".into()), options: None };
+        let mut s = Session::new(Arc::new(InjectConfig::default()), &info, 1).with_ids(IdGenerator::seeded(3));
+        let mut startup = msg(b'R', &[0, 0, 0, 0]);
+        startup.extend(status("application_name", "app"));
+        startup.extend(msg(b'K', &[0, 0, 0, 9, 1, 2, 3, 4]));
+        startup.extend(msg(b'Z', b"I"));
+        let mut out = BytesMut::new();
+        assert_eq!(s.server_bytes(&startup, &mut out).unwrap(), startup.len());
+        assert_eq!(&out[..], &startup[..], "startup is relayed unchanged");
+        assert_eq!(s.backend_key(), Some(&[0, 0, 0, 9, 1, 2, 3, 4][..]));
+        s
+    }
+
+    fn feed_client(s: &mut Session, bytes: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        assert_eq!(s.client_bytes(bytes, &mut out).unwrap(), bytes.len());
+        out
+    }
+
+    fn feed_server(s: &mut Session, bytes: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        assert_eq!(s.server_bytes(bytes, &mut out).unwrap(), bytes.len());
+        out
+    }
+
+    fn named_batch() -> Vec<u8> {
+        let mut b = msg(b'B', b"\0stmt1\0\0\0\0\0\0\0");
+        b.extend(msg(b'E', b"\0\0\0\0\0"));
+        b.extend(msg(b'S', b""));
+        b
+    }
+
+    #[test]
+    fn named_execution_gets_a_carrier_whose_responses_are_swallowed() {
+        let mut s = session();
+        let batch = named_batch();
+        let out = feed_client(&mut s, &batch);
+        assert!(out.ends_with(&batch), "client bytes follow unchanged");
+        let injected = &out[..out.len() - batch.len()];
+        let text = String::from_utf8_lossy(injected);
+        assert!(text.contains("__sqlc_tc") && text.contains("application_name") && text.contains("app@00-"), "{text}");
+        assert_eq!(s.proto.pending(), 2);
+        // The server's answers: injected part first, then the client's.
+        let at = text.find("app@00-").unwrap();
+        let value = &text[at..at + 4 + 55];
+        assert!(sqlcommenter::carrier::decode_application_name(value).is_some(), "{value}");
+        let mut server = Vec::new();
+        for t in [b'3', b'1', b'2'] {
+            server.extend(msg(t, b""));
+        }
+        server.extend(msg(b'D', b"\0\x01\0\0\0\x01x"));
+        server.extend(msg(b'C', b"SELECT 1\0"));
+        server.extend(msg(b'3', b""));
+        server.extend(status("application_name", value));
+        server.extend(msg(b'Z', b"I"));
+        let client_part = [msg(b'2', b""), msg(b'C', b"SELECT 0\0"), msg(b'Z', b"I")].concat();
+        server.extend(&client_part);
+        let out = feed_server(&mut s, &server);
+        assert_eq!(&out[..], &client_part[..], "only the client's responses reach the client");
+        assert_eq!(s.counters.parameter_status_hidden, 1);
+        // Same transaction context is not re-sent... a new transaction gets a new root: new carrier.
+        let out = feed_client(&mut s, &batch);
+        assert!(out.len() > batch.len());
+        assert!(!String::from_utf8_lossy(&out).contains("SELECT pg_catalog.set_config"), "parsed once");
+    }
+
+    #[test]
+    fn no_carrier_in_failed_transaction_or_mid_batch() {
+        let mut s = session();
+        feed_client(&mut s, &msg(b'Q', b"BEGIN\0"));
+        let z = [msg(b'C', b"BEGIN\0"), msg(b'Z', b"E")].concat();
+        feed_server(&mut s, &z);
+        let batch = named_batch();
+        assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..]);
+        // Mid-batch (after a Flush) in a good state: no carrier either.
+        feed_server(&mut s, &[msg(b'Z', b"I")].concat());
+        let mut s = session();
+        let p = [msg(b'P', b"stmt1\0select 1\0\0\0"), msg(b'H', b"")].concat();
+        let out = feed_client(&mut s, &p);
+        assert_eq!(&out[..], &p[..]);
+        assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..]);
+    }
+
+    #[test]
+    fn simple_query_and_unnamed_parse_are_commented() {
+        let mut s = session();
+        let out = feed_client(&mut s, &msg(b'Q', b"select 1;\0"));
+        let text = String::from_utf8_lossy(&out[5..]);
+        assert!(text.starts_with("select 1 /*application='app',traceparent='00-"), "{text}");
+        assert!(text.ends_with("*/;\0"));
+        assert_eq!(frame::header(&out).unwrap().unwrap().frame_len, out.len());
+        let p = msg(b'P', b"\0select $1\0\0\x01\0\0\0\x17");
+        let out = feed_client(&mut s, &p);
+        let body = frame::parse_body(&out[5..]).unwrap();
+        assert!(String::from_utf8_lossy(body.query).contains("traceparent="));
+        assert_eq!(body.rest, b"\0\x01\0\0\0\x17", "parameter types kept");
+        // An existing traceparent is left alone; non-UTF-8 text is relayed as is.
+        let own = msg(b'Q', b"select 2 /*traceparent='00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'*/\0");
+        assert_eq!(&feed_client(&mut s, &own)[..], &own[..]);
+        let latin1 = msg(b'Q', b"select '\xe9'\0");
+        assert_eq!(&feed_client(&mut s, &latin1)[..], &latin1[..]);
+    }
+
+    #[test]
+    fn client_application_name_change_is_relayed_and_used() {
+        let mut s = session();
+        let st = status("application_name", "renamed");
+        assert_eq!(&feed_server(&mut s, &st)[..], &st[..]);
+        let out = feed_client(&mut s, &named_batch());
+        assert!(String::from_utf8_lossy(&out).contains("renamed@00-"));
+    }
+
+    #[test]
+    fn large_frames_stream_through_in_pieces() {
+        let mut s = session();
+        let big = msg(b'D', &vec![7u8; 3 * MAX_DECODE]);
+        let mut relayed = Vec::new();
+        let mut pending = Vec::new();
+        for chunk in big.chunks(8192) {
+            pending.extend_from_slice(chunk);
+            let mut out = BytesMut::new();
+            let used = s.server_bytes(&pending, &mut out).unwrap();
+            pending.drain(..used);
+            relayed.extend_from_slice(&out);
+            assert!(pending.len() < 16, "bounded buffering");
+        }
+        assert!(relayed == big);
+        // A 2 MB query is relayed untouched in pieces too.
+        let mut q = vec![b'Q'];
+        let text = vec![b'x'; 2 * MAX_DECODE];
+        q.extend_from_slice(&((text.len() + 5) as i32).to_be_bytes());
+        q.extend_from_slice(&text);
+        q.push(0);
+        let mut relayed = Vec::new();
+        let mut pending = Vec::new();
+        for chunk in q.chunks(100_000) {
+            pending.extend_from_slice(chunk);
+            let mut out = BytesMut::new();
+            let used = s.client_bytes(&pending, &mut out).unwrap();
+            pending.drain(..used);
+            relayed.extend_from_slice(&out);
+        }
+        assert!(relayed == q);
+    }
+
+    #[test]
+    fn first_named_bind_lookahead() {
+        let b = named_batch();
+        assert_eq!(first_named_bind(&b), Some(&b"stmt1"[..]));
+        let p = [msg(b'P', b"s\0select 1\0\0\0"), b].concat();
+        assert_eq!(first_named_bind(&p), Some(&b"stmt1"[..]));
+        assert_eq!(first_named_bind(&msg(b'B', b"\0\0\0\0\0\0\0\0")), None);
+        assert_eq!(first_named_bind(&msg(b'S', b"")), None);
+        assert_eq!(first_named_bind(b"B\0\0"), None);
+    }
 }

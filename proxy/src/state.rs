@@ -142,18 +142,12 @@ impl ProtocolState {
                 self.queue.push_back(Pending { owner: Owner::Client, kind: SyncKind::Query });
             }
             FUNCTION_CALL => self.queue.push_back(Pending { owner: Owner::Client, kind: SyncKind::FunctionCall }),
-            SYNC => {
-                // The server ignores Sync during copy-in.
-                if !self.copy_in {
-                    self.extended_open = false;
-                    self.queue.push_back(Pending { owner: Owner::Client, kind: SyncKind::Sync });
-                }
+            // The server ignores Sync during copy-in.
+            SYNC if !self.copy_in => {
+                self.extended_open = false;
+                self.queue.push_back(Pending { owner: Owner::Client, kind: SyncKind::Sync });
             }
-            PARSE | BIND | DESCRIBE | EXECUTE | CLOSE | FLUSH => {
-                if self.ready {
-                    self.extended_open = true;
-                }
-            }
+            PARSE | BIND | DESCRIBE | EXECUTE | CLOSE | FLUSH if self.ready => self.extended_open = true,
             COPY_DONE | COPY_FAIL => self.copy_in = false,
             _ => {}
         }

@@ -127,10 +127,9 @@ async fn psycopg3_with_pipeline_mode() {
         return;
     }
     let proxy = proxy().await;
-    let out = run(Command::new("python3").arg(clients_dir().join("psycopg_client.py")).args([
-        &proxy.local_addr().port().to_string(),
-        "pycg",
-    ]));
+    let out = run(Command::new("python3")
+        .arg(clients_dir().join("psycopg_client.py"))
+        .args([&proxy.local_addr().port().to_string(), "pycg"]));
     assert_eq!(
         out,
         "simple 1\nprepared 10\nprepared 11\nprepared 12\npipeline error contained\npipeline [0, 1, 2, 3, 4]\n\
@@ -149,10 +148,9 @@ async fn asyncpg_named_statements_and_flush() {
         return;
     }
     let proxy = proxy().await;
-    let out = run(Command::new("python3").arg(clients_dir().join("asyncpg_client.py")).args([
-        &proxy.local_addr().port().to_string(),
-        "apg",
-    ]));
+    let out = run(Command::new("python3")
+        .arg(clients_dir().join("asyncpg_client.py"))
+        .args([&proxy.local_addr().port().to_string(), "apg"]));
     assert_eq!(out, "fetchval 0\nfetchval 5\nfetchval 10\nlisten 42\n");
     // The first execution's Bind follows a Flush (not a request boundary): executions 2 and 3 carry.
     assert_carried("apg", "marker_asyncpg", 2);
@@ -162,7 +160,10 @@ async fn asyncpg_named_statements_and_flush() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_named_statements() {
     let dir = clients_dir().join("node");
-    if !available("node + pg (npm i in proxy/tests/clients/node)", Command::new("node").current_dir(&dir).args(["-e", "require('pg')"])) {
+    if !available(
+        "node + pg (npm i in proxy/tests/clients/node)",
+        Command::new("node").current_dir(&dir).args(["-e", "require('pg')"]),
+    ) {
         return;
     }
     let proxy = proxy().await;

@@ -18,7 +18,9 @@ async fn simple_query_carries_a_comment_and_results_match() {
     let rows = |v: &[tokio_postgres::SimpleQueryMessage]| {
         v.iter()
             .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => Some((r.get(0).unwrap().to_owned(), r.get(1).unwrap().to_owned())),
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((r.get(0).unwrap().to_owned(), r.get(1).unwrap().to_owned()))
+                }
                 _ => None,
             })
             .collect::<Vec<_>>()
@@ -63,7 +65,8 @@ async fn unnamed_extended_statements_get_a_comment_per_transaction() {
     let ids: std::collections::HashSet<_> = execs.iter().map(|l| comment_trace_id(l).unwrap()).collect();
     assert_eq!(ids.len(), 3, "a fresh root per transaction");
     let tx_lines: Vec<_> = log_lines("marker_tx", 2).into_iter().filter(|l| l.contains("execute")).collect();
-    let tx_ids: std::collections::HashSet<_> = tx_lines.iter().map(|l| comment_trace_id(l).unwrap().to_owned()).collect();
+    let tx_ids: std::collections::HashSet<_> =
+        tx_lines.iter().map(|l| comment_trace_id(l).unwrap().to_owned()).collect();
     assert_eq!(tx_ids.len(), 1, "one root for the whole transaction: {tx_lines:#?}");
     proxy.shutdown().await;
 }
@@ -87,11 +90,8 @@ async fn named_statements_keep_their_text_and_get_the_carrier() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM pg_prepared_statements WHERE name = '__sqlc_tc'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 =
+        c.query_one("SELECT count(*) FROM pg_prepared_statements WHERE name = '__sqlc_tc'", &[]).await.unwrap().get(0);
     assert_eq!(n, 1, "the reserved statement is parsed once");
     let lines: Vec<_> = log_lines("marker_named", 6).into_iter().filter(|l| l.contains("execute s")).collect();
     assert_eq!(lines.len(), 4, "{lines:#?}");
@@ -130,8 +130,9 @@ async fn session_context_from_startup_application_name_is_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guc_carrier_and_session_set() {
-    let proxy = proxy_with(|c| c.inject.carrier = sqlcommenter_proxy::CarrierTarget::Guc("sqlcommenter.traceparent".into()))
-        .await;
+    let proxy =
+        proxy_with(|c| c.inject.carrier = sqlcommenter_proxy::CarrierTarget::Guc("sqlcommenter.traceparent".into()))
+            .await;
     let c = connect(proxy.local_addr().port(), "t_guc").await;
     let tp = "00-11111111111111111111111111111111-2222222222222222-01";
     c.batch_execute(&format!("SET sqlcommenter.traceparent = '{tp}'")).await.unwrap();
