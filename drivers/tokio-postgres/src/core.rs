@@ -135,9 +135,9 @@ impl Core {
             (Action::Reset, Carrier::ApplicationName) => Box::pin(pg.execute_typed(RESET_APP_SQL, &[])),
             (Action::Reset, Carrier::Guc(guc)) => {
                 let name = guc.clone();
-                Box::pin(async move {
-                    pg.execute_typed(RESET_GUC_SQL, &[(&name as &(dyn ToSql + Sync), Type::TEXT)]).await
-                })
+                Box::pin(
+                    async move { pg.execute_typed(RESET_GUC_SQL, &[(&name as &(dyn ToSql + Sync), Type::TEXT)]).await },
+                )
             }
         }
     }

@@ -72,5 +72,5 @@ pub use config::{Carrier, Config, ConfigBuilder, ConfigError, ContextFn, Mode, D
 pub use pool::{Pool, PooledClient};
 pub use sqlcommenter::{ContextSource, TraceContext, TraceParent};
 pub use statement::{StatementRef, ToStatement};
-pub use transaction::Transaction;
 pub use tokio_postgres;
+pub use transaction::Transaction;

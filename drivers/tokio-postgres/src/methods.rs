@@ -41,11 +41,7 @@ macro_rules! query_methods {
         }
 
         /// Like `tokio_postgres::Client::query_opt`.
-        pub async fn query_opt<T>(
-            &self,
-            statement: &T,
-            params: &[&(dyn ToSql + Sync)],
-        ) -> Result<Option<Row>, Error>
+        pub async fn query_opt<T>(&self, statement: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, Error>
         where
             T: ?Sized + ToStatement,
         {
@@ -82,11 +78,7 @@ macro_rules! query_methods {
         }
 
         /// Like `tokio_postgres::Client::query_typed_one`.
-        pub async fn query_typed_one(
-            &self,
-            query: &str,
-            params: &[(&(dyn ToSql + Sync), Type)],
-        ) -> Result<Row, Error> {
+        pub async fn query_typed_one(&self, query: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Row, Error> {
             let call = self.call();
             let r = self.core().query_typed_one(self.pg(), &call, query, params).await;
             self.observe(&r);
