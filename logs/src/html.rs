@@ -71,11 +71,22 @@ fn time_chart(agg: &Aggregate) -> String {
     );
     let mut max_line = String::new();
     let mut avg_line = String::new();
+    let mut dots = String::new();
     for p in &points {
         let cx = x(p.start_us + width_us / 2);
+        let avg = p.total_ms / p.count as f64;
         let _ = write!(max_line, "{cx:.1},{:.1} ", y(p.max_ms));
-        let _ = write!(avg_line, "{cx:.1},{:.1} ", y(p.total_ms / p.count as f64));
+        let _ = write!(avg_line, "{cx:.1},{:.1} ", y(avg));
+        let _ = write!(
+            dots,
+            "<circle class=\"point\" cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"#d9534f\"><title>{}: {} statements, max {:.3} ms, avg {avg:.3} ms</title></circle>",
+            y(p.max_ms),
+            format_rfc3339(p.start_us),
+            p.count,
+            p.max_ms
+        );
     }
+    s.push_str(&dots);
     let _ = write!(
         s,
         "<polyline class=\"series-max\" fill=\"none\" stroke=\"#d9534f\" stroke-width=\"1.5\" points=\"{max_line}\"/>\

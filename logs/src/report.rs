@@ -20,6 +20,8 @@ pub const EXEMPLARS: usize = 3;
 const CACHE_MAX: usize = 50_000;
 const MAX_GAP_VALUES: usize = 1000;
 const MAX_SERIES: usize = 600;
+/// Longest client name an `application_name` carrier keeps (63 − 55-byte traceparent − `@`).
+const CARRIER_NAME_MAX: usize = carrier::APPLICATION_NAME_MAX - sqlcommenter::traceparent::TRACEPARENT_LEN - 1;
 
 /// A fixed-size log histogram of durations in milliseconds.
 #[derive(Debug, Clone)]
@@ -198,7 +200,7 @@ impl Aggregate {
             time_range: None,
             series: Vec::new(),
             series_origin: None,
-            series_width_us: 1_000_000,
+            series_width_us: 1000,
             min_duration_ms,
         }
     }
@@ -369,7 +371,24 @@ impl Aggregate {
 
     /// Gap rows of one dimension (index into [`GAP_DIMENSIONS`]), most statements without context first.
     pub fn gaps(&self, dim: usize) -> Vec<(&str, Coverage)> {
-        let mut v: Vec<(&str, Coverage)> = self.gaps[dim].iter().map(|(k, c)| (k.as_str(), *c)).collect();
+        let map = &self.gaps[dim];
+        let mut merged: HashMap<&str, Coverage> = HashMap::new();
+        for (k, c) in map {
+            // The carrier cuts the client's name to what fits next to the traceparent ("checkou@00-..."):
+            // count a cut name under the one longer name it is the start of, when there is exactly one.
+            let mut key = k.as_str();
+            if dim == 0 && k.len() == CARRIER_NAME_MAX {
+                let mut longer = map.keys().filter(|o| o.len() > k.len() && o.starts_with(k.as_str()));
+                if let (Some(full), None) = (longer.next(), longer.next()) {
+                    key = full.as_str();
+                }
+            }
+            let e = merged.entry(key).or_default();
+            e.comment += c.comment;
+            e.application_name += c.application_name;
+            e.none += c.none;
+        }
+        let mut v: Vec<(&str, Coverage)> = merged.into_iter().collect();
         v.sort_by(|a, b| b.1.none.cmp(&a.1.none).then(b.1.total().cmp(&a.1.total())).then(a.0.cmp(b.0)));
         v
     }

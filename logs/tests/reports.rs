@@ -104,7 +104,9 @@ fn html_report_in_headless_chromium() {
     assert!(dom.contains("pg_sleep(?)"), "normalized slow query in the table");
     // Gap tables: the workload's application, plus the psql session that created the database.
     assert!(dom.contains("data-dimension=\"application_name\""));
-    assert!(dom.contains(">workload<") || dom.contains(">workloa<"), "workload in the gap table");
+    assert!(dom.contains(">workload<"), "workload in the gap table");
+    assert!(!dom.contains(">workloa<"), "carrier-cut name counted under the full name");
+    assert!(dom.contains("class=\"point\""), "time chart points");
     assert!(dom.contains(">psql<"), "psql (no context) in the gap table");
     let count: u64 = {
         let i = dom.find("id=\"statement-count\">").unwrap() + "id=\"statement-count\">".len();
