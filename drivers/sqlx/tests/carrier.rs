@@ -1,0 +1,351 @@
+//! What PostgreSQL saw through the session carrier (default mode): every statement carries its own
+//! request's traceparent, never another's, never a stale one.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use futures_util::TryStreamExt;
+use opentelemetry::context::FutureExt as _;
+use sqlcommenter_sqlx::{Carrier, Config, Mode, TracedConnection, TracedPool};
+use sqlx::{Connection, Executor, Row};
+
+/// 24 tasks under 24 different contexts (plus 8 without one) interleave on a pool of 4, through both
+/// `&pool` and a per-request `acquire()`; the server log shows each statement with its own task's span id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tasks_each_carry_their_own_context() {
+    let db = TracedPool::new(pool(4).await, &Config::default());
+    let mut tasks = Vec::new();
+    for i in 0..32u32 {
+        let db = db.clone();
+        let tp = (i < 24).then(|| tp(1, i, true));
+        let work = async move {
+            for round in 0..6 {
+                if round % 2 == 0 {
+                    let v: i32 = sqlx::query_scalar("SELECT $1::int4 AS concurrent_probe_a")
+                        .bind(i as i32)
+                        .fetch_one(&db)
+                        .await
+                        .unwrap();
+                    assert_eq!(v, i as i32);
+                } else {
+                    let mut conn = db.acquire().await.unwrap();
+                    for _ in 0..2 {
+                        sqlx::query("SELECT $1::int4 AS concurrent_probe_b").bind(i as i32).execute(&mut conn).await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tasks.push(match tp {
+            Some(tp) => tokio::spawn(work.with_context(otel(&tp))),
+            None => tokio::spawn(work),
+        });
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let lines = logged("marker-concurrent");
+    let mut seen = HashMap::new();
+    for l in executions(&lines, "concurrent_probe") {
+        let i: u32 = l.detail.trim_start_matches("parameters: $1 = '").trim_end_matches('\'').parse().unwrap();
+        let expected = (i < 24).then(|| tp(1, i, true));
+        assert_eq!(l.carried(), expected, "statement of task {i} logged as {:?}", l.application_name);
+        assert!(l.application_name.starts_with(BASE_NAME), "{}", l.application_name);
+        *seen.entry(i).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 32);
+    assert!(seen.values().all(|&n| n == 3 + 3 * 2), "{seen:?}");
+}
+
+/// A pooled connection returned after a traced request is reset: the next request (without context,
+/// through the wrapper or through the raw pool) sees the base name, and so does pg_stat_activity.
+#[tokio::test]
+async fn no_stale_context_after_reuse() {
+    let raw = pool(1).await;
+    let db = TracedPool::new(raw.clone(), &Config::default());
+    let a = tp(2, 1, true);
+    async {
+        let mut conn = db.acquire().await.unwrap();
+        sqlx::query("SELECT 1 AS reuse_probe_a").execute(&mut conn).await.unwrap();
+        assert!(conn.carries_context());
+    }
+    .with_context(otel(&a))
+    .await;
+    // Same (only) connection, next request without context, through the wrapper:
+    sqlx::query("SELECT 2 AS reuse_probe_b").execute(&db).await.unwrap();
+    // ... and through the raw pool:
+    let name: String = sqlx::query_scalar("SELECT current_setting('application_name') AS reuse_probe_c")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(name, BASE_NAME);
+    let lines = logged("marker-reuse");
+    let a_lines = executions(&lines, "reuse_probe_a");
+    assert_eq!(a_lines.len(), 1);
+    assert_eq!(a_lines[0].carried(), Some(a));
+    for probe in ["reuse_probe_b", "reuse_probe_c"] {
+        let ls = executions(&lines, probe);
+        assert_eq!(ls.len(), 1, "{probe}");
+        assert_eq!(ls[0].application_name, BASE_NAME, "{probe}");
+        assert_eq!(ls[0].pid, a_lines[0].pid, "same backend reused");
+    }
+    // An owned connection keeps its state across requests and overwrites only when the context changes.
+    let mut conn = TracedConnection::new(sqlx::PgConnection::connect(&url()).await.unwrap(), &Config::default());
+    let b = tp(2, 2, true);
+    async {
+        sqlx::query("SELECT 3 AS reuse_probe_d").execute(&mut conn).await.unwrap();
+    }
+    .with_context(otel(&b))
+    .await;
+    sqlx::query("SELECT 4 AS reuse_probe_e").execute(&mut conn).await.unwrap();
+    let lines = logged("marker-reuse-owned");
+    assert_eq!(executions(&lines, "reuse_probe_d")[0].carried(), Some(b));
+    assert_eq!(executions(&lines, "reuse_probe_e")[0].application_name, BASE_NAME);
+    // Idle pooled connections carry nothing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle = pg()
+        .query(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '%{}%'",
+            a.trace_id_hex()
+        ))
+        .unwrap();
+    assert_eq!(idle, "0");
+}
+
+/// Within one request the carrier is written once; statements carry it; only changes cost a `SET`.
+#[tokio::test]
+async fn carrier_written_once_per_request_and_connection() {
+    let db = TracedPool::new(pool(1).await, &Config::default());
+    let c = tp(3, 1, true);
+    async {
+        let mut conn = db.acquire().await.unwrap();
+        for i in 0..5 {
+            sqlx::query("SELECT $1::int4 AS once_probe").bind(i).fetch_one(&mut conn).await.unwrap();
+        }
+    }
+    .with_context(otel(&c))
+    .await;
+    let lines = logged("marker-once");
+    let execs = executions(&lines, "once_probe");
+    assert_eq!(execs.len(), 5);
+    assert!(execs.iter().all(|l| l.carried() == Some(c)));
+    let sets: Vec<_> = lines.iter().filter(|l| l.message.contains(&format!("statement: SET application_name TO E'{BASE_NAME}@{c}'"))).collect();
+    assert_eq!(sets.len(), 1, "one carrier write for the request");
+}
+
+/// Unsampled contexts are not carried by default; `sampled_only(false)` carries them; ratio 0 carries none.
+#[tokio::test]
+async fn sampling() {
+    let unsampled = tp(4, 1, false);
+    let configs = [
+        (Config::default(), None, "sampling_probe_default"),
+        (Config::builder().sampled_only(false).build().unwrap(), Some(unsampled), "sampling_probe_all"),
+        (Config::builder().sampled_only(false).sample_ratio(0.0).build().unwrap(), None, "sampling_probe_ratio0"),
+    ];
+    for (cfg, _, probe) in &configs {
+        let db = TracedPool::new(pool(1).await, cfg);
+        let sql = format!("SELECT 1 AS {probe}");
+        async { db.execute(sqlx::AssertSqlSafe(sql)).await.unwrap() }.with_context(otel(&unsampled)).await;
+    }
+    let lines = logged("marker-sampling");
+    for (_, expected, probe) in &configs {
+        let ls = executions(&lines, probe);
+        assert_eq!(ls.len(), 1, "{probe}");
+        assert_eq!(ls[0].carried(), *expected, "{probe}");
+    }
+}
+
+/// Transactions: the carrier rides on the BEGIN (`SET LOCAL`) and ends with the transaction.
+#[tokio::test]
+async fn transactions_commit_rollback_and_errors() {
+    let raw = pool(1).await;
+    raw.execute("CREATE TABLE IF NOT EXISTS tx_t (id int PRIMARY KEY)").await.unwrap();
+    let db = TracedPool::new(raw.clone(), &Config::default());
+    let c = tp(5, 1, true);
+    let d = tp(5, 2, true);
+    async {
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("INSERT INTO tx_t VALUES ($1) ON CONFLICT DO NOTHING /*tx_probe_commit*/").bind(1).execute(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("INSERT INTO tx_t VALUES ($1) /*tx_probe_fail*/").bind(1).execute(&mut tx).await.unwrap_err();
+        tx.rollback().await.unwrap();
+        let mut conn = db.acquire().await.unwrap();
+        {
+            let mut tx = conn.begin().await.unwrap();
+            sqlx::query("SELECT 1 /*tx_probe_conn*/").execute(&mut tx).await.unwrap();
+            // a different span inside the transaction: one SET LOCAL
+            async { sqlx::query("SELECT 2 /*tx_probe_inner*/").execute(&mut tx).await.unwrap() }
+                .with_context(otel(&d))
+                .await;
+            // dropped without commit: rolled back
+        }
+        sqlx::query("SELECT current_setting('application_name') /*tx_probe_after*/").fetch_one(&mut conn).await.unwrap();
+    }
+    .with_context(otel(&c))
+    .await;
+    let name: String = sqlx::query_scalar("SELECT current_setting('application_name')").fetch_one(&raw).await.unwrap();
+    assert_eq!(name, BASE_NAME);
+    let lines = logged("marker-tx");
+    for (probe, expected) in [
+        ("tx_probe_commit", Some(c)),
+        ("tx_probe_fail", Some(c)),
+        ("tx_probe_conn", Some(c)),
+        ("tx_probe_inner", Some(d)),
+        ("tx_probe_after", Some(c)),
+    ] {
+        let ls: Vec<_> = lines
+            .iter()
+            .filter(|l| {
+                (l.message.contains(probe) && !l.message.contains("parse ") && !l.message.contains("bind "))
+                    || l.statement.contains(probe)
+            })
+            .collect();
+        assert!(!ls.is_empty(), "{probe}");
+        for l in ls {
+            assert_eq!(l.carried(), expected, "{probe}: {}", l.message);
+        }
+    }
+    assert!(lines.iter().any(|l| l.message.contains("BEGIN; SET LOCAL application_name TO")));
+    let failed: Vec<_> = lines.iter().filter(|l| l.statement.contains("tx_probe_fail")).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].state_code, "23505");
+}
+
+/// Errors come back exactly as without the wrapper: same variant, same SQLSTATE.
+#[tokio::test]
+async fn errors_are_unchanged() {
+    let raw = pool(1).await;
+    let db = TracedPool::new(raw.clone(), &Config::default());
+    let c = tp(6, 1, true);
+    for sql in ["SELECT * FROM no_such_table_x", "SELECT 1/0", "SELEC 1"] {
+        let plain = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&raw).await.unwrap_err();
+        let wrapped = async { sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&db).await.unwrap_err() }
+            .with_context(otel(&c))
+            .await;
+        let (p, w) = (plain.as_database_error().unwrap(), wrapped.as_database_error().unwrap());
+        assert_eq!(p.code(), w.code(), "{sql}");
+        assert_eq!(p.message(), w.message(), "{sql}");
+        assert_eq!(p.kind(), w.kind(), "{sql}");
+    }
+    let plain = sqlx::query("SELECT 1 WHERE false").fetch_one(&raw).await.unwrap_err();
+    let wrapped = sqlx::query("SELECT 1 WHERE false").fetch_one(&db).await.unwrap_err();
+    assert!(matches!((plain, wrapped), (sqlx::Error::RowNotFound, sqlx::Error::RowNotFound)));
+}
+
+/// Streaming fetches carry the context; a dropped stream or future leaves the connection usable and
+/// its carrier truthful.
+#[tokio::test]
+async fn streaming_and_dropped_futures() {
+    let db = TracedPool::new(pool(1).await, &Config::default());
+    let c = tp(7, 1, true);
+    let d = tp(7, 2, true);
+    let mut conn = db.acquire().await.unwrap();
+    async {
+        let rows: Vec<i32> = sqlx::query_scalar::<_, i32>("SELECT g::int4 FROM generate_series(1, 5000) g /*stream_probe*/")
+            .fetch(&mut conn)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 5000);
+        // a stream dropped after its first row
+        let mut s = sqlx::query("SELECT g FROM generate_series(1, 100000) g /*stream_probe_dropped*/").fetch(&mut conn);
+        s.try_next().await.unwrap().unwrap();
+        drop(s);
+        // a future dropped mid-query
+        let slow = sqlx::query("SELECT pg_sleep(0.5) /*dropped_probe*/").execute(&mut conn);
+        assert!(tokio::time::timeout(Duration::from_millis(50), slow).await.is_err());
+    }
+    .with_context(otel(&c))
+    .await;
+    async {
+        let row = sqlx::query("SELECT current_setting('application_name') AS app /*after_drop_probe*/")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String, _>("app"), format!("{BASE_NAME}@{d}"));
+    }
+    .with_context(otel(&d))
+    .await;
+    drop(conn);
+    let lines = logged("marker-stream");
+    assert_eq!(executions(&lines, "stream_probe*/")[0].carried(), Some(c));
+    assert_eq!(executions(&lines, "after_drop_probe")[0].carried(), Some(d));
+}
+
+/// The custom-GUC carrier leaves application_name alone.
+#[tokio::test]
+async fn guc_carrier() {
+    let cfg = Config::builder().carrier(Carrier::Guc("sqlcommenter.traceparent".into())).build().unwrap();
+    let db = TracedPool::new(pool(1).await, &cfg);
+    let c = tp(8, 1, true);
+    let (guc, app): (String, String) = async {
+        sqlx::query_as("SELECT current_setting('sqlcommenter.traceparent'), current_setting('application_name')")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    }
+    .with_context(otel(&c))
+    .await;
+    assert_eq!((guc.as_str(), app.as_str()), (c.to_string().as_str(), BASE_NAME));
+    let guc: String = sqlx::query_scalar("SELECT current_setting('sqlcommenter.traceparent', true)").fetch_one(&db).await.unwrap();
+    assert_eq!(guc, "");
+}
+
+/// Static tags are in the text the server ran; a statement prepared earlier runs verbatim and still gets
+/// this execution's context through the carrier.
+#[tokio::test]
+async fn static_tags_and_prepared_statements() {
+    let cfg = Config::builder().application("shop").tag("route", "/orders/{id}").build().unwrap();
+    let db = TracedPool::new(pool(1).await, &cfg);
+    let c = tp(9, 1, true);
+    async {
+        let mut conn = db.acquire().await.unwrap();
+        sqlx::query("SELECT 1 AS tags_probe").execute(&mut conn).await.unwrap();
+        let stmt = (&mut conn).prepare(sqlx::SqlStr::from_static("SELECT $1::int4 AS prepared_probe")).await.unwrap();
+        use sqlx::Statement;
+        stmt.query().bind(5).fetch_one(&mut conn).await.unwrap();
+    }
+    .with_context(otel(&c))
+    .await;
+    let lines = logged("marker-tags");
+    let l = executions(&lines, "tags_probe")[0];
+    let tags = sqlcommenter::parse_tags(&l.message, sqlcommenter::Dialect::Postgres);
+    assert_eq!(tags["application"], "shop");
+    assert_eq!(tags["route"], "/orders/{id}");
+    assert_eq!(tags["db_driver"], "sqlx:0.9");
+    assert!(!tags.contains_key("traceparent"));
+    let p = executions(&lines, "prepared_probe")[0];
+    assert!(p.message.ends_with("SELECT $1::int4 AS prepared_probe"), "{}", p.message);
+    assert_eq!(p.carried(), Some(c));
+}
+
+/// Per-query-comment mode: the traceparent is in the text the server ran, and nothing is cached.
+#[tokio::test]
+async fn per_query_comment_mode() {
+    let cfg = Config::builder().mode(Mode::PerQueryComment).build().unwrap();
+    let db = TracedPool::new(pool(1).await, &cfg);
+    let c = tp(10, 1, true);
+    let mut conn = db.acquire().await.unwrap();
+    async {
+        for i in 0..3 {
+            sqlx::query("SELECT $1::int4 AS pqc_probe").bind(i).fetch_one(&mut conn).await.unwrap();
+        }
+    }
+    .with_context(otel(&c))
+    .await;
+    sqlx::query("SELECT 1 AS pqc_probe_none").fetch_one(&mut conn).await.unwrap();
+    let lines = logged("marker-pqc");
+    let ls = executions(&lines, "pqc_probe");
+    assert_eq!(ls.len(), 4);
+    for l in &ls[..3] {
+        assert_eq!(sqlcommenter::parse_context(&l.message, sqlcommenter::Dialect::Postgres).unwrap().traceparent, c);
+        assert_eq!(l.application_name, BASE_NAME);
+        assert!(l.message.contains("execute <unnamed>"), "{}", l.message);
+    }
+    assert!(sqlcommenter::parse_context(&ls[3].message, sqlcommenter::Dialect::Postgres).is_none());
+}
