@@ -10,7 +10,6 @@ use std::borrow::Cow;
 use crate::context::TraceContext;
 use crate::encode::{encode_into, encoded_len};
 use crate::lexer::{shape, Construct, Dialect};
-use crate::tracestate::TraceState;
 
 /// Where the comment goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -152,22 +151,6 @@ pub fn serialize<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Stri
     }
     pairs.sort_unstable();
     format!("/*{}*/", pairs.join(","))
-}
-
-fn tracestate_value_len(ts: &TraceState) -> usize {
-    // `=` and `,` are encoded as %3D and %2C (3 bytes each).
-    ts.members().map(|(k, v)| encoded_len(k) + 3 + encoded_len(v)).sum::<usize>() + 3 * ts.len().saturating_sub(1)
-}
-
-fn write_tracestate_value(out: &mut String, ts: &TraceState) {
-    for (i, (k, v)) in ts.members().enumerate() {
-        if i > 0 {
-            out.push_str("%2C");
-        }
-        encode_into(out, k);
-        out.push_str("%3D");
-        encode_into(out, v);
-    }
 }
 
 /// Configures a [`Commenter`].
@@ -322,7 +305,7 @@ impl Commenter {
         let Some(ctx) = ctx else { return self.all_static.len() };
         let mut parts = [self.before_tp.len(), 13 + 55 + 1, self.between.len(), 0, self.after_ts.len()];
         if let Some(ts) = &ctx.tracestate {
-            parts[3] = 12 + tracestate_value_len(ts) + 1;
+            parts[3] = 12 + ts.encoded().len() + 1;
         }
         let n = parts.iter().filter(|&&l| l > 0).count();
         parts.iter().sum::<usize>() + n.saturating_sub(1)
@@ -355,7 +338,7 @@ impl Commenter {
         if let Some(ts) = &ctx.tracestate {
             sep(out);
             out.push_str("tracestate='");
-            write_tracestate_value(out, ts);
+            out.push_str(ts.encoded());
             out.push('\'');
         }
         if !self.after_ts.is_empty() {
@@ -436,10 +419,7 @@ impl Commenter {
         if let Some(ctx) = ctx {
             pairs.push(format!("traceparent='{}'", ctx.traceparent));
             if let Some(ts) = &ctx.tracestate {
-                let mut s = String::from("tracestate='");
-                write_tracestate_value(&mut s, ts);
-                s.push('\'');
-                pairs.push(s);
+                pairs.push(format!("tracestate='{}'", ts.encoded()));
             }
         }
         pairs.sort_unstable();

@@ -10,7 +10,41 @@ pub const fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+const fn unreserved_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = is_unreserved(i as u8);
+        i += 1;
+    }
+    t
+}
+
+static UNRESERVED: [bool; 256] = unreserved_table();
+
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+const fn escape_table() -> [u8; 768] {
+    let mut t = [0u8; 768];
+    let mut i = 0;
+    while i < 256 {
+        t[3 * i] = b'%';
+        t[3 * i + 1] = HEX_UPPER[i >> 4];
+        t[3 * i + 2] = HEX_UPPER[i & 0xf];
+        i += 1;
+    }
+    t
+}
+
+static ESCAPES: [u8; 768] = escape_table();
+
+/// `%XX` for byte `b`.
+#[inline]
+fn escape(b: u8) -> &'static str {
+    let i = 3 * b as usize;
+    // The table holds only ASCII, so every 3-byte window at a multiple of 3 is valid UTF-8.
+    std::str::from_utf8(&ESCAPES[i..i + 3]).unwrap_or("%3F")
+}
 
 /// Number of bytes `s` takes once percent-encoded.
 #[inline]
@@ -23,14 +57,12 @@ pub fn encode_into(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        if !is_unreserved(b) {
+        if !UNRESERVED[b as usize] {
             // A non-empty run is unreserved ASCII, so both ends are char boundaries.
             if start < i {
                 out.push_str(&s[start..i]);
             }
-            out.push('%');
-            out.push(HEX_UPPER[(b >> 4) as usize] as char);
-            out.push(HEX_UPPER[(b & 0x0f) as usize] as char);
+            out.push_str(escape(b));
             start = i + 1;
         }
     }

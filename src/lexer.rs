@@ -293,10 +293,16 @@ impl<'a> Lexer<'a> {
             return None;
         }
         let tag = &s[i..=j];
-        match memmem::find(&s[j + 1..], tag) {
-            Some(p) => Some((j + 1 + p + tag.len(), TokenKind::DollarString)),
-            None => Some((s.len(), TokenKind::Unterminated(Construct::DollarString))),
+        // Tags are short: find each `$` and compare, rather than building a substring searcher.
+        let mut k = j + 1;
+        while let Some(p) = memchr(b'$', &s[k..]) {
+            let at = k + p;
+            if s[at..].starts_with(tag) {
+                return Some((at + tag.len(), TokenKind::DollarString));
+            }
+            k = at + 1;
         }
+        Some((s.len(), TokenKind::Unterminated(Construct::DollarString)))
     }
 
     fn block_comment(&self, i: usize) -> (usize, TokenKind) {
@@ -382,6 +388,9 @@ pub struct Shape {
     pub unterminated: Option<Construct>,
 }
 
+static TRACEPARENT_FINDER: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b"traceparent"));
+
 /// Scans `src` once and describes where a comment can go. This is the inserter's hot path: it skips runs
 /// of ordinary bytes and whitespace in one tight loop and only looks closer at bytes that may start a
 /// string, identifier, comment or `;`.
@@ -425,7 +434,7 @@ pub fn shape(src: &str, dialect: Dialect) -> Shape {
             TokenKind::LineComment => shape.has_comment = true,
             TokenKind::BlockComment => {
                 shape.has_comment = true;
-                if memmem::find(&s[i..end], b"traceparent").is_some() {
+                if TRACEPARENT_FINDER.find(&s[i..end]).is_some() {
                     shape.has_traceparent = true;
                 }
             }

@@ -188,17 +188,28 @@ impl TraceParent {
     /// Appends the version-00 form to `out`.
     pub fn write_to(&self, out: &mut String) {
         let bytes = self.to_bytes();
-        // The buffer holds only ASCII hex digits and dashes.
+        // Hex digits and dashes only, so the conversion cannot fail.
         out.push_str(std::str::from_utf8(&bytes).unwrap_or_default());
     }
 }
 
 const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 
+const fn hex_pairs() -> [[u8; 2]; 256] {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX_LOWER[i >> 4], HEX_LOWER[i & 0xf]];
+        i += 1;
+    }
+    t
+}
+
+static HEX_PAIRS: [[u8; 2]; 256] = hex_pairs();
+
 fn write_hex(out: &mut [u8], bytes: &[u8]) {
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX_LOWER[(b >> 4) as usize];
-        out[2 * i + 1] = HEX_LOWER[(b & 0xf) as usize];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[b as usize]);
     }
 }
 

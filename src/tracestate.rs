@@ -20,6 +20,9 @@ pub const MAX_LEN: usize = 512;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TraceState {
     members: Vec<(String, String)>,
+    /// The list serialized and percent-encoded for a comment, kept current by every mutation so that
+    /// injecting it per query is a copy.
+    encoded: String,
 }
 
 /// Why a `tracestate` (or one member) was rejected.
@@ -96,7 +99,7 @@ impl TraceState {
                 return Err(TraceStateError::TooManyMembers);
             }
         }
-        let mut ts = TraceState { members };
+        let mut ts = TraceState { members, encoded: String::new() };
         ts.fit();
         Ok(ts)
     }
@@ -147,6 +150,20 @@ impl TraceState {
         while self.serialized_len() > MAX_LEN {
             self.members.pop();
         }
+        self.encoded.clear();
+        for (i, (k, v)) in self.members.iter().enumerate() {
+            if i > 0 {
+                self.encoded.push_str("%2C");
+            }
+            crate::encode::encode_into(&mut self.encoded, k);
+            self.encoded.push_str("%3D");
+            crate::encode::encode_into(&mut self.encoded, v);
+        }
+    }
+
+    /// The list as it appears in a comment: serialized, then percent-encoded once.
+    pub fn encoded(&self) -> &str {
+        &self.encoded
     }
 }
 

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 /// Tables the corpus queries use.
-
 pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS orders (id bigint PRIMARY KEY, note text, \"Total\" numeric);\n\
 CREATE TABLE IF NOT EXISTS \"we\"\"ird\" (\"a;b\" int);";
 
