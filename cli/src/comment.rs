@@ -37,7 +37,7 @@ pub struct ParseArgs {
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, _)) if k.is_empty() => Err("tag key is empty".into()),
+        Some(("", _)) => Err("tag key is empty".into()),
         Some((k, v)) => Ok((k.to_string(), v.to_string())),
         None => Err(format!("{s:?} is not KEY=VALUE")),
     }
