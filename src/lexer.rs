@@ -120,6 +120,30 @@ const fn class_table() -> [u8; 256] {
 
 static CLASS: [u8; 256] = class_table();
 
+/// Literals and comments are mostly short: look at the first bytes directly before paying for a
+/// vectorized search's setup.
+const SHORT_SCAN: usize = 24;
+
+/// Position of the first `a` in `s[from..]`.
+#[inline]
+fn find1(s: &[u8], from: usize, a: u8) -> Option<usize> {
+    let end = (from + SHORT_SCAN).min(s.len());
+    if let Some(p) = s[from..end].iter().position(|&b| b == a) {
+        return Some(from + p);
+    }
+    memchr(a, &s[end..]).map(|p| end + p)
+}
+
+/// Position of the first `a` or `b` in `s[from..]`.
+#[inline]
+fn find2(s: &[u8], from: usize, a: u8, b: u8) -> Option<usize> {
+    let end = (from + SHORT_SCAN).min(s.len());
+    if let Some(p) = s[from..end].iter().position(|&c| c == a || c == b) {
+        return Some(from + p);
+    }
+    memchr2(a, b, &s[end..]).map(|p| end + p)
+}
+
 /// Index of the first byte at or after `i` that may start a string, identifier, comment or `;`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
@@ -246,20 +270,22 @@ impl<'a> Lexer<'a> {
     }
 
     fn line_end(&self, i: usize) -> usize {
-        let rest = &self.src[i..];
-        let found = if self.dialect == Dialect::Postgres { memchr2(b'\n', b'\r', rest) } else { memchr(b'\n', rest) };
-        found.map_or(self.src.len(), |p| i + p)
+        let found = if self.dialect == Dialect::Postgres {
+            find2(self.src, i, b'\n', b'\r')
+        } else {
+            find1(self.src, i, b'\n')
+        };
+        found.unwrap_or(self.src.len())
     }
 
     fn quoted(&self, i: usize, q: u8, backslash: bool, construct: Construct, kind: TokenKind) -> (usize, TokenKind) {
         let s = self.src;
         let mut j = i + 1;
         loop {
-            let found = if backslash { memchr2(q, b'\\', &s[j..]) } else { memchr(q, &s[j..]) };
+            let found = if backslash { find2(s, j, q, b'\\') } else { find1(s, j, q) };
             match found {
                 None => return (s.len(), TokenKind::Unterminated(construct)),
-                Some(p) => {
-                    let k = j + p;
+                Some(k) => {
                     if s[k] == b'\\' {
                         j = k + 2;
                         if j > s.len() {
@@ -295,8 +321,7 @@ impl<'a> Lexer<'a> {
         let tag = &s[i..=j];
         // Tags are short: find each `$` and compare, rather than building a substring searcher.
         let mut k = j + 1;
-        while let Some(p) = memchr(b'$', &s[k..]) {
-            let at = k + p;
+        while let Some(at) = find1(s, k, b'$') {
             if s[at..].starts_with(tag) {
                 return Some((at + tag.len(), TokenKind::DollarString));
             }
@@ -317,11 +342,10 @@ impl<'a> Lexer<'a> {
         let mut depth = 1usize;
         let mut j = i + 2;
         loop {
-            let p = if nested { memchr2(b'*', b'/', &s[j..]) } else { memchr(b'*', &s[j..]) };
-            let Some(p) = p else {
+            let found = if nested { find2(s, j, b'*', b'/') } else { find1(s, j, b'*') };
+            let Some(k) = found else {
                 return (s.len(), TokenKind::Unterminated(Construct::BlockComment));
             };
-            let k = j + p;
             if s[k] == b'*' && s.get(k + 1) == Some(&b'/') {
                 depth -= 1;
                 j = k + 2;
