@@ -134,6 +134,15 @@ impl std::fmt::Display for Upstream {
     }
 }
 
+/// TLS on the client leg: certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 /// Everything the proxy runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
@@ -147,6 +156,10 @@ pub struct ProxyConfig {
     pub shutdown_timeout: Duration,
     /// Timeout for connecting to the upstream.
     pub connect_timeout: Duration,
+    /// TLS for clients (answering SSLRequest with `S`); `None` answers `N`.
+    pub tls: Option<TlsFiles>,
+    /// Refuse clients that do not use TLS (needs `tls`).
+    pub require_tls: bool,
 }
 
 impl ProxyConfig {
@@ -158,6 +171,8 @@ impl ProxyConfig {
             inject: InjectConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            tls: None,
+            require_tls: false,
         }
     }
 }
@@ -204,11 +219,20 @@ pub struct ProxyArgs {
     /// Seconds to wait for the upstream's TCP connect [default: 10].
     #[arg(long, env = "SQLCOMMENTER_CONNECT_TIMEOUT", value_name = "SECS")]
     pub connect_timeout: Option<f64>,
+    /// TLS certificate chain (PEM) for client connections; with --tls-key enables TLS.
+    #[arg(long, env = "SQLCOMMENTER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for client connections.
+    #[arg(long, env = "SQLCOMMENTER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that do not negotiate TLS [default: false].
+    #[arg(long, env = "SQLCOMMENTER_REQUIRE_TLS")]
+    pub require_tls: Option<bool>,
 }
 
 /// The TOML file: the same keys as the flags (`listen`, `upstream`, `carrier`, `guc`, `placement`,
-/// `sample_ratio`, `db_driver`, `application_tag`, `inject`, `shutdown_timeout`, `connect_timeout`) plus a
-/// `[tags]` table.
+/// `sample_ratio`, `db_driver`, `application_tag`, `inject`, `shutdown_timeout`, `connect_timeout`,
+/// `tls_cert`, `tls_key`, `require_tls`) plus a `[tags]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -225,6 +249,9 @@ struct FileConfig {
     inject: Option<bool>,
     shutdown_timeout: Option<f64>,
     connect_timeout: Option<f64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    require_tls: Option<bool>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ProxyError> {
@@ -310,6 +337,15 @@ impl ProxyArgs {
         }
         if let Some(s) = self.connect_timeout.or(file.connect_timeout) {
             config.connect_timeout = seconds("connect_timeout", s)?;
+        }
+        match (self.tls_cert.clone().or(file.tls_cert), self.tls_key.clone().or(file.tls_key)) {
+            (Some(cert), Some(key)) => config.tls = Some(TlsFiles { cert, key }),
+            (None, None) => {}
+            _ => return Err(ProxyError::Config("tls_cert and tls_key must be given together".into())),
+        }
+        config.require_tls = self.require_tls.or(file.require_tls).unwrap_or(false);
+        if config.require_tls && config.tls.is_none() {
+            return Err(ProxyError::Config("require_tls needs tls_cert and tls_key".into()));
         }
         Ok(config)
     }

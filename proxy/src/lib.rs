@@ -34,7 +34,8 @@ pub mod server;
 pub mod session;
 pub mod startup;
 pub mod state;
+pub mod tls;
 
-pub use config::{CarrierTarget, InjectConfig, ProxyArgs, ProxyConfig, Upstream};
+pub use config::{CarrierTarget, InjectConfig, ProxyArgs, ProxyConfig, TlsFiles, Upstream};
 pub use error::ProxyError;
 pub use server::{run, run_blocking, shutdown_signal, start, ProxyHandle};

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -19,7 +19,6 @@ use crate::session::{CancelKeys, Session};
 use crate::startup::{classify, read_packet, FirstPacket};
 
 /// Shared by all sessions of one proxy.
-#[derive(Debug)]
 struct Shared {
     config: ProxyConfig,
     inject: Arc<InjectConfig>,
@@ -29,17 +28,24 @@ struct Shared {
     active: AtomicUsize,
     idle: Notify,
     counter: AtomicU64,
+    /// TLS for the client leg, if configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     /// Flips to true when open sessions must close (shutdown timeout reached).
     close_tx: watch::Sender<bool>,
 }
 
 /// A running proxy started with [`start`].
-#[derive(Debug)]
 pub struct ProxyHandle {
     addr: SocketAddr,
     stop_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ProxyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyHandle").field("addr", &self.addr).finish_non_exhaustive()
+    }
 }
 
 impl ProxyHandle {
@@ -96,6 +102,7 @@ async fn connect(config: &ProxyConfig) -> std::io::Result<TcpStream> {
 
 /// Binds the listener, checks the upstream, and starts accepting in the background.
 pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
+    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     probe_upstream(&config).await?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
@@ -110,6 +117,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         idle: Notify::new(),
         counter: AtomicU64::new(0),
         close_tx,
+        tls,
     });
     tracing::info!(%addr, upstream = %shared.config.upstream, "proxy listening");
     let task = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
@@ -192,11 +200,27 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
 }
 
 async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), ProxyError> {
-    // Negotiation: refuse SSL/GSS encryption (no TLS configured), then the real first packet.
+    // Negotiation: SSLRequest gets `S` and a TLS handshake when TLS is configured, else `N`; GSSENCRequest
+    // always gets `N`; then the real first packet.
     let first = loop {
         let packet = read_packet(&mut client).await?;
         match classify(&packet) {
-            Ok(FirstPacket::Ssl) | Ok(FirstPacket::GssEnc) => client.write_all(b"N").await?,
+            Ok(FirstPacket::Ssl) => {
+                if let Some(acceptor) = &shared.tls {
+                    client.write_all(b"S").await?;
+                    let mut stream = acceptor.accept(client).await?;
+                    let packet = read_packet(&mut stream).await?;
+                    let first = match classify(&packet) {
+                        Ok(f @ (FirstPacket::Startup { .. } | FirstPacket::Cancel { .. })) => f,
+                        Ok(_) => return Err(ProxyError::Protocol("encryption request inside TLS".into())),
+                        Err(e) => return Err(e),
+                    };
+                    let (cr, cw) = tokio::io::split(stream);
+                    return serve(cr, cw, first, shared, true).await;
+                }
+                client.write_all(b"N").await?
+            }
+            Ok(FirstPacket::GssEnc) => client.write_all(b"N").await?,
             Ok(other) => break other,
             Err(e) => {
                 let mut out = BytesMut::new();
@@ -206,21 +230,35 @@ async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), Pro
             }
         }
     };
+    let (cr, cw) = client.into_split();
+    serve(cr, cw, first, shared, false).await
+}
+
+async fn serve<R, W>(cr: R, mut cw: W, first: FirstPacket, shared: &Shared, tls: bool) -> Result<(), ProxyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let (raw, params) = match first {
         FirstPacket::Cancel { raw, key } => return forward_cancel(shared, &raw, &key).await,
         FirstPacket::Startup { raw, params } => (raw, params),
         FirstPacket::Ssl | FirstPacket::GssEnc => return Ok(()),
     };
+    if shared.config.require_tls && !tls {
+        let mut out = BytesMut::new();
+        crate::frame::write_error(&mut out, "FATAL", "28000", "sqlcommenter proxy: TLS is required");
+        let _ = cw.write_all(&out).await;
+        return Ok(());
+    }
     let info = FirstPacket::startup_info(&params);
     let mut upstream = match tokio::time::timeout(shared.config.connect_timeout, connect(&shared.config)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return refuse(client, shared, e.to_string()).await,
-        Err(_) => return refuse(client, shared, "connect timeout".into()).await,
+        Ok(Err(e)) => return refuse(cw, shared, e.to_string()).await,
+        Err(_) => return refuse(cw, shared, "connect timeout".into()).await,
     };
     upstream.write_all(&raw).await?;
     let salt = shared.counter.fetch_add(1, Ordering::Relaxed);
     let session = Mutex::new(Session::new(shared.inject.clone(), &info, salt).with_keys(shared.keys.clone()));
-    let (cr, cw) = client.split();
     let (ur, uw) = upstream.split();
     let up = pump(Direction::Upstream, cr, uw, &session);
     let down = pump(Direction::Downstream, ur, cw, &session);
@@ -231,7 +269,7 @@ async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), Pro
     Ok(())
 }
 
-async fn refuse(mut client: TcpStream, shared: &Shared, reason: String) -> Result<(), ProxyError> {
+async fn refuse<W: AsyncWrite + Unpin>(mut client: W, shared: &Shared, reason: String) -> Result<(), ProxyError> {
     let addr = shared.config.upstream.to_string();
     tracing::warn!(upstream = %addr, %reason, "upstream connect failed");
     let mut out = BytesMut::new();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use sqlcommenter::{carrier, Commenter, Injected, TraceContext};
+use sqlcommenter::{carrier, Commenter, Injected, TraceContext, TraceParent};
 
 use crate::config::{CarrierTarget, InjectConfig};
 use crate::context::{guc_change, guc_from_options, GucChange, IdGenerator};
@@ -100,6 +100,8 @@ pub struct Session {
     reserved_parsed: bool,
     /// The value our carrier GUC has (or will have, once in-flight parts run) on the server.
     carrier_sent: Option<String>,
+    /// The traceparent `carrier_sent` encodes, when known (skips re-encoding an unchanged context).
+    carrier_for: Option<TraceParent>,
     /// Recent application_name carrier values we sent, with the client's name at the time.
     sent_names: [(String, String); 2],
     backend_key: Option<Vec<u8>>,
@@ -129,6 +131,7 @@ impl Session {
             named_ctx: HashMap::new(),
             reserved_parsed: false,
             carrier_sent: None,
+            carrier_for: None,
             sent_names: Default::default(),
             backend_key: None,
             keys: None,
@@ -316,6 +319,9 @@ impl Session {
     /// Writes the injected part setting the carrier to `ctx`, unless the server already has that value.
     fn write_carrier(&mut self, ctx: &TraceContext, out: &mut BytesMut) {
         let Some(guc) = self.cfg.carrier.guc() else { return };
+        if self.carrier_sent.is_some() && self.carrier_for == Some(ctx.traceparent) {
+            return;
+        }
         let value = self.carrier_value(ctx);
         if self.carrier_sent.as_deref() == Some(value.as_str()) {
             return;
@@ -337,6 +343,7 @@ impl Session {
             self.sent_names[1] = (value.clone(), self.client_app.clone());
         }
         self.carrier_sent = Some(value);
+        self.carrier_for = Some(ctx.traceparent);
         self.counters.carriers += 1;
     }
 
@@ -418,6 +425,7 @@ impl Session {
                 if let Some(code) = part.error {
                     self.counters.carrier_errors += 1;
                     self.carrier_sent = None;
+                    self.carrier_for = None;
                     if part.parsed || &code == b"26000" {
                         self.reserved_parsed = false;
                     }
@@ -459,6 +467,9 @@ impl Session {
         }
         if let Some((_, view)) = self.sent_names.iter().find(|(v, _)| !v.is_empty() && *v == value) {
             let view = view.clone();
+            if self.sent_names[1].0 != value {
+                self.carrier_for = None;
+            }
             self.carrier_sent = Some(value.into_owned());
             self.counters.parameter_status_hidden += 1;
             if view != self.client_app {
@@ -468,6 +479,7 @@ impl Session {
             return;
         }
         // The client's own change (SET application_name, RESET, a revert to its earlier name).
+        self.carrier_for = None;
         self.client_app = value.into_owned();
         if ours {
             self.carrier_sent = Some(self.client_app.clone());

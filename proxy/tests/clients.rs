@@ -58,9 +58,20 @@ fn assert_commented(app: &str, needle: &str) {
 }
 
 fn assert_carried(app: &str, needle: &str, min: usize) {
-    let l: Vec<_> = lines_of(app, needle, min).into_iter().filter(|l| l.contains("execute")).collect();
-    let carried = l.iter().filter(|l| carrier_trace_id(app_of(l)).is_some()).count();
-    assert!(carried >= min, "{carried} of {} executions carried a context, wanted {min}: {l:#?}", l.len());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let l: Vec<_> = lines_of(app, needle, 0).into_iter().filter(|l| l.contains("execute")).collect();
+        let carried = l.iter().filter(|l| carrier_trace_id(app_of(l)).is_some()).count();
+        if carried >= min {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{carried} of {} executions carried a context, wanted {min}: {l:#?}",
+            l.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,6 +126,7 @@ async fn pgbench_all_protocol_modes() {
     }
     assert_commented("pgb_s", "pgbench_accounts");
     let e: Vec<_> = lines_of("pgb_e", "execute <unnamed>: SELECT abalance", 50);
+    let e: Vec<_> = e.into_iter().filter(|l| l.contains("execute")).collect();
     assert_eq!(e.len(), 50);
     assert!(e.iter().all(|l| comment_trace_id(l).is_some()));
     assert_carried("pgb_p", "SELECT abalance", 50);
@@ -194,5 +206,48 @@ async fn jdbc_prepare_threshold() {
     ]));
     assert_eq!(out, "jdbc 0\njdbc 7\njdbc 14\njdbc 21\nerror 22012\n");
     assert_carried("jdbct", "marker_jdbc", 3);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_over_tls_and_require_tls() {
+    if !available("openssl", Command::new("openssl").arg("version")) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sqlc-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    let files = sqlcommenter_proxy::TlsFiles { cert, key };
+    let proxy = proxy_with(|c| {
+        c.tls = Some(files.clone());
+        c.require_tls = true;
+    })
+    .await;
+    let port = proxy.local_addr().port().to_string();
+    let out = run(pg()
+        .client_command("psql")
+        .env("PGPORT", &port)
+        .env("PGSSLMODE", "require")
+        .env("PGAPPNAME", "tlsps")
+        .args(["-X", "-c", "\\conninfo", "-c", "SELECT 40 + 2 /*marker_tls*/"]));
+    assert!(out.contains("SSL connection"), "{out}");
+    assert!(out.contains("42"), "{out}");
+    assert_commented("tlsps", "marker_tls");
+    // Without TLS the proxy refuses.
+    let plain = pg()
+        .client_command("psql")
+        .env("PGPORT", &port)
+        .env("PGSSLMODE", "disable")
+        .args(["-X", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("TLS is required"));
     proxy.shutdown().await;
 }

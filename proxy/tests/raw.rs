@@ -1,0 +1,133 @@
+//! Raw protocol through the proxy: exactly which messages the client receives (nothing of the proxy's
+//! own), FunctionCall, NegotiateProtocolVersion, and what the server saw.
+
+mod common;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+fn startup(version: i32, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut p = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    p.extend(body);
+    p
+}
+
+/// Reads messages until ReadyForQuery; returns (tag, body) pairs.
+async fn until_ready(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let tag = s.read_u8().await.unwrap();
+        let len = s.read_i32().await.unwrap() as usize;
+        let mut body = vec![0; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        out.push((tag, body));
+        if tag == b'Z' {
+            return out;
+        }
+    }
+}
+
+fn tags(m: &[(u8, Vec<u8>)]) -> String {
+    m.iter().map(|(t, _)| *t as char).collect()
+}
+
+async fn session(port: u16, app: &str) -> (TcpStream, Vec<(u8, Vec<u8>)>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&startup(196608, &[("user", "postgres"), ("database", "postgres"), ("application_name", app)]))
+        .await
+        .unwrap();
+    let m = until_ready(&mut s).await;
+    (s, m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_receives_exactly_its_own_responses() {
+    let proxy = proxy().await;
+    let port = proxy.local_addr().port();
+    let (mut s, _) = session(port, "rawc").await;
+    let (mut d, _) = session(pg().port(), "rawd").await;
+    let mut batch = msg(b'P', b"s1\0SELECT pg_backend_pid()\0\0\0");
+    batch.extend(msg(b'B', b"\0s1\0\0\0\0\0\0\0"));
+    batch.extend(msg(b'E', b"\0\0\0\0\0"));
+    batch.extend(msg(b'S', b""));
+    let mut again = msg(b'B', b"\0s1\0\0\0\0\0\0\0");
+    again.extend(msg(b'E', b"\0\0\0\0\0"));
+    again.extend(msg(b'S', b""));
+    let mut seen = Vec::new();
+    for (to_proxy, bytes) in [(true, &batch), (false, &batch), (true, &again), (false, &again)] {
+        let conn = if to_proxy { &mut s } else { &mut d };
+        conn.write_all(bytes).await.unwrap();
+        seen.push(tags(&until_ready(conn).await));
+    }
+    assert_eq!(seen, ["12DCZ", "12DCZ", "2DCZ", "2DCZ"], "proxy and direct identical, no carrier messages");
+    // The server saw the carrier on this backend.
+    let c = connect(pg().port(), "observer").await;
+    let apps: Vec<String> = c
+        .query("SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'rawc@%'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(apps.len(), 1, "{apps:?}");
+    assert!(carrier_trace_id(&apps[0]).is_some());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_and_protocol_negotiation_are_relayed() {
+    let proxy = proxy().await;
+    let port = proxy.local_addr().port();
+    let (mut s, _) = session(port, "rawf").await;
+    // FunctionCall of pg_backend_pid() (oid 2026): no args, text result.
+    s.write_all(&msg(b'F', &[0, 0, 0x07, 0xea, 0, 0, 0, 0, 0, 0])).await.unwrap();
+    let m = until_ready(&mut s).await;
+    assert_eq!(tags(&m), "VZ");
+    let pid: i32 = std::str::from_utf8(&m[0].1[4..]).unwrap().parse().unwrap();
+    assert!(pid > 0);
+    // Protocol 3.2 with an unknown _pq_ option: PostgreSQL 15 answers NegotiateProtocolVersion.
+    let mut n = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    n.write_all(&startup(196610, &[("user", "postgres"), ("database", "postgres"), ("_pq_.unknown", "1")]))
+        .await
+        .unwrap();
+    let m = until_ready(&mut n).await;
+    assert_eq!(m[0].0, b'v', "{}", tags(&m));
+    assert!(tags(&m).ends_with("KZ"), "{}", tags(&m));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_text_passes_byte_for_byte() {
+    let proxy = proxy().await;
+    let port = proxy.local_addr().port();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&startup(
+        196608,
+        &[("user", "postgres"), ("database", "postgres"), ("client_encoding", "LATIN1"), ("application_name", "rawl")],
+    ))
+    .await
+    .unwrap();
+    until_ready(&mut s).await;
+    // 'é' in LATIN1 is 0xE9: not UTF-8, so the proxy must relay it untouched (no comment, no mangling).
+    s.write_all(&msg(b'Q', b"SELECT '\xe9' AS v, length('\xe9') /*marker_latin1*/\0")).await.unwrap();
+    let m = until_ready(&mut s).await;
+    let row = m.iter().find(|(t, _)| *t == b'D').unwrap();
+    assert_eq!(&row.1[..], b"\0\x02\0\0\0\x01\xe9\0\0\0\x011");
+    proxy.shutdown().await;
+}
