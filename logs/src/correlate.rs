@@ -3,6 +3,8 @@
 //! statements themselves (`set_config('application_name', ...)`, `SET application_name = '<carrier>'`,
 //! the reserved `__sqlc*` statement names), which reports leave out.
 
+use std::sync::LazyLock;
+
 use memchr::memmem;
 use sqlcommenter::parse::parse_body;
 use sqlcommenter::{carrier, parse_tags, Dialect, Tags, TraceContext};
@@ -29,6 +31,18 @@ impl Source {
     }
 }
 
+static OPEN: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"/*"));
+static OPEN_REV: LazyLock<memmem::FinderRev<'static>> = LazyLock::new(|| memmem::FinderRev::new(b"/*"));
+static CLOSE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"*/"));
+static CARRIER_WORDS: LazyLock<[memmem::Finder<'static>; 4]> = LazyLock::new(|| {
+    [
+        memmem::Finder::new(b"application_name"),
+        memmem::Finder::new(b"APPLICATION_NAME"),
+        memmem::Finder::new(b"sqlcommenter."),
+        memmem::Finder::new(b"pg_tracing.trace_context"),
+    ]
+});
+
 /// Reserved prepared-statement name prefix of carrier statements.
 pub const CARRIER_STATEMENT_PREFIX: &str = "__sqlc";
 
@@ -45,18 +59,18 @@ pub struct FoundComment {
 /// commenter writes), then the core lexer-based parser for anything else.
 pub fn find_comment(sql: &str) -> Option<FoundComment> {
     let b = sql.as_bytes();
-    let first = memmem::find(b, b"/*")?;
+    let first = OPEN.find(b)?;
     let trimmed = sql.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == ';');
     if trimmed.ends_with("*/") && trimmed.len() >= 4 {
         let end = trimmed.len();
-        if let Some(start) = memmem::rfind(&b[..end - 2], b"/*") {
+        if let Some(start) = OPEN_REV.rfind(&b[..end - 2]) {
             if let Some(tags) = parse_body(&sql[start + 2..end - 2]) {
                 return Some(FoundComment { tags, range: (start, end) });
             }
         }
     }
     if sql[..first].trim_ascii().is_empty() {
-        if let Some(close) = memmem::find(&b[first + 2..], b"*/") {
+        if let Some(close) = CLOSE.find(&b[first + 2..]) {
             let end = first + 2 + close;
             if let Some(tags) = parse_body(&sql[first + 2..end]) {
                 return Some(FoundComment { tags, range: (first, end + 2) });
@@ -114,10 +128,7 @@ pub fn is_carrier_statement(name: &str, query: &str) -> bool {
         return true;
     }
     let head = &query.as_bytes()[..query.len().min(512)];
-    let mentions = memmem::find(head, b"application_name").is_some()
-        || memmem::find(head, b"APPLICATION_NAME").is_some()
-        || memmem::find(head, b"sqlcommenter.").is_some()
-        || memmem::find(head, b"pg_tracing.trace_context").is_some();
+    let mentions = CARRIER_WORDS.iter().any(|f| f.find(head).is_some());
     if !mentions {
         return false;
     }

@@ -241,10 +241,9 @@ mod tests {
         let mut input = Input::follow(&path, false, Arc::default()).unwrap();
         let mut buf = Vec::new();
         let mut lines = Vec::new();
-        let mut drain = |input: &mut Input, lines: &mut Vec<String>| loop {
-            match input.read_line(&mut buf).unwrap() {
-                Read1::Line => lines.push(String::from_utf8(buf.clone()).unwrap()),
-                _ => break,
+        let mut drain = |input: &mut Input, lines: &mut Vec<String>| {
+            while let Read1::Line = input.read_line(&mut buf).unwrap() {
+                lines.push(String::from_utf8(buf.clone()).unwrap());
             }
         };
         drain(&mut input, &mut lines);

@@ -6,6 +6,30 @@ use std::io::{self, Write};
 use crate::statement::Statement;
 use crate::time::write_rfc3339;
 
+/// Formats timestamps, reusing the text of the last second (log times arrive in order).
+#[derive(Debug, Default)]
+pub struct TimeFormatter {
+    second: Option<i64>,
+    text: String,
+}
+
+impl TimeFormatter {
+    /// Appends the RFC 3339 form of `us` to `out`.
+    pub fn write(&mut self, us: i64, out: &mut Vec<u8>) {
+        let sec = us.div_euclid(1_000_000);
+        if self.second != Some(sec) {
+            self.text.clear();
+            write_rfc3339(sec * 1_000_000, &mut self.text);
+            self.second = Some(sec);
+        }
+        // "YYYY-MM-DDTHH:MM:SS." then milliseconds, then "Z"
+        let head = &self.text.as_bytes()[..self.text.len() - 4];
+        out.extend_from_slice(head);
+        let ms = (us.rem_euclid(1_000_000) / 1000) as u32;
+        out.extend_from_slice(&[b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8, b'Z']);
+    }
+}
+
 fn json_str(out: &mut Vec<u8>, s: &str) {
     // serde_json's escaping, written straight into the buffer.
     let _ = serde_json::to_writer(&mut *out, s);
@@ -23,14 +47,12 @@ fn opt_str(out: &mut Vec<u8>, key: &str, v: &str) {
 }
 
 /// Appends the JSON object of `st` (no newline) to `out`.
-pub fn write_json(st: &Statement, out: &mut Vec<u8>, scratch: &mut String) {
+pub fn write_json(st: &Statement, out: &mut Vec<u8>, times: &mut TimeFormatter) {
     out.extend_from_slice(b"{\"timestamp\":");
     match st.time_us {
         Some(t) => {
-            scratch.clear();
-            write_rfc3339(t, scratch);
             out.push(b'"');
-            out.extend_from_slice(scratch.as_bytes());
+            times.write(t, out);
             out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
@@ -107,18 +129,18 @@ pub fn write_json(st: &Statement, out: &mut Vec<u8>, scratch: &mut String) {
 pub struct JsonlWriter<W: Write> {
     out: W,
     buf: Vec<u8>,
-    scratch: String,
+    times: TimeFormatter,
 }
 
 impl<W: Write> JsonlWriter<W> {
     /// Wraps `out`.
     pub fn new(out: W) -> Self {
-        JsonlWriter { out, buf: Vec::with_capacity(128 * 1024), scratch: String::new() }
+        JsonlWriter { out, buf: Vec::with_capacity(128 * 1024), times: TimeFormatter::default() }
     }
 
     /// Writes `st`.
     pub fn write(&mut self, st: &Statement) -> io::Result<()> {
-        write_json(st, &mut self.buf, &mut self.scratch);
+        write_json(st, &mut self.buf, &mut self.times);
         self.buf.push(b'\n');
         if self.buf.len() >= 64 * 1024 {
             self.out.write_all(&self.buf)?;

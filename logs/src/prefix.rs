@@ -218,7 +218,7 @@ impl Prefix {
                             Some(c) => memchr::memchr(c, &line[end..max]).map(|off| end + off),
                             None => Some(end),
                         };
-                        let Some(e) = candidate else { return None };
+                        let e = candidate?;
                         caps[idx] = (start as u32, e as u32);
                         if let Some(r) = self.match_from(idx + 1, line, e, caps) {
                             return Some(r);

@@ -253,13 +253,15 @@ impl Aggregate {
                 let slot = g.exemplars.len() < EXEMPLARS || g.exemplars.last().is_some_and(|(m, _)| *m < d);
                 if slot {
                     let id = ctx.traceparent.trace_id_hex();
-                    if !g.exemplars.iter().any(|(_, t)| *t == id) {
+                    if let Some(e) = g.exemplars.iter_mut().find(|(_, t)| *t == id) {
+                        e.0 = e.0.max(d);
+                    } else {
                         if g.exemplars.len() == EXEMPLARS {
                             g.exemplars.pop();
                         }
                         g.exemplars.push((d, id));
-                        g.exemplars.sort_by(|a, b| b.0.total_cmp(&a.0));
                     }
+                    g.exemplars.sort_by(|a, b| b.0.total_cmp(&a.0));
                 }
             }
         }

@@ -130,7 +130,6 @@ impl Statement {
         self.session_id.clear();
         self.session_id.push_str(&rec.session_id);
         self.query_id = rec.query_id.filter(|&q| q != 0);
-        self.correlate();
     }
 
     /// (Re)computes the trace context, tags and carrier flag from the query and application_name.
@@ -140,7 +139,8 @@ impl Statement {
         self.source = c.source;
         self.tags = c.tags;
         self.comment_range = c.comment_range;
-        self.carrier = is_carrier_statement(&self.name, &self.query);
+        // Carrier statements (set_config / SET of the carrier GUCs) carry no comment of their own.
+        self.carrier = self.source != Source::Comment && is_carrier_statement(&self.name, &self.query);
     }
 }
 
@@ -181,6 +181,9 @@ pub struct Assembler {
     pending: HashMap<u64, Pending>,
     scratch: Statement,
     stats: AssembleStats,
+    /// The last correlation (query, application_name, result): parse/bind/execute lines of one execution
+    /// repeat the same text.
+    last: Option<(String, String, Statement)>,
 }
 
 fn key(rec: &LogRecord) -> u64 {
@@ -261,6 +264,7 @@ impl Assembler {
             }
             Message::Timed(ms, Body::Sql(kind, name, sql)) => {
                 self.scratch.fill_from(rec, kind, name, sql, Some(ms));
+                Self::correlate_cached(&mut self.last, &mut self.scratch);
                 if let Some(p) = self.pending.get_mut(&k) {
                     if let Some(prev) = p.statement.take() {
                         // `log_statement` and `log_min_duration_statement` both on: the timed line supersedes.
@@ -282,6 +286,7 @@ impl Assembler {
             Message::Untimed(Body::Sql(kind, name, sql)) => {
                 let mut st = Statement::default();
                 st.fill_from(rec, kind, name, sql, None);
+                Self::correlate_cached(&mut self.last, &mut st);
                 self.make_room(emit);
                 let p = self.pending.entry(k).or_default();
                 if let Some(prev) = p.statement.take() {
@@ -300,6 +305,7 @@ impl Assembler {
                 };
                 let mut st = Statement::default();
                 st.fill_from(rec, Kind::Statement, "", &qt, ms);
+                Self::correlate_cached(&mut self.last, &mut st);
                 st.plan.push_str(plan);
                 st.plan_format = Some(fmt);
                 self.make_room(emit);
@@ -320,6 +326,32 @@ impl Assembler {
             }
             Message::Untimed(Body::Bare) => self.stats.other_records += 1,
         }
+    }
+
+    /// Correlates `st`, reusing the previous result when query and application_name repeat.
+    fn correlate_cached(last: &mut Option<(String, String, Statement)>, st: &mut Statement) {
+        if let Some((q, a, prev)) = last.as_ref() {
+            if *q == st.query && *a == st.application_name {
+                st.context.clone_from(&prev.context);
+                st.source = prev.source;
+                st.tags.clone_from(&prev.tags);
+                st.comment_range = prev.comment_range;
+                st.carrier = prev.carrier;
+                return;
+            }
+        }
+        st.correlate();
+        let (mut q, mut a, mut prev) = last.take().unwrap_or_default();
+        q.clear();
+        q.push_str(&st.query);
+        a.clear();
+        a.push_str(&st.application_name);
+        prev.context.clone_from(&st.context);
+        prev.source = st.source;
+        prev.tags.clone_from(&st.tags);
+        prev.comment_range = st.comment_range;
+        prev.carrier = st.carrier;
+        *last = Some((q, a, prev));
     }
 
     /// Attaches a plan that follows its `execute` line; true when it did.
@@ -370,6 +402,7 @@ impl Assembler {
         }
         let mut st = std::mem::take(&mut self.scratch);
         st.fill_from(rec, Kind::Statement, "", &rec.statement, None);
+        Self::correlate_cached(&mut self.last, &mut st);
         st.error.push_str(&rec.message);
         st.sql_state.clear();
         st.sql_state.push_str(&rec.sql_state);

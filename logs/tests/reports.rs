@@ -212,9 +212,9 @@ fn jsonl_fields() {
     let (_pg, log) = server_log();
     let (stmts, _) = parse_file(&log, None, &Prefix::new("%m [%p] ").unwrap()).unwrap();
     let mut buf = Vec::new();
-    let mut scratch = String::new();
+    let mut times = sqlcommenter_logs::output::TimeFormatter::default();
     for st in &stmts {
-        sqlcommenter_logs::output::write_json(st, &mut buf, &mut scratch);
+        sqlcommenter_logs::output::write_json(st, &mut buf, &mut times);
         buf.push(b'\n');
     }
     let rows: Vec<serde_json::Value> =
@@ -250,4 +250,31 @@ fn jsonl_fields() {
     ] {
         assert!(rows.iter().all(|r| r.get(key).is_some()), "{key} in every row");
     }
+}
+
+#[test]
+fn follow_reads_a_growing_server_log() {
+    let prefix = "%m [%p] %q%u@%d %a ";
+    let pg = Cluster::builder()
+        .setting("log_min_duration_statement", "0")
+        .log_format(LogFormat::Stderr { prefix: prefix.into() })
+        .start()
+        .unwrap();
+    let path = pg.log_file_for(LogKind::Stderr);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = args(&[path.to_str().unwrap(), "--follow", "--prefix", prefix, "--format", "jsonl"]);
+    let flag = stop.clone();
+    let follower = std::thread::spawn(move || sqlcommenter_logs::run_until(a, &flag).unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    run_workload(&pg);
+    pg.wait_for_log_for(LogKind::Stderr, "workload-end", Duration::from_secs(15)).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stats = follower.join().unwrap();
+    // Started at the end of the file: it saw the workload (and not the startup lines before it).
+    let (all, _) = parse_file(&path, None, &Prefix::new(prefix).unwrap()).unwrap();
+    let workload = all.iter().filter(|s| s.query.contains("'step-") || s.query.contains("workload-end")).count();
+    assert!(stats.assemble.statements as usize >= workload, "{} < {workload}", stats.assemble.statements);
+    assert!((stats.assemble.statements as usize) <= all.len());
+    assert_eq!(stats.parse.unknown, 0);
 }
