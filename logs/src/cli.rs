@@ -79,6 +79,10 @@ pub struct LogsArgs {
     /// Rows per table.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// Also group the slowest-statements table by this sqlcommenter tag (e.g. `route`, `application`,
+    /// `db_driver`).
+    #[arg(long, value_name = "KEY")]
+    pub group_tag: Option<String>,
     /// Leave statements faster than this (ms) out of the groups.
     #[arg(long, default_value_t = 0.0)]
     pub min_duration: f64,
@@ -151,7 +155,9 @@ impl Sinks {
                 self.error.get_or_insert(e);
             }
         } else if self.follow && self.format == OutputFormat::Text {
-            println!("{}", text_line(st));
+            if let Err(e) = writeln!(io::stdout(), "{}", text_line(st)) {
+                self.error.get_or_insert(e);
+            }
         } else if self.args_trace.is_some() {
             self.trace_rows.push(st.clone());
         }
@@ -163,7 +169,12 @@ impl Sinks {
 
 /// Runs `sqlcommenter logs` with its arguments.
 pub fn run(args: LogsArgs) -> Result<(), LogsError> {
-    run_until(args, &AtomicBool::new(false)).map(|_| ())
+    match run_until(args, &AtomicBool::new(false)) {
+        Ok(_) => Ok(()),
+        // `... | head`: the reader went away, nothing more to say.
+        Err(LogsError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Like [`run`], returning the totals; a `--follow` run ends when `stop` becomes true.
@@ -210,7 +221,7 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
         format: args.format,
         follow: args.follow,
         jsonl: (args.format == OutputFormat::Jsonl).then(|| JsonlWriter::new(io::BufWriter::new(io::stdout()))),
-        agg: want_agg.then(|| Aggregate::new(args.min_duration)),
+        agg: want_agg.then(|| Aggregate::new(args.min_duration).with_group_tag(args.group_tag.clone())),
         trace_rows: Vec::new(),
         #[cfg(feature = "otlp")]
         otlp: if args.otlp { Some(crate::otlp::OtlpExporter::from_env().map_err(LogsError::Otlp)?) } else { None },
@@ -336,6 +347,15 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
     stats.assemble = assembler.stats();
     if let Some(pb) = progress {
         pb.finish_and_clear();
+    }
+    if stats.parse.lines > 0 && stats.parse.unknown * 2 > stats.parse.lines {
+        eprintln!(
+            "warning: {} of {} lines were not understood; for stderr logs pass the server's log_line_prefix \
+             with --prefix (now {:?})",
+            stats.parse.unknown,
+            stats.parse.lines,
+            prefix.source()
+        );
     }
     if let Some(j) = sinks.jsonl.as_mut() {
         j.flush().map_err(LogsError::Output)?;

@@ -188,7 +188,11 @@ pub fn render(
             g.total_ms,
             g.with_context,
             g.count,
-            esc(&g.query),
+            if let Some(k) = agg.group_tag() {
+                format!("<b>{}={}</b> {}", esc(k), esc(&g.tag), esc(&g.query))
+            } else {
+                esc(&g.query)
+            },
             ex.join("<br>")
         );
     }

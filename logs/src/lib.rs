@@ -128,11 +128,12 @@ pub fn parse_file(
 pub fn trace_view(trace_id: &str, rows: &[Statement]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "trace {trace_id}: {} statements", rows.len());
-    let t0 = rows.iter().filter_map(|r| r.time_us).min();
+    let start_of = |r: &Statement| r.time_us.map(|t| t - (r.duration_ms.unwrap_or(0.0) * 1000.0) as i64);
+    let t0 = rows.iter().filter_map(start_of).min();
     let total: f64 = rows.iter().filter_map(|r| r.duration_ms).sum();
     for r in rows {
-        let start = match (r.time_us, t0) {
-            (Some(t), Some(t0)) => format!("+{:.3} ms", (t - t0) as f64 / 1000.0 - r.duration_ms.unwrap_or(0.0)),
+        let start = match (start_of(r), t0) {
+            (Some(t), Some(t0)) => format!("+{:.3} ms", (t - t0) as f64 / 1000.0),
             _ => "-".into(),
         };
         let _ = writeln!(s, "  {start:>14}  {}", output::text_line(r));

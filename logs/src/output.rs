@@ -166,7 +166,8 @@ pub fn text_line(st: &Statement) -> String {
     }
     let dur = st.duration_ms.map_or("-".to_owned(), |d| format!("{d:.3} ms"));
     let trace = st.trace_id().unwrap_or_else(|| "-".into());
-    let q: String = st.query.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (a, b) = st.query_without_comment();
+    let q: String = a.split_whitespace().chain(b.split_whitespace()).collect::<Vec<_>>().join(" ");
     let q = if q.len() > 160 { format!("{}…", &q[..q.floor_char_boundary_compat(160)]) } else { q };
     s.push_str(&format!(
         "  {dur:>12}  {:<9} pid={:<7} trace={trace} [{}]  {q}",

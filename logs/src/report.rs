@@ -81,6 +81,8 @@ pub struct Group {
     pub kind: Kind,
     /// Normalized query.
     pub query: String,
+    /// Value of the `--group-tag` tag (empty when not grouping by a tag or the tag is absent).
+    pub tag: String,
     /// Executions.
     pub count: u64,
     /// Executions with a logged duration.
@@ -157,7 +159,8 @@ pub struct SeriesPoint {
 #[derive(Debug)]
 pub struct Aggregate {
     groups: Vec<Group>,
-    index: HashMap<(Kind, String), usize>,
+    index: HashMap<(Kind, String, String), usize>,
+    group_tag: Option<String>,
     cache: HashMap<String, usize>,
     key_buf: String,
     gaps: [HashMap<String, Coverage>; 4],
@@ -191,6 +194,7 @@ impl Aggregate {
         Aggregate {
             groups: Vec::new(),
             index: HashMap::new(),
+            group_tag: None,
             cache: HashMap::new(),
             key_buf: String::new(),
             gaps: Default::default(),
@@ -203,6 +207,17 @@ impl Aggregate {
             series_width_us: 1000,
             min_duration_ms,
         }
+    }
+
+    /// Also groups statements by the value of this sqlcommenter tag (e.g. `route`, `application`).
+    pub fn with_group_tag(mut self, key: Option<String>) -> Self {
+        self.group_tag = key;
+        self
+    }
+
+    /// The tag statements are grouped by, if any.
+    pub fn group_tag(&self) -> Option<&str> {
+        self.group_tag.as_deref()
     }
 
     /// Adds one statement.
@@ -272,6 +287,12 @@ impl Aggregate {
         self.key_buf.clear();
         self.key_buf.push_str(st.kind.as_str());
         self.key_buf.push('\0');
+        let tag = match &self.group_tag {
+            Some(k) => st.tags.get(k).map_or("", String::as_str),
+            None => "",
+        };
+        self.key_buf.push_str(tag);
+        self.key_buf.push('\0');
         let text_start = self.key_buf.len();
         self.key_buf.push_str(a);
         self.key_buf.push_str(b);
@@ -280,17 +301,22 @@ impl Aggregate {
             return i;
         }
         let norm = normalize(&self.key_buf[text_start..], Dialect::Postgres);
-        let i = match self.index.get(&(st.kind, norm.clone())) {
+        let tag = tag.to_owned();
+        let i = match self.index.get(&(st.kind, tag.clone(), norm.clone())) {
             Some(&i) => i,
             None => {
-                let (kind, q) =
-                    if self.groups.len() < MAX_GROUPS { (st.kind, norm) } else { (Kind::Statement, overflow_key()) };
-                if let Some(&i) = self.index.get(&(kind, q.clone())) {
+                let (kind, tag, q) = if self.groups.len() < MAX_GROUPS {
+                    (st.kind, tag, norm)
+                } else {
+                    (Kind::Statement, String::new(), overflow_key())
+                };
+                if let Some(&i) = self.index.get(&(kind, tag.clone(), q.clone())) {
                     i
                 } else {
                     self.groups.push(Group {
                         kind,
                         query: q.clone(),
+                        tag: tag.clone(),
                         count: 0,
                         timed: 0,
                         with_context: 0,
@@ -300,7 +326,7 @@ impl Aggregate {
                         hist: Histogram::default(),
                         exemplars: Vec::new(),
                     });
-                    self.index.insert((kind, q), self.groups.len() - 1);
+                    self.index.insert((kind, tag, q), self.groups.len() - 1);
                     self.groups.len() - 1
                 }
             }

@@ -75,7 +75,11 @@ pub fn top_table(agg: &Aggregate, sort: SortBy, limit: usize) -> String {
             if g.timed > 0 { format!("{:.3}", g.max_ms) } else { "-".into() },
             g.total_ms,
             pct(g.with_context, g.count),
-            one_line(&g.query, 100)
+            if g.tag.is_empty() && agg.group_tag().is_none() {
+                one_line(&g.query, 100)
+            } else {
+                format!("[{}={}] {}", agg.group_tag().unwrap_or(""), g.tag, one_line(&g.query, 90))
+            }
         );
         if !g.exemplars.is_empty() {
             let ex: Vec<String> = g.exemplars.iter().map(|(d, t)| format!("{t} ({d:.3} ms)")).collect();
