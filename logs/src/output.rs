@@ -30,9 +30,85 @@ impl TimeFormatter {
     }
 }
 
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    // serde_json's escaping, written straight into the buffer.
-    let _ = serde_json::to_writer(&mut *out, s);
+/// Bytes that need escaping inside a JSON string: control characters, `"` and `\\`.
+const fn escape_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+}
+static NEEDS_ESCAPE: [bool; 256] = escape_table();
+
+/// Appends `s` as a JSON string (RFC 8259 escaping; non-ASCII passes through as UTF-8).
+pub fn json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = s.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if !NEEDS_ESCAPE[c as usize] {
+            continue;
+        }
+        out.extend_from_slice(&b[start..i]);
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&b[start..]);
+    out.push(b'"');
+}
+
+fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+fn push_i64(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    push_u64(out, v.unsigned_abs());
+}
+
+/// Milliseconds with three decimals (PostgreSQL logs durations to the microsecond).
+fn push_ms(out: &mut Vec<u8>, d: f64) {
+    let us = (d * 1000.0).round();
+    if !(0.0..1e15).contains(&us) {
+        let _ = write!(out, "{d}");
+        return;
+    }
+    let us = us as u64;
+    push_u64(out, us / 1000);
+    let f = (us % 1000) as u32;
+    out.extend_from_slice(&[b'.', b'0' + (f / 100) as u8, b'0' + (f / 10 % 10) as u8, b'0' + (f % 10) as u8]);
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+    }
 }
 
 fn opt_str(out: &mut Vec<u8>, key: &str, v: &str) {
@@ -59,9 +135,7 @@ pub fn write_json(st: &Statement, out: &mut Vec<u8>, times: &mut TimeFormatter) 
     }
     out.extend_from_slice(b",\"duration_ms\":");
     match st.duration_ms {
-        Some(d) => {
-            let _ = write!(out, "{d}");
-        }
+        Some(d) => push_ms(out, d),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"query\":");
@@ -69,13 +143,11 @@ pub fn write_json(st: &Statement, out: &mut Vec<u8>, times: &mut TimeFormatter) 
     match &st.context {
         Some(ctx) => {
             let tp = &ctx.traceparent;
-            let _ = write!(
-                out,
-                ",\"trace_id\":\"{}\",\"parent_span_id\":\"{}\",\"sampled\":{}",
-                tp.trace_id_hex(),
-                tp.parent_id_hex(),
-                tp.is_sampled()
-            );
+            out.extend_from_slice(b",\"trace_id\":\"");
+            push_hex(out, &tp.trace_id());
+            out.extend_from_slice(b"\",\"parent_span_id\":\"");
+            push_hex(out, &tp.parent_id());
+            out.extend_from_slice(if tp.is_sampled() { b"\",\"sampled\":true" } else { b"\",\"sampled\":false" });
             match &ctx.tracestate {
                 Some(ts) => {
                     out.extend_from_slice(b",\"tracestate\":");
@@ -103,17 +175,23 @@ pub fn write_json(st: &Statement, out: &mut Vec<u8>, times: &mut TimeFormatter) 
     opt_str(out, "database", &st.database);
     match st.pid {
         Some(p) => {
-            let _ = write!(out, ",\"pid\":{p}");
+            out.extend_from_slice(b",\"pid\":");
+            push_u64(out, u64::from(p));
         }
         None => out.extend_from_slice(b",\"pid\":null"),
     }
     opt_str(out, "session_id", &st.session_id);
-    let _ = write!(out, ",\"kind\":\"{}\"", st.kind.as_str());
+    out.extend_from_slice(b",\"kind\":\"");
+    out.extend_from_slice(st.kind.as_str().as_bytes());
+    out.push(b'"');
     opt_str(out, "statement_name", &st.name);
-    let _ = write!(out, ",\"context_source\":\"{}\"", st.source.as_str());
+    out.extend_from_slice(b",\"context_source\":\"");
+    out.extend_from_slice(st.source.as_str().as_bytes());
+    out.push(b'"');
     match st.query_id {
         Some(q) => {
-            let _ = write!(out, ",\"query_id\":{q}");
+            out.extend_from_slice(b",\"query_id\":");
+            push_i64(out, q);
         }
         None => out.extend_from_slice(b",\"query_id\":null"),
     }
@@ -122,7 +200,7 @@ pub fn write_json(st: &Statement, out: &mut Vec<u8>, times: &mut TimeFormatter) 
     opt_str(out, "sql_state", &st.sql_state);
     opt_str(out, "plan", &st.plan);
     opt_str(out, "plan_format", st.plan_format.map_or("", |f| f.as_str()));
-    let _ = write!(out, ",\"carrier\":{}}}", st.carrier);
+    out.extend_from_slice(if st.carrier { b",\"carrier\":true}" } else { b",\"carrier\":false}" });
 }
 
 /// Writes one JSON line per statement, buffering output.
@@ -195,5 +273,27 @@ impl FloorCharBoundary for str {
             i -= 1;
         }
         i
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escaping_and_numbers_match_serde() {
+        for s in ["plain", "q\"uote\\back", "tab\tnl\ncr\r\u{1}\u{1f}", "ünïcødé €", ""] {
+            let mut out = Vec::new();
+            json_str(&mut out, s);
+            assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap());
+        }
+        let mut out = Vec::new();
+        push_ms(&mut out, 0.251);
+        out.push(b' ');
+        push_ms(&mut out, 1234.5);
+        out.push(b' ');
+        push_i64(&mut out, -42);
+        assert_eq!(String::from_utf8(out).unwrap(), "0.251 1234.500 -42");
     }
 }
