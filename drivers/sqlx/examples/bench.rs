@@ -1,0 +1,277 @@
+//! Throughput of the wrapper against plain sqlx, on a PostgreSQL started by the test harness (statement
+//! logging off). A request = 5 point-selects by primary key under one trace context. Variants run
+//! interleaved in rounds; ratios are per round against plain sqlx with cached statements.
+//!
+//! `cargo run --release -p sqlcommenter-sqlx --example bench -- [rounds] [requests]`
+//! The client pins itself to CPU 0 and the server to CPU 1 when `taskset` exists (prior-art §11).
+
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use sqlcommenter_sqlx::{Config, Mode, TracedConnection};
+use sqlx::{Connection, PgConnection, Row};
+
+const IDS: u32 = 10_000;
+const QUERY: &str = "SELECT id, v FROM bench_kv WHERE id = $1";
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Variant {
+    Plain,
+    Control,
+    Carrier100,
+    Carrier10,
+    Comment100,
+}
+
+impl Variant {
+    const ALL: [Variant; 5] =
+        [Variant::Plain, Variant::Control, Variant::Carrier100, Variant::Carrier10, Variant::Comment100];
+
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Plain => "plain sqlx (cached statements)",
+            Variant::Control => "plain sqlx again (noise floor)",
+            Variant::Carrier100 => "wrapper, session carrier, 100% sampled",
+            Variant::Carrier10 => "wrapper, session carrier, 10% sampled",
+            Variant::Comment100 => "wrapper, per-query comment, 100% sampled",
+        }
+    }
+
+    fn config(self) -> Option<Config> {
+        match self {
+            Variant::Plain | Variant::Control => None,
+            Variant::Carrier100 | Variant::Carrier10 => Some(Config::default()),
+            Variant::Comment100 => Config::builder().mode(Mode::PerQueryComment).build().ok(),
+        }
+    }
+
+    /// Whether request `n` is sampled.
+    fn sampled(self, n: u64) -> bool {
+        match self {
+            Variant::Carrier10 => n % 10 == 0,
+            _ => true,
+        }
+    }
+}
+
+/// The OpenTelemetry context of request `n` (a new trace per request).
+fn request_context(n: u64, sampled: bool) -> opentelemetry::Context {
+    let mut trace = [0x5au8; 16];
+    trace[8..].copy_from_slice(&(n + 1).to_be_bytes());
+    let mut span = [0x17u8; 8];
+    span[4..].copy_from_slice(&((n as u32) | 1).to_be_bytes());
+    let sc = SpanContext::new(
+        TraceId::from_bytes(trace),
+        SpanId::from_bytes(span),
+        if sampled { TraceFlags::SAMPLED } else { TraceFlags::default() },
+        true,
+        TraceState::default(),
+    );
+    opentelemetry::Context::new().with_remote_span_context(sc)
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn id(&mut self) -> i32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % u64::from(IDS)) as i32 + 1
+    }
+}
+
+async fn request_plain(conn: &mut PgConnection, rng: &mut Lcg) -> Result<()> {
+    for _ in 0..5 {
+        let row = sqlx::query(QUERY).bind(rng.id()).fetch_one(&mut *conn).await?;
+        let _: &str = row.try_get(1)?;
+    }
+    Ok(())
+}
+
+async fn request_traced<C: sqlcommenter_sqlx::PgConn>(conn: &mut TracedConnection<C>, rng: &mut Lcg) -> Result<()> {
+    for _ in 0..5 {
+        let row = sqlx::query(QUERY).bind(rng.id()).fetch_one(&mut *conn).await?;
+        let _: &str = row.try_get(1)?;
+    }
+    Ok(())
+}
+
+/// Requests per second of `requests` requests on one connection.
+async fn one_connection(url: &str, v: Variant, requests: u64, seed: u64) -> Result<(f64, i64)> {
+    let mut rng = Lcg(seed);
+    let mut conn = PgConnection::connect(url).await?;
+    // warm the statement cache
+    sqlx::query(QUERY).bind(1).fetch_one(&mut conn).await?;
+    let start;
+    let prepared;
+    match v.config() {
+        None => {
+            start = Instant::now();
+            for n in 0..requests {
+                request_plain(&mut conn, &mut rng).with_context(request_context(n, v.sampled(n))).await?;
+            }
+            let el = start.elapsed();
+            prepared = server_prepared(&mut conn).await?;
+            return Ok((requests as f64 / el.as_secs_f64(), prepared));
+        }
+        Some(cfg) => {
+            let mut conn = TracedConnection::new(conn, &cfg);
+            start = Instant::now();
+            for n in 0..requests {
+                request_traced(&mut conn, &mut rng).with_context(request_context(n, v.sampled(n))).await?;
+            }
+            let el = start.elapsed();
+            prepared = server_prepared(conn.inner_mut()).await?;
+            Ok((requests as f64 / el.as_secs_f64(), prepared))
+        }
+    }
+}
+
+async fn server_prepared(conn: &mut PgConnection) -> Result<i64> {
+    let row = sqlx::raw_sql("SELECT count(*) FROM pg_prepared_statements").fetch_one(conn).await?;
+    Ok(row.try_get(0)?)
+}
+
+/// Requests per second with 8 tasks on a pool of 8, each request on one acquired connection.
+async fn pooled(url: &str, v: Variant, requests: u64, seed: u64) -> Result<(f64, i64)> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).min_connections(8).connect(url).await?;
+    // warm every connection's statement cache
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut c = pool.acquire().await?;
+        sqlx::query(QUERY).bind(1).fetch_one(&mut *c).await?;
+        held.push(c);
+    }
+    drop(held);
+    let db = v.config().map(|cfg| sqlcommenter_sqlx::TracedPool::new(pool.clone(), &cfg));
+    let per_task = requests / 8;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (pool, db) = (pool.clone(), db.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Lcg(seed ^ (t << 32));
+            for i in 0..per_task {
+                let n = t * per_task + i;
+                let cx = request_context(n, v.sampled(n));
+                match &db {
+                    None => {
+                        async {
+                            let mut c = pool.acquire().await?;
+                            request_plain(&mut c, &mut rng).await
+                        }
+                        .with_context(cx)
+                        .await?
+                    }
+                    Some(db) => {
+                        async {
+                            let mut c = db.acquire().await?;
+                            request_traced(&mut c, &mut rng).await
+                        }
+                        .with_context(cx)
+                        .await?
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let el = start.elapsed();
+    let mut prepared = 0;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut c = pool.acquire().await?;
+        prepared += server_prepared(&mut c).await?;
+        held.push(c);
+    }
+    drop(held);
+    pool.close().await;
+    Ok(((per_task * 8) as f64 / el.as_secs_f64(), prepared))
+}
+
+/// Carrier statements per query, counted by the server (pg_stat_statements) over `requests` requests.
+async fn carrier_per_query(url: &str, pg: &sqlcommenter_testpg::Cluster, v: Variant, requests: u64) -> Result<f64> {
+    pg.execute_sql("SELECT pg_stat_statements_reset()")?;
+    one_connection(url, v, requests, 7).await?;
+    let sets = pg.query(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements \
+         WHERE query LIKE 'SET application_name%' OR query LIKE 'RESET application_name%'",
+    )?;
+    let sets: f64 = sets.trim().parse().context("pg_stat_statements")?;
+    Ok(sets / (requests * 5) as f64)
+}
+
+fn pin(pg: &sqlcommenter_testpg::Cluster) {
+    let me = std::process::id().to_string();
+    let ok_client = std::process::Command::new("taskset").args(["-a", "-cp", "0", &me]).output().is_ok();
+    let ok_server = pg
+        .pid()
+        .map(|pid| std::process::Command::new("taskset").args(["-a", "-cp", "1", &pid.to_string()]).output().is_ok());
+    eprintln!("pinned client to CPU 0: {ok_client}, server to CPU 1: {ok_server:?}");
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(7);
+    let requests: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(4_000);
+
+    let pg = sqlcommenter_testpg::Cluster::builder()
+        .setting("max_connections", "40")
+        .preload(&["pg_stat_statements"])
+        .create_extension("pg_stat_statements")
+        .start()?;
+    pin(&pg);
+    pg.execute_sql(&format!(
+        "CREATE TABLE bench_kv (id int PRIMARY KEY, v text NOT NULL); \
+         INSERT INTO bench_kv SELECT g, md5(g::text) FROM generate_series(1, {IDS}) g; VACUUM ANALYZE bench_kv"
+    ))?;
+    let url = format!("{}?application_name=bench", pg.url("postgres"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+
+    rt.block_on(async {
+        for (topology, label) in [(0, "one connection"), (1, "pool of 8, 8 tasks")] {
+            let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); Variant::ALL.len()];
+            let mut prepared = vec![0i64; Variant::ALL.len()];
+            for round in 0..rounds {
+                let mut rps = Vec::new();
+                // rotate the order each round so no variant always runs first
+                let order: Vec<usize> = (0..Variant::ALL.len()).map(|i| (i + round) % Variant::ALL.len()).collect();
+                let mut by_variant = vec![0.0; Variant::ALL.len()];
+                for &i in &order {
+                    let v = Variant::ALL[i];
+                    let (r, p) = if topology == 0 {
+                        one_connection(&url, v, requests, round as u64).await?
+                    } else {
+                        pooled(&url, v, requests, round as u64).await?
+                    };
+                    by_variant[i] = r;
+                    prepared[i] = p;
+                }
+                rps.extend_from_slice(&by_variant);
+                for (i, r) in by_variant.iter().enumerate() {
+                    ratios[i].push(r / by_variant[0]);
+                }
+                eprintln!("{label} round {round}: plain {:.0} req/s", by_variant[0]);
+            }
+            println!("\n{label}: {requests} requests x 5 point-selects per variant per round, {rounds} rounds");
+            println!("| variant | median ratio | min | max | carrier statements / query | server prepared statements |");
+            println!("|---|---|---|---|---|---|");
+            for (i, v) in Variant::ALL.iter().enumerate() {
+                let (med, min, max) = stats(ratios[i].clone());
+                let carrier = if topology == 0 { carrier_per_query(&url, &pg, *v, 1000).await? } else { f64::NAN };
+                let carrier = if carrier.is_nan() { "-".to_owned() } else { format!("{carrier:.3}") };
+                println!("| {} | {med:.3} | {min:.3} | {max:.3} | {carrier} | {} |", v.name(), prepared[i]);
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
