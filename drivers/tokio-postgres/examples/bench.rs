@@ -1,1 +1,446 @@
-fn main() {}
+//! Throughput benchmark against a throwaway PostgreSQL (harness cluster, statement logging off).
+//!
+//! A request = 5 primary-key point-selects under one `tracing` span (tracing-opentelemetry, always
+//! sampled, no exporter). Variants run interleaved in rounds in this one process (order rotated per
+//! round); each round's throughput is divided by the plain baseline's in the same round, and the median,
+//! min and max of those ratios are reported (see prior-art.md §11).
+//!
+//! ```text
+//! cargo run --release -p sqlcommenter-tokio-postgres --example bench
+//! BENCH_REQUESTS=4000 BENCH_ROUNDS=7 BENCH_PIN=1 ...
+//! ```
+//! `BENCH_PIN=1` (default) pins this process to CPU 0 and the server to CPU 1 with `taskset`.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use opentelemetry::trace::TracerProvider as _;
+use sqlcommenter_testpg::Cluster;
+use sqlcommenter_tokio_postgres::{CarrierStatement, Client, Config, Mode, Pool};
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+const QUERY: &str = "SELECT id, name FROM bench_items WHERE id = $1";
+const ROWS: i64 = 10_000;
+const PER_REQUEST: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Variant {
+    /// tokio-postgres, statement prepared once per connection (deadpool `prepare_cached` on the pool).
+    Plain,
+    /// Same as `Plain`: shows the noise floor.
+    Control,
+    /// Wrapper, session carrier, every request carried.
+    Carrier100,
+    /// Wrapper, session carrier, 10 % of requests carried (`sample_ratio(0.1)`).
+    Carrier10,
+    /// Wrapper, session carrier with `CarrierStatement::Prepared`, every request carried.
+    Carrier100Prepared,
+    /// Wrapper, per-query comment (text query through `query_typed` + cached parameter types).
+    Comment100,
+    /// tokio-postgres `query_typed`, no comment (the floor for any one-round-trip unprepared query).
+    PlainTyped,
+}
+
+const VARIANTS: [Variant; 7] = [
+    Variant::Plain,
+    Variant::Control,
+    Variant::Carrier100,
+    Variant::Carrier10,
+    Variant::Carrier100Prepared,
+    Variant::Comment100,
+    Variant::PlainTyped,
+];
+
+impl Variant {
+    fn config(self) -> Option<Config> {
+        let b = Config::builder().application_name("bench");
+        match self {
+            Variant::Carrier100 => Some(b.build().ok()?),
+            Variant::Carrier10 => Some(b.sample_ratio(0.1).build().ok()?),
+            Variant::Carrier100Prepared => Some(b.carrier_statement(CarrierStatement::Prepared).build().ok()?),
+            Variant::Comment100 => Some(b.mode(Mode::PerQueryComment).build().ok()?),
+            _ => None,
+        }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn id(&mut self) -> i64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % ROWS as u64) as i64 + 1
+    }
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool> {
+    let mut cfg = deadpool_postgres::Config::new();
+    cfg.url = Some(url.to_owned());
+    cfg.pool = Some(deadpool_postgres::PoolConfig::new(size));
+    Ok(cfg.create_pool(Some(deadpool_postgres::Runtime::Tokio1), tokio_postgres::NoTls)?)
+}
+
+/// One connection, one task, `n` requests. Returns requests per second.
+async fn run_single(url: &str, variant: Variant, n: usize, seed: u64) -> Result<f64> {
+    let pg = connect(url).await?;
+    let mut rng = Rng(seed | 1);
+    let start;
+    match variant.config() {
+        None => {
+            let stmt = pg.prepare(QUERY).await?;
+            start = Instant::now();
+            for _ in 0..n {
+                let span = tracing::info_span!("request");
+                async {
+                    for _ in 0..PER_REQUEST {
+                        let id = rng.id();
+                        let row = if variant == Variant::PlainTyped {
+                            pg.query_typed_one(QUERY, &[(&id, tokio_postgres::types::Type::INT8)]).await?
+                        } else {
+                            pg.query_one(&stmt, &[&id]).await?
+                        };
+                        std::hint::black_box(row);
+                    }
+                    Ok::<_, tokio_postgres::Error>(())
+                }
+                .instrument(span)
+                .await?;
+            }
+        }
+        Some(cfg) => {
+            let client = Client::new(pg, &cfg);
+            let stmt = client.prepare(QUERY).await?;
+            start = Instant::now();
+            for _ in 0..n {
+                let span = tracing::info_span!("request");
+                async {
+                    for _ in 0..PER_REQUEST {
+                        let id = rng.id();
+                        let row = if variant == Variant::Comment100 {
+                            client.query_one(QUERY, &[&id]).await?
+                        } else {
+                            client.query_one(&stmt, &[&id]).await?
+                        };
+                        std::hint::black_box(row);
+                    }
+                    Ok::<_, tokio_postgres::Error>(())
+                }
+                .instrument(span)
+                .await?;
+            }
+        }
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A pool of 8 connections, 8 tasks, `n` requests in all (each request checks a connection out).
+async fn run_pool(url: &str, variant: Variant, n: usize, seed: u64) -> Result<f64> {
+    const TASKS: usize = 8;
+    let plain = pool(url, TASKS)?;
+    let wrapped = variant.config().map(|cfg| Ok::<_, anyhow::Error>(Pool::new(pool(url, TASKS)?, cfg))).transpose()?;
+    // warm up: open every connection and prepare the statement on it
+    match &wrapped {
+        Some(p) => {
+            let mut held = Vec::new();
+            for _ in 0..TASKS {
+                let c = p.get().await?;
+                c.prepare_cached(QUERY).await?;
+                held.push(c);
+            }
+        }
+        None => {
+            let mut held = Vec::new();
+            for _ in 0..TASKS {
+                let c = plain.get().await?;
+                c.prepare_cached(QUERY).await?;
+                held.push(c);
+            }
+        }
+    }
+    let plain = Arc::new(plain);
+    let wrapped = Arc::new(wrapped);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (plain, wrapped) = (plain.clone(), wrapped.clone());
+        let mut rng = Rng((seed ^ (t as u64 * 0x9e37_79b9)) | 1);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..n / TASKS {
+                let span = tracing::info_span!("request");
+                async {
+                    match wrapped.as_ref() {
+                        Some(p) => {
+                            let c = p.get().await?;
+                            for _ in 0..PER_REQUEST {
+                                let id = rng.id();
+                                let row = if variant == Variant::Comment100 {
+                                    c.query_one(QUERY, &[&id]).await?
+                                } else {
+                                    let s = c.prepare_cached(QUERY).await?;
+                                    c.query_one(&s, &[&id]).await?
+                                };
+                                std::hint::black_box(row);
+                            }
+                        }
+                        None => {
+                            let c = plain.get().await?;
+                            for _ in 0..PER_REQUEST {
+                                let id = rng.id();
+                                let row = if variant == Variant::PlainTyped {
+                                    c.query_typed_one(QUERY, &[(&id, tokio_postgres::types::Type::INT8)]).await?
+                                } else {
+                                    let s = c.prepare_cached(QUERY).await?;
+                                    c.query_one(&s, &[&id]).await?
+                                };
+                                std::hint::black_box(row);
+                            }
+                        }
+                    }
+                    Ok::<_, anyhow::Error>(())
+                }
+                .instrument(span)
+                .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A TCP stream that counts round trips: each write that follows a read starts a new one.
+struct Counting {
+    inner: tokio::net::TcpStream,
+    last_was_read: bool,
+    turns: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl tokio::io::AsyncRead for Counting {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last_was_read = true;
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Counting {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) && self.last_was_read {
+            self.last_was_read = false;
+            self.turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn connect_counting(port: u16) -> Result<(tokio_postgres::Client, Arc<std::sync::atomic::AtomicU64>)> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    let turns = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stream = Counting { inner: tcp, last_was_read: false, turns: turns.clone() };
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.user("postgres").dbname("postgres");
+    let (client, conn) = cfg.connect_raw(stream, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok((client, turns))
+}
+
+/// Server-side accounting for one variant on one connection: statements the server executed per
+/// query (pg_stat_statements) and prepared statements left on the connection.
+async fn account(url: &str, port: u16, variant: Variant, n: usize) -> Result<(f64, f64, i64)> {
+    let admin = connect(url).await?;
+    let (pg, turns) = connect_counting(port).await?;
+    admin.batch_execute("SELECT pg_stat_statements_reset()").await?;
+    let start_turns = std::sync::atomic::AtomicU64::new(0);
+    let mut rng = Rng(7);
+    let prepared: i64;
+    let end_turns: u64;
+    let count_sql = "SELECT count(*) FROM pg_prepared_statements";
+    match variant.config() {
+        None => {
+            let stmt = if variant == Variant::PlainTyped { None } else { Some(pg.prepare(QUERY).await?) };
+            start_turns.store(turns.load(std::sync::atomic::Ordering::Relaxed), std::sync::atomic::Ordering::Relaxed);
+            for _ in 0..n {
+                let span = tracing::info_span!("request");
+                async {
+                    for _ in 0..PER_REQUEST {
+                        let id = rng.id();
+                        match &stmt {
+                            None => {
+                                pg.query_typed_one(QUERY, &[(&id, tokio_postgres::types::Type::INT8)]).await?;
+                            }
+                            Some(stmt) => {
+                                pg.query_one(stmt, &[&id]).await?;
+                            }
+                        }
+                    }
+                    Ok::<_, tokio_postgres::Error>(())
+                }
+                .instrument(span)
+                .await?;
+            }
+            end_turns = turns.load(std::sync::atomic::Ordering::Relaxed);
+            prepared = pg.query_typed_one(count_sql, &[]).await?.get(0);
+        }
+        Some(cfg) => {
+            let client = Client::new(pg, &cfg);
+            let stmt = if variant == Variant::Comment100 { None } else { Some(client.prepare(QUERY).await?) };
+            start_turns.store(turns.load(std::sync::atomic::Ordering::Relaxed), std::sync::atomic::Ordering::Relaxed);
+            for _ in 0..n {
+                let span = tracing::info_span!("request");
+                async {
+                    for _ in 0..PER_REQUEST {
+                        let id = rng.id();
+                        match &stmt {
+                            None => {
+                                client.query_one(QUERY, &[&id]).await?;
+                            }
+                            Some(stmt) => {
+                                client.query_one(stmt, &[&id]).await?;
+                            }
+                        }
+                    }
+                    Ok::<_, tokio_postgres::Error>(())
+                }
+                .instrument(span)
+                .await?;
+            }
+            end_turns = turns.load(std::sync::atomic::Ordering::Relaxed);
+            prepared = client.get_ref().query_typed_one(count_sql, &[]).await?.get(0);
+        }
+    }
+    let rows = admin
+        .query(
+            "SELECT query, calls FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' \
+             AND query NOT LIKE '%pg_prepared_statements%'",
+            &[],
+        )
+        .await?;
+    let total: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
+    let queries = (n * PER_REQUEST) as f64;
+    let trips = (end_turns - start_turns.load(std::sync::atomic::Ordering::Relaxed)) as f64;
+    Ok((trips / queries, total as f64 / queries, prepared))
+}
+
+fn pin(pid: u32, cpu: &str) {
+    let _ = Command::new("taskset").args(["-a", "-p", "-c", cpu, &pid.to_string()]).output();
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() -> Result<()> {
+    let n: usize = std::env::var("BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let pin_cpus = std::env::var("BENCH_PIN").map(|v| v != "0").unwrap_or(true);
+
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
+    tracing::subscriber::set_global_default(subscriber)?;
+
+    let pg = Cluster::builder()
+        .setting("log_min_duration_statement", "-1")
+        .setting("max_connections", "100")
+        .preload(&["pg_stat_statements"])
+        .create_extension("pg_stat_statements")
+        .start()
+        .context("starting PostgreSQL")?;
+    if pin_cpus {
+        if let Some(pid) = pg.pid() {
+            pin(pid, "1");
+        }
+        pin(std::process::id(), "0");
+    }
+    pg.execute_sql(&format!(
+        "CREATE TABLE bench_items (id bigint PRIMARY KEY, name text NOT NULL); \
+         INSERT INTO bench_items SELECT i, 'item ' || i FROM generate_series(1, {ROWS}) i; ANALYZE bench_items;"
+    ))?;
+    let url = pg.url("postgres");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+
+    rt.block_on(async {
+        // warm-up
+        for v in VARIANTS {
+            run_single(&url, v, n / 10, 1).await?;
+        }
+        for (setup, pooled) in [("one connection", false), ("pool of 8, 8 tasks", true)] {
+            let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+            let mut abs: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+            for round in 0..rounds {
+                let mut tput = [0f64; VARIANTS.len()];
+                for k in 0..VARIANTS.len() {
+                    let i = (k + round) % VARIANTS.len();
+                    let seed = 0x5eed + round as u64;
+                    tput[i] = if pooled {
+                        run_pool(&url, VARIANTS[i], n, seed).await?
+                    } else {
+                        run_single(&url, VARIANTS[i], n, seed).await?
+                    };
+                }
+                for i in 0..VARIANTS.len() {
+                    ratios[i].push(tput[i] / tput[0]);
+                    abs[i].push(tput[i]);
+                }
+            }
+            println!("\n## {setup}: {n} requests x {PER_REQUEST} queries, {rounds} rounds, pinned={pin_cpus}");
+            println!("| variant | ratio median | min | max | requests/s (median) |");
+            println!("|---|---|---|---|---|");
+            for (i, v) in VARIANTS.iter().enumerate() {
+                let (med, min, max) = stats(ratios[i].clone());
+                let (a, _, _) = stats(abs[i].clone());
+                println!("| {v:?} | {med:.3} | {min:.3} | {max:.3} | {a:.0} |");
+            }
+        }
+        println!("\n## server-side accounting (one connection, {} requests)", n / 4);
+        println!("| variant | round trips per query | statements executed per query | prepared statements on the connection |");
+        println!("|---|---|---|---|");
+        for v in VARIANTS {
+            let (trips, per_query, prepared) = account(&url, pg.port(), v, n / 4).await?;
+            println!("| {v:?} | {trips:.3} | {per_query:.3} | {prepared} |");
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+}

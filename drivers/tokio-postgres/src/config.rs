@@ -33,6 +33,19 @@ pub enum Carrier {
     Guc(String),
 }
 
+/// How the carrier statement is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CarrierStatement {
+    /// Default: an unnamed statement (`query_typed`-style Parse/Bind/Execute). Leaves the connection's
+    /// prepared statements exactly as without the wrapper; the server parses and plans it each time the
+    /// context changes.
+    #[default]
+    Unnamed,
+    /// A named statement prepared once per connection (one round trip at the first carrier), then only
+    /// Bind/Execute. Cheaper per request, but leaves one extra entry in `pg_prepared_statements`.
+    Prepared,
+}
+
 /// A bad wrapper configuration.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
@@ -58,6 +71,7 @@ pub type ContextFn = Arc<dyn Fn() -> Option<TraceContext> + Send + Sync>;
 pub struct ConfigBuilder {
     mode: Mode,
     carrier: Carrier,
+    carrier_statement: CarrierStatement,
     application_name: String,
     tags: Vec<(String, String)>,
     sampled_only: bool,
@@ -83,6 +97,7 @@ impl Default for ConfigBuilder {
         ConfigBuilder {
             mode: Mode::default(),
             carrier: Carrier::default(),
+            carrier_statement: CarrierStatement::default(),
             application_name: String::new(),
             tags: Vec::new(),
             sampled_only: true,
@@ -106,6 +121,12 @@ impl ConfigBuilder {
     /// Which session setting carries the traceparent (default `application_name`).
     pub fn carrier(mut self, carrier: Carrier) -> Self {
         self.carrier = carrier;
+        self
+    }
+
+    /// Unnamed (default) or prepared-once carrier statement.
+    pub fn carrier_statement(mut self, how: CarrierStatement) -> Self {
+        self.carrier_statement = how;
         self
     }
 
@@ -182,6 +203,7 @@ impl ConfigBuilder {
             inner: Arc::new(Settings {
                 mode: self.mode,
                 carrier: self.carrier,
+                carrier_statement: self.carrier_statement,
                 application_name: self.application_name,
                 commenter,
                 sampled_only: self.sampled_only,
@@ -249,6 +271,7 @@ impl Default for Config {
 pub(crate) struct Settings {
     pub(crate) mode: Mode,
     pub(crate) carrier: Carrier,
+    pub(crate) carrier_statement: CarrierStatement,
     pub(crate) application_name: String,
     pub(crate) commenter: Commenter,
     sampled_only: bool,

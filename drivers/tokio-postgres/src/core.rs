@@ -21,7 +21,7 @@ use sqlcommenter::TraceContext;
 use tokio_postgres::types::{BorrowToSql, ToSql, Type};
 use tokio_postgres::{Client as PgClient, Error, Row, RowStream, Statement};
 
-use crate::config::{Carrier, Mode, Settings};
+use crate::config::{Carrier, CarrierStatement, Mode, Settings};
 use crate::state::{plan, Action, ConnState, Held, Want};
 use crate::statement::{StatementRef, ToStatement};
 
@@ -124,6 +124,9 @@ impl Core {
                     ),
                     Carrier::Guc(guc) => (guc.clone(), tp.to_string()),
                 };
+                if let Some(stmt) = self.conn.carrier_stmt.get().cloned() {
+                    return Box::pin(async move { pg.execute(&stmt, &[&name, &value]).await });
+                }
                 Box::pin(async move {
                     pg.execute_typed(
                         SET_SQL,
@@ -132,9 +135,19 @@ impl Core {
                     .await
                 })
             }
-            (Action::Reset, Carrier::ApplicationName) => Box::pin(pg.execute_typed(RESET_APP_SQL, &[])),
+            (Action::Reset, Carrier::ApplicationName) => match self.conn.carrier_stmt.get().cloned() {
+                // Prepared form: back to the configured name (assumed to be the connection's own).
+                Some(stmt) if !self.cfg.application_name.is_empty() => {
+                    let value = self.cfg.application_name.clone();
+                    Box::pin(async move { pg.execute(&stmt, &[&"application_name", &value]).await })
+                }
+                _ => Box::pin(pg.execute_typed(RESET_APP_SQL, &[])),
+            },
             (Action::Reset, Carrier::Guc(guc)) => {
                 let name = guc.clone();
+                if let Some(stmt) = self.conn.carrier_stmt.get().cloned() {
+                    return Box::pin(async move { pg.execute(&stmt, &[&name, &""]).await });
+                }
                 Box::pin(
                     async move { pg.execute_typed(RESET_GUC_SQL, &[(&name as &(dyn ToSql + Sync), Type::TEXT)]).await },
                 )
@@ -146,6 +159,12 @@ impl Core {
     /// The carrier request and the first request of `fut` are put on the connection in one critical
     /// section; the carrier's outcome never changes `fut`'s result.
     pub(crate) async fn run<F: Future>(&self, pg: &PgClient, want: Want, fut: F) -> F::Output {
+        if self.cfg.carrier_statement == CarrierStatement::Prepared && self.conn.carrier_stmt.get().is_none() {
+            // Once per connection; a failure just leaves the unnamed form in use.
+            if let Ok(stmt) = pg.prepare_typed(SET_SQL, &[Type::TEXT, Type::TEXT]).await {
+                let _ = self.conn.carrier_stmt.set(stmt);
+            }
+        }
         let mut user = pin!(maybe_done(fut));
         let mut carrier: Option<CarrierFuture<'_>> = None;
         poll_fn(|cx| {

@@ -67,7 +67,7 @@ mod statement;
 mod transaction;
 
 pub use client::{Client, PgHandle};
-pub use config::{Carrier, Config, ConfigBuilder, ConfigError, ContextFn, Mode, DB_DRIVER};
+pub use config::{Carrier, CarrierStatement, Config, ConfigBuilder, ConfigError, ContextFn, Mode, DB_DRIVER};
 #[cfg(feature = "deadpool")]
 pub use pool::{Pool, PooledClient};
 pub use sqlcommenter::{ContextSource, TraceContext, TraceParent};

@@ -1,10 +1,11 @@
 //! What one server connection's session carrier holds, as far as the wrapper knows, and what a call needs.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use sqlcommenter::TraceParent;
 use tokio_postgres::types::Type;
+use tokio_postgres::Statement;
 
 /// The carrier's value on the server, as tracked by the wrapper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub(crate) enum Action {
 pub(crate) struct ConnState {
     held: Mutex<Held>,
     types: Mutex<HashMap<String, Vec<Type>>>,
+    /// The prepared carrier statement ([`crate::CarrierStatement::Prepared`]).
+    pub(crate) carrier_stmt: OnceLock<Statement>,
 }
 
 /// Upper bound of the per-connection parameter-type cache (per-query-comment mode).
@@ -49,7 +52,7 @@ const TYPE_CACHE_MAX: usize = 1024;
 
 impl Default for ConnState {
     fn default() -> Self {
-        ConnState { held: Mutex::new(Held::Base), types: Mutex::new(HashMap::new()) }
+        ConnState { held: Mutex::new(Held::Base), types: Mutex::new(HashMap::new()), carrier_stmt: OnceLock::new() }
     }
 }
 
