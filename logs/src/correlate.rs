@@ -34,8 +34,10 @@ impl Source {
 static OPEN: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"/*"));
 static OPEN_REV: LazyLock<memmem::FinderRev<'static>> = LazyLock::new(|| memmem::FinderRev::new(b"/*"));
 static CLOSE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"*/"));
-static CARRIER_WORDS: LazyLock<[memmem::Finder<'static>; 4]> = LazyLock::new(|| {
+static CARRIER_WORDS: LazyLock<[memmem::Finder<'static>; 6]> = LazyLock::new(|| {
     [
+        memmem::Finder::new(b"set_config"),
+        memmem::Finder::new(b"SET_CONFIG"),
         memmem::Finder::new(b"application_name"),
         memmem::Finder::new(b"APPLICATION_NAME"),
         memmem::Finder::new(b"sqlcommenter."),
@@ -122,8 +124,12 @@ pub fn correlate(query: &str, application_name: &str) -> Correlation {
     out
 }
 
-/// True for the carrier statements drivers and the proxy send to set the session's trace context.
-pub fn is_carrier_statement(name: &str, query: &str) -> bool {
+/// True for the carrier statements drivers and the proxy send to set or reset the session's trace context:
+/// the reserved `__sqlc*` statement names (the proxy's `__sqlc_tc`), `set_config` of a carrier setting
+/// (named in the text, or as `$1` — the drivers' `SELECT set_config($1, $2, false)`, checked against the
+/// logged `parameters` when there are any), `SET` of a carrier setting to a value with a traceparent, and
+/// `RESET` of a carrier setting.
+pub fn is_carrier_statement(name: &str, query: &str, parameters: &str) -> bool {
     if name.starts_with(CARRIER_STATEMENT_PREFIX) {
         return true;
     }
@@ -137,8 +143,20 @@ pub fn is_carrier_statement(name: &str, query: &str) -> bool {
     let guc_names = ["application_name", carrier::DEFAULT_GUC, carrier::PG_TRACING_GUC];
     if body.starts_with("select") && body.contains("set_config") {
         // `select set_config('application_name', $1, false)` or with a literal carrier value.
-        return guc_names.iter().any(|g| body.contains(&format!("'{g}'")))
-            && (body.contains('$') || contains_traceparent(&lower) || body.contains("sqlcommenter."));
+        if guc_names.iter().any(|g| body.contains(&format!("'{g}'"))) {
+            return body.contains('$') || contains_traceparent(&lower) || body.contains("sqlcommenter.");
+        }
+        // The setting's name as a parameter: carrier when the logged parameters say so, or when they are
+        // not logged (parse lines, `log_parameter_max_length = 0`).
+        if body.contains("set_config($1") {
+            let p = parameters.to_ascii_lowercase();
+            return p.is_empty() || guc_names.iter().any(|g| p.starts_with(&format!("$1 = '{g}'")));
+        }
+        return false;
+    }
+    if let Some(rest) = body.strip_prefix("reset ") {
+        let rest = rest.trim_start();
+        return guc_names.iter().any(|g| rest.starts_with(g));
     }
     if let Some(rest) = body.strip_prefix("set ") {
         let rest = rest.trim_start();
@@ -199,13 +217,22 @@ mod tests {
 
     #[test]
     fn carrier_statements() {
-        assert!(is_carrier_statement("__sqlc_tc", "select 1"));
-        assert!(is_carrier_statement("", "SELECT set_config('application_name', $1, false)"));
-        assert!(is_carrier_statement("", "select pg_catalog.set_config('sqlcommenter.traceparent', $1, false)"));
-        assert!(is_carrier_statement("", &format!("SET application_name = 'svc@{TP}'")));
-        assert!(is_carrier_statement("", &format!("set sqlcommenter.traceparent = '{TP}'")));
-        assert!(!is_carrier_statement("", "SET application_name = 'svc'"));
-        assert!(!is_carrier_statement("s1", "select application_name from pg_stat_activity"));
-        assert!(!is_carrier_statement("", "select 1"));
+        // the proxy's reserved statement
+        assert!(is_carrier_statement("__sqlc_tc", "SELECT pg_catalog.set_config($1, $2, false)", ""));
+        assert!(is_carrier_statement("", "SELECT set_config('application_name', $1, false)", ""));
+        assert!(is_carrier_statement("", "select pg_catalog.set_config('sqlcommenter.traceparent', $1, false)", ""));
+        // the drivers' statement: the setting's name is $1
+        let params = format!("$1 = 'application_name', $2 = 'svc@{TP}'");
+        assert!(is_carrier_statement("s3", "SELECT set_config($1, $2, false)", &params));
+        assert!(is_carrier_statement("s3", "SELECT set_config($1, $2, false)", ""));
+        assert!(is_carrier_statement("s4", "SELECT set_config($1, '', false)", "$1 = 'sqlcommenter.traceparent'"));
+        assert!(!is_carrier_statement("s3", "SELECT set_config($1, $2, false)", "$1 = 'work_mem', $2 = '64MB'"));
+        assert!(is_carrier_statement("", "RESET application_name", ""));
+        assert!(is_carrier_statement("", &format!("SET application_name = 'svc@{TP}'"), ""));
+        assert!(is_carrier_statement("", &format!("set sqlcommenter.traceparent = '{TP}'"), ""));
+        assert!(!is_carrier_statement("", "SET application_name = 'svc'", ""));
+        assert!(!is_carrier_statement("", "RESET work_mem", ""));
+        assert!(!is_carrier_statement("s1", "select application_name from pg_stat_activity", ""));
+        assert!(!is_carrier_statement("", "select 1", ""));
     }
 }

@@ -140,7 +140,8 @@ impl Statement {
         self.tags = c.tags;
         self.comment_range = c.comment_range;
         // Carrier statements (set_config / SET of the carrier GUCs) carry no comment of their own.
-        self.carrier = self.source != Source::Comment && is_carrier_statement(&self.name, &self.query);
+        self.carrier =
+            self.source != Source::Comment && is_carrier_statement(&self.name, &self.query, &self.parameters);
     }
 }
 
@@ -184,6 +185,10 @@ pub struct Assembler {
     /// The last correlation (query, application_name, result): parse/bind/execute lines of one execution
     /// repeat the same text.
     last: Option<(String, String, Statement)>,
+}
+
+fn same_key(q: &str, a: &str, prev: &Statement, st: &Statement) -> bool {
+    q == st.query && a == st.application_name && prev.parameters == st.parameters
 }
 
 fn key(rec: &LogRecord) -> u64 {
@@ -331,7 +336,7 @@ impl Assembler {
     /// Correlates `st`, reusing the previous result when query and application_name repeat.
     fn correlate_cached(last: &mut Option<(String, String, Statement)>, st: &mut Statement) {
         if let Some((q, a, prev)) = last.as_ref() {
-            if *q == st.query && *a == st.application_name {
+            if same_key(q, a, prev, st) {
                 st.context.clone_from(&prev.context);
                 st.source = prev.source;
                 st.tags.clone_from(&prev.tags);
@@ -351,6 +356,8 @@ impl Assembler {
         prev.tags.clone_from(&st.tags);
         prev.comment_range = st.comment_range;
         prev.carrier = st.carrier;
+        prev.parameters.clear();
+        prev.parameters.push_str(&st.parameters);
         *last = Some((q, a, prev));
     }
 

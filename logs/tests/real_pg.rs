@@ -40,7 +40,9 @@ fn check(stmts: &[Statement], carried: &[u32], label: &str) -> Vec<Statement> {
             carriers += 1;
             let q = st.query.to_ascii_lowercase();
             assert!(
-                q.starts_with("set application_name") || q.contains("set_config('application_name'"),
+                q.starts_with("set application_name")
+                    || q.contains("set_config($1, $2")
+                    || q == "reset application_name",
                 "{label}: {st:?}"
             );
             continue;
@@ -91,7 +93,9 @@ fn statements(pg: &Cluster, kind: LogKind, format: InputFormat, prefix: &str) ->
     let (forced, _) = parse_file(&path, Some(format), &Prefix::new(prefix).unwrap()).unwrap();
     assert_eq!(stmts, forced, "format detection for {kind:?}");
     // The same log gzipped reads the same.
-    let gz = std::env::temp_dir().join(format!("sqlc-logs-{}-{kind:?}.gz", std::process::id()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let gz = std::env::temp_dir().join(format!("sqlc-logs-{}-{n}.gz", std::process::id()));
     let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
     std::io::Write::write_all(&mut enc, &std::fs::read(&path).unwrap()).unwrap();
     enc.finish().unwrap();

@@ -54,13 +54,16 @@ pub async fn workload(url: &str) -> Vec<u32> {
             2 => {
                 let carrier = carrier::encode_application_name(APP, &tp(step));
                 if step == 8 {
-                    // the proxy's/drivers' form: set_config through the extended protocol
-                    client.query("select set_config('application_name', $1, false)", &[&carrier]).await.unwrap();
+                    // the drivers' form (sqlcommenter-tokio-postgres): set_config through the extended
+                    // protocol with the setting's name as $1, and RESET afterwards
+                    client.query("SELECT set_config($1, $2, false)", &[&"application_name", &carrier]).await.unwrap();
+                    client.query(&named, &[&(step as i32)]).await.unwrap();
+                    client.simple_query("RESET application_name").await.unwrap();
                 } else {
                     client.simple_query(&format!("SET application_name = '{carrier}'")).await.unwrap();
+                    client.query(&named, &[&(step as i32)]).await.unwrap();
+                    client.simple_query(&format!("SET application_name = '{APP}'")).await.unwrap();
                 }
-                client.query(&named, &[&(step as i32)]).await.unwrap();
-                client.simple_query(&format!("SET application_name = '{APP}'")).await.unwrap();
                 carried.push(step);
             }
             // a slow one
