@@ -14,6 +14,9 @@ use opentelemetry_sdk::Resource;
 
 use crate::statement::Statement;
 
+/// Spans between two waits for the exporter (below the batch processor's default queue size).
+const FLUSH_EVERY: u64 = 1024;
+
 /// An OTLP span exporter for statements.
 pub struct OtlpExporter {
     provider: SdkTracerProvider,
@@ -135,6 +138,11 @@ impl OtlpExporter {
         }
         cx.span().end_with_timestamp(end);
         self.exported += 1;
+        // Backpressure: a log is read much faster than spans can be sent, and the batch processor drops
+        // spans once its queue (2048 by default) is full. Wait for the queue to drain regularly.
+        if self.exported % FLUSH_EVERY == 0 {
+            let _ = self.provider.force_flush();
+        }
         true
     }
 
