@@ -435,6 +435,22 @@ mod tests {
     }
 
     #[test]
+    fn empty_session_fields_without_q_and_odd_zones() {
+        // without %q, background processes print empty user/database
+        let (r, sev, msg) =
+            parse("%m [%p] %u@%d ", "2024-05-01 10:00:00.123 -03 [9] @ LOG:  checkpoint complete").unwrap();
+        assert_eq!((sev, r.pid, msg.as_str()), (Severity::Log, Some(9), "checkpoint complete"));
+        assert_eq!(crate::time::format_rfc3339(r.time_us.unwrap()), "2024-05-01T13:00:00.123Z");
+        // a database name with spaces and an application name that looks like a prefix
+        let (r, _, msg) = parse("%m [%p] %u@%d %a ", "2024-05-01 10:00:00.123 UTC [9] u@my db [1] x LOG:  hi").unwrap();
+        assert_eq!((r.database.as_str(), r.application_name.as_str(), msg.as_str()), ("my", "db [1] x", "hi"));
+        // FATAL before authentication: [unknown] user
+        let (r, sev, _) =
+            parse("%m [%p] %q%u@%d ", "2024-05-01 10:00:00.123 UTC [9] [unknown]@[unknown] FATAL:  x").unwrap();
+        assert_eq!((sev, r.user.as_str()), (Severity::Fatal, "[unknown]"));
+    }
+
+    #[test]
     fn many_escapes() {
         let prefix = "%t:%r:%u@%d:[%p]:%c:%l:%e:%v:%x:%Q:%i:%b:%n:%% ";
         let line = "2024-05-01 10:00:00 CEST:127.0.0.1(5432):u@db:[12]:6631f0a0.3a2:17:42P01:3/17:0:-123456789:SELECT:client backend:1714550400.500:% STATEMENT:  select";
