@@ -5,7 +5,7 @@
 //! it is byte-for-byte what the other sqlcommenter drivers produce.
 //!
 //! ```
-//! use sea_query::{Expr, PostgresQueryBuilder, Query};
+//! use sea_query::{Expr, ExprTrait, PostgresQueryBuilder, Query};
 //! use sqlcommenter::{TraceContext, TraceParent};
 //! use sqlcommenter_sea_query::{CommentedBuild, SeaCommenter};
 //!
@@ -255,7 +255,7 @@ impl<S: SqlxBinder> CommentedBuild for S {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sea_query::{Expr, PostgresQueryBuilder, Query as Q};
+    use sea_query::{Expr, ExprTrait, PostgresQueryBuilder, Query as Q};
     use sqlcommenter::TraceParent;
 
     #[test]

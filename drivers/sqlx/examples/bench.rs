@@ -100,12 +100,12 @@ async fn request_traced<C: sqlcommenter_sqlx::PgConn>(conn: &mut TracedConnectio
 async fn one_connection(url: &str, v: Variant, requests: u64, seed: u64) -> Result<(f64, i64)> {
     let mut rng = Lcg(seed);
     let mut conn = PgConnection::connect(url).await?;
-    // warm the statement cache
-    sqlx::query(QUERY).bind(1).fetch_one(&mut conn).await?;
     let start;
     let prepared;
     match v.config() {
         None => {
+            // warm the statement cache
+            sqlx::query(QUERY).bind(1).fetch_one(&mut conn).await?;
             start = Instant::now();
             for n in 0..requests {
                 request_plain(&mut conn, &mut rng).with_context(request_context(n, v.sampled(n))).await?;
@@ -116,6 +116,8 @@ async fn one_connection(url: &str, v: Variant, requests: u64, seed: u64) -> Resu
         }
         Some(cfg) => {
             let mut conn = TracedConnection::new(conn, &cfg);
+            // warm the statement cache through the wrapper (the text it caches has the static tags)
+            sqlx::query(QUERY).bind(1).fetch_one(&mut conn).await?;
             start = Instant::now();
             for n in 0..requests {
                 request_traced(&mut conn, &mut rng).with_context(request_context(n, v.sampled(n))).await?;
@@ -135,15 +137,26 @@ async fn server_prepared(conn: &mut PgConnection) -> Result<i64> {
 /// Requests per second with 8 tasks on a pool of 8, each request on one acquired connection.
 async fn pooled(url: &str, v: Variant, requests: u64, seed: u64) -> Result<(f64, i64)> {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).min_connections(8).connect(url).await?;
-    // warm every connection's statement cache
+    let db = v.config().map(|cfg| sqlcommenter_sqlx::TracedPool::new(pool.clone(), &cfg));
+    // warm every connection's statement cache (through the wrapper for wrapper variants)
     let mut held = Vec::new();
+    let mut traced = Vec::new();
     for _ in 0..8 {
-        let mut c = pool.acquire().await?;
-        sqlx::query(QUERY).bind(1).fetch_one(&mut *c).await?;
-        held.push(c);
+        match &db {
+            None => {
+                let mut c = pool.acquire().await?;
+                sqlx::query(QUERY).bind(1).fetch_one(&mut *c).await?;
+                held.push(c);
+            }
+            Some(db) => {
+                let mut c = db.acquire().await?;
+                sqlx::query(QUERY).bind(1).fetch_one(&mut c).await?;
+                traced.push(c);
+            }
+        }
     }
     drop(held);
-    let db = v.config().map(|cfg| sqlcommenter_sqlx::TracedPool::new(pool.clone(), &cfg));
+    drop(traced);
     let per_task = requests / 8;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -231,8 +244,9 @@ fn main() -> Result<()> {
     pin(&pg);
     pg.execute_sql(&format!(
         "CREATE TABLE bench_kv (id int PRIMARY KEY, v text NOT NULL); \
-         INSERT INTO bench_kv SELECT g, md5(g::text) FROM generate_series(1, {IDS}) g; VACUUM ANALYZE bench_kv"
+         INSERT INTO bench_kv SELECT g, md5(g::text) FROM generate_series(1, {IDS}) g"
     ))?;
+    pg.execute_sql("VACUUM ANALYZE bench_kv")?;
     let url = format!("{}?application_name=bench", pg.url("postgres"));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 
