@@ -42,6 +42,178 @@ struct Entry<'a> {
     query_id: Option<i64>,
 }
 
+/// A value in a jsonlog object, as found in the line: a string (raw, still escaped when the flag is set)
+/// or the text of a number/literal.
+#[derive(Debug, Clone, Copy)]
+enum Raw<'a> {
+    Str(&'a [u8], bool),
+    Other(&'a [u8]),
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+        i += 1;
+    }
+    i
+}
+
+/// Scans a JSON string starting after its opening quote: (content, has escapes, index after the quote).
+fn scan_str(b: &[u8], mut i: usize) -> Option<(&[u8], bool, usize)> {
+    let start = i;
+    let mut escaped = false;
+    loop {
+        let off = memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        i += off;
+        if b[i] == b'"' {
+            return Some((&b[start..i], escaped, i + 1));
+        }
+        escaped = true;
+        i += 2;
+    }
+}
+
+/// Decodes a JSON string body with escapes.
+fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut bytes: Vec<u8> = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        if c != b'\\' {
+            bytes.push(c);
+            i += 1;
+            continue;
+        }
+        let e = *raw.get(i + 1)?;
+        i += 2;
+        match e {
+            b'"' | b'\\' | b'/' => bytes.push(e),
+            b'b' => bytes.push(8),
+            b'f' => bytes.push(12),
+            b'n' => bytes.push(b'\n'),
+            b'r' => bytes.push(b'\r'),
+            b't' => bytes.push(b'\t'),
+            b'u' => {
+                let hex = |j: usize| -> Option<u32> {
+                    let h = std::str::from_utf8(raw.get(j..j + 4)?).ok()?;
+                    u32::from_str_radix(h, 16).ok()
+                };
+                let mut cp = hex(i)?;
+                i += 4;
+                if (0xD800..0xDC00).contains(&cp) && raw.get(i) == Some(&b'\\') && raw.get(i + 1) == Some(&b'u') {
+                    let lo = hex(i + 2)?;
+                    if (0xDC00..0xE000).contains(&lo) {
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                        i += 6;
+                    }
+                }
+                let ch = char::from_u32(cp).unwrap_or('\u{FFFD}');
+                let mut buf = [0u8; 4];
+                bytes.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+            }
+            _ => return None,
+        }
+    }
+    Some(bytes)
+}
+
+fn put_raw(out: &mut String, v: Raw<'_>) -> Option<()> {
+    match v {
+        Raw::Str(s, false) => push_capped(out, s),
+        Raw::Str(s, true) => push_capped(out, &unescape(s)?),
+        Raw::Other(b"null") => {}
+        Raw::Other(_) => return None,
+    }
+    Some(())
+}
+
+fn num<T: std::str::FromStr>(v: Raw<'_>) -> Option<T> {
+    match v {
+        Raw::Other(t) => std::str::from_utf8(t).ok()?.parse().ok(),
+        Raw::Str(..) => None,
+    }
+}
+
+/// Fast path for PostgreSQL's own jsonlog lines: one flat object of strings and numbers. `None` on
+/// anything else (the caller then uses serde_json).
+fn fast_parse(b: &[u8], rec: &mut LogRecord) -> Option<()> {
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut have_time = false;
+    let mut have_sev = false;
+    loop {
+        i = skip_ws(b, i);
+        match b.get(i)? {
+            b'}' => break,
+            b'"' => {}
+            _ => return None,
+        }
+        let (key, key_esc, after) = scan_str(b, i + 1)?;
+        if key_esc {
+            return None;
+        }
+        i = skip_ws(b, after);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let v = match b.get(i)? {
+            b'"' => {
+                let (s, esc, after) = scan_str(b, i + 1)?;
+                i = after;
+                Raw::Str(s, esc)
+            }
+            b'{' | b'[' => return None,
+            _ => {
+                let start = i;
+                while i < b.len() && !matches!(b[i], b',' | b'}' | b' ' | b'\t' | b'\r' | b'\n') {
+                    i += 1;
+                }
+                Raw::Other(&b[start..i])
+            }
+        };
+        match key {
+            b"timestamp" => {
+                let Raw::Str(t, false) = v else { return None };
+                rec.time_us = Some(parse_timestamp(t)?);
+                have_time = true;
+            }
+            b"error_severity" => {
+                let Raw::Str(t, false) = v else { return None };
+                if !set_severity(rec, t) {
+                    return None;
+                }
+                have_sev = true;
+            }
+            b"user" => put_raw(&mut rec.user, v)?,
+            b"dbname" => put_raw(&mut rec.database, v)?,
+            b"pid" => rec.pid = Some(num(v)?),
+            b"remote_host" => put_raw(&mut rec.remote_host, v)?,
+            b"session_id" => put_raw(&mut rec.session_id, v)?,
+            b"line_num" => rec.line_num = Some(num(v)?),
+            b"state_code" => put_raw(&mut rec.sql_state, v)?,
+            b"message" => put_raw(&mut rec.message, v)?,
+            b"detail" => put_raw(&mut rec.detail, v)?,
+            b"hint" => put_raw(&mut rec.hint, v)?,
+            b"context" => put_raw(&mut rec.context, v)?,
+            b"statement" => put_raw(&mut rec.statement, v)?,
+            b"application_name" => put_raw(&mut rec.application_name, v)?,
+            b"backend_type" => put_raw(&mut rec.backend_type, v)?,
+            b"query_id" => rec.query_id = Some(num(v)?),
+            _ => {}
+        }
+        i = skip_ws(b, i);
+        match b.get(i)? {
+            b',' => i += 1,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    (have_time && have_sev).then_some(())
+}
+
 /// Parser for jsonlog files.
 #[derive(Debug, Default)]
 pub struct JsonParser {
@@ -67,6 +239,12 @@ impl RecordParser for JsonParser {
         self.stats.lines += 1;
         let line = line.trim_ascii();
         if line.is_empty() {
+            return;
+        }
+        self.rec.clear();
+        if fast_parse(line, &mut self.rec).is_some() {
+            self.stats.records += 1;
+            emit(&self.rec);
             return;
         }
         let Ok(e) = serde_json::from_slice::<Entry<'_>>(line) else {
@@ -127,5 +305,30 @@ mod tests {
         assert_eq!(out[0].message, "duration: 1.5 ms  statement: select \"a\"\nfrom t");
         assert_eq!(out[0].query_id, Some(-5));
         assert_eq!(p.stats().unknown, 2);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_serde() {
+        let lines = [
+            r#"{"timestamp":"2024-05-01 10:00:00.123 UTC","user":"bob","dbname":"shop","pid":42,"session_id":"a.b","line_num":3,"ps":"SELECT","error_severity":"LOG","message":"duration: 1.5 ms  statement: select \"a\"\n\tfrom t \\ \/ \u00e9\ud83d\ude00","application_name":"x@y","backend_type":"client backend","query_id":-5}"#,
+            r#" { "timestamp" : "2024-05-01 10:00:00.123 UTC" , "error_severity" : "ERROR", "statement": "select 1", "state_code":"22012", "message":"division by zero" } "#,
+        ];
+        for l in lines {
+            let mut fast = LogRecord::default();
+            assert!(fast_parse(l.as_bytes(), &mut fast).is_some(), "{l}");
+            let e: Entry<'_> = serde_json::from_str(l).unwrap();
+            assert_eq!(fast.message, e.message.as_deref().unwrap_or(""));
+            assert_eq!(fast.statement, e.statement.as_deref().unwrap_or(""));
+            assert_eq!(fast.pid, e.pid);
+            assert_eq!(fast.query_id, e.query_id);
+        }
+        let mut r = LogRecord::default();
+        for bad in [
+            r#"{"timestamp":"2024-05-01 10:00:00.123 UTC","error_severity":"LOG","x":{"nested":1}}"#,
+            "{",
+            r#"{"a":"unterminated}"#,
+        ] {
+            assert!(fast_parse(bad.as_bytes(), &mut r).is_none(), "{bad}");
+        }
     }
 }
