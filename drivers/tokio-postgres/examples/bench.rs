@@ -145,6 +145,58 @@ async fn run_single(url: &str, variant: Variant, n: usize, seed: u64) -> Result<
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// One connection shared by 8 tasks (each request its own span), `n` requests in all: contexts
+/// interleave on the connection, so the carrier switches as often as the context does.
+async fn run_shared(url: &str, variant: Variant, n: usize, seed: u64) -> Result<f64> {
+    const TASKS: usize = 8;
+    let pg = connect(url).await?;
+    let (plain, wrapped) = match variant.config() {
+        None => (Some(Arc::new(pg)), None),
+        Some(cfg) => (None, Some(Arc::new(Client::new(pg, &cfg)))),
+    };
+    let stmt = match (&plain, &wrapped) {
+        (Some(p), _) => p.prepare(QUERY).await?,
+        (_, Some(w)) => w.prepare(QUERY).await?,
+        _ => unreachable!(),
+    };
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (plain, wrapped, stmt) = (plain.clone(), wrapped.clone(), stmt.clone());
+        let mut rng = Rng((seed ^ (t as u64 * 0x9e37_79b9)) | 1);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..n / TASKS {
+                let span = tracing::info_span!("request");
+                async {
+                    for _ in 0..PER_REQUEST {
+                        let id = rng.id();
+                        let row = match (&plain, &wrapped) {
+                            (Some(p), _) if variant == Variant::PlainTyped => {
+                                p.query_typed_one(QUERY, &[(&id, tokio_postgres::types::Type::INT8)]).await?
+                            }
+                            (Some(p), _) => p.query_one(&stmt, &[&id]).await?,
+                            (_, Some(w)) if variant == Variant::Comment100 => w.query_one(QUERY, &[&id]).await?,
+                            (_, Some(w)) => w.query_one(&stmt, &[&id]).await?,
+                            _ => unreachable!(),
+                        };
+                        std::hint::black_box(row);
+                        // let other tasks' requests interleave on the connection
+                        tokio::task::yield_now().await;
+                    }
+                    Ok::<_, tokio_postgres::Error>(())
+                }
+                .instrument(span)
+                .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
 /// A pool of 8 connections, 8 tasks, `n` requests in all (each request checks a connection out).
 async fn run_pool(url: &str, variant: Variant, n: usize, seed: u64) -> Result<f64> {
     const TASKS: usize = 8;
@@ -406,7 +458,7 @@ fn main() -> Result<()> {
         for v in VARIANTS {
             run_single(&url, v, n / 10, 1).await?;
         }
-        for (setup, pooled) in [("one connection", false), ("pool of 8, 8 tasks", true)] {
+        for (setup, kind) in [("one connection", 0), ("pool of 8, 8 tasks", 1), ("one connection shared by 8 tasks", 2)] {
             let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
             let mut abs: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
             for round in 0..rounds {
@@ -414,10 +466,10 @@ fn main() -> Result<()> {
                 for k in 0..VARIANTS.len() {
                     let i = (k + round) % VARIANTS.len();
                     let seed = 0x5eed + round as u64;
-                    tput[i] = if pooled {
-                        run_pool(&url, VARIANTS[i], n, seed).await?
-                    } else {
-                        run_single(&url, VARIANTS[i], n, seed).await?
+                    tput[i] = match kind {
+                        0 => run_single(&url, VARIANTS[i], n, seed).await?,
+                        1 => run_pool(&url, VARIANTS[i], n, seed).await?,
+                        _ => run_shared(&url, VARIANTS[i], n, seed).await?,
                     };
                 }
                 for i in 0..VARIANTS.len() {

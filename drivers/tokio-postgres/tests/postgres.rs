@@ -434,3 +434,29 @@ async fn ten_thousand_queries_leave_the_same_statements() {
     assert_eq!(count(pqc.get_ref()).await, 0);
     assert_eq!(pqc.param_type_cache_len(), 5);
 }
+
+/// deadpool's `RecyclingMethod::Clean` runs `RESET ALL` between checkouts, resetting the carrier behind
+/// the wrapper's back: the next request, even under the same context, must set it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_recycling_with_reset_all() {
+    init_tracing();
+    let mut cfg = deadpool_postgres::Config::new();
+    cfg.url = Some(cluster().url("postgres"));
+    cfg.pool = Some(deadpool_postgres::PoolConfig::new(1));
+    cfg.manager =
+        Some(deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Clean });
+    let raw = cfg.create_pool(Some(deadpool_postgres::Runtime::Tokio1), tokio_postgres::NoTls).unwrap();
+    let pool = Pool::new(raw, config());
+    let span = tracing::info_span!("same-request");
+    let tp = traceparent_of(&span);
+    async {
+        for _ in 0..3 {
+            let c = pool.get().await.unwrap();
+            let stmt = c.prepare_cached("SELECT current_setting('application_name')").await.unwrap();
+            let row = c.query_one(&stmt, &[]).await.unwrap();
+            assert_eq!(decode_application_name(row.get(0)).map(|(_, t)| t.to_string()), Some(tp.clone()));
+        }
+    }
+    .instrument(span)
+    .await;
+}
