@@ -4,13 +4,16 @@
 # targets run back to back per cell (interleaved), ROUNDS rounds (default 1; median reported).
 # Then: proxy RSS with 1,000 idle client connections.
 # Needs: PostgreSQL 15 binaries, pgbouncer (apt-get install pgbouncer), python3 (for the idle clients).
-# Usage: proxy/bench/pgbench.sh [DURATION] ; env ROUNDS, MODES, CLIENTS, SKIP_RSS=1.
+# Usage: proxy/bench/pgbench.sh [DURATION] ; env ROUNDS, MODES, CLIENTS, SKIP_RSS=1,
+#   TARGETS (default "direct pgbouncer proxy"; add "relay" for the proxy with injection off),
+#   PROXY_ARGS / RELAY_ARGS (extra flags for those two proxy instances).
 set -euo pipefail
 
 DURATION=${1:-${DURATION:-15}}
 ROUNDS=${ROUNDS:-1}
 MODES=${MODES:-"simple extended prepared"}
 CLIENTS=${CLIENTS:-"1 8 32"}
+TARGETS=${TARGETS:-"direct pgbouncer proxy"}
 BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -23,12 +26,13 @@ echo "building the proxy (release)..." >&2
 
 WORK=$(mktemp -d /tmp/sqlc-bench.XXXXXX)
 chmod 755 "$WORK"
-PGPORT_=$((20000 + RANDOM % 10000)); BOUNCER_PORT=$((PGPORT_ + 1)); PROXY_PORT=$((PGPORT_ + 2))
+PGPORT_=$((20000 + RANDOM % 10000)); BOUNCER_PORT=$((PGPORT_ + 1)); PROXY_PORT=$((PGPORT_ + 2)); RELAY_PORT=$((PGPORT_ + 3))
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; fi
 
 cleanup() {
   [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true
+  [ -n "${RELAY_PID:-}" ] && kill "$RELAY_PID" 2>/dev/null || true
   [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
   as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -68,40 +72,63 @@ echo '"postgres" ""' > "$WORK/users.txt"
 if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"/pgbouncer.ini "$WORK"/users.txt; fi
 as_pg pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 BOUNCER_PID=$!
-"$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" >"$WORK/proxy.log" 2>&1 &
+"$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" ${PROXY_ARGS:-} >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
+"$PROXY_BIN" --listen "127.0.0.1:$RELAY_PORT" --upstream "127.0.0.1:$PGPORT_" --inject false ${RELAY_ARGS:-} >"$WORK/relay.log" 2>&1 &
+RELAY_PID=$!
 sleep 1
 
 run() { # port mode clients -> "tps lat_ms"
   "$BIN/pgbench" -h 127.0.0.1 -p "$1" -U postgres -S -M "$2" -c "$3" -j 2 -T "$DURATION" -n postgres 2>/dev/null |
     awk '/^latency average/ {lat=$4} /^tps/ {tps=$3} END {printf "%.0f %.3f\n", tps, lat}'
 }
+cpu_ticks() { # pid -> utime+stime in clock ticks
+  [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+TICK=$(getconf CLK_TCK)
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-declare -A TPS LAT
+declare -A TPS LAT CPU
 for r in $(seq "$ROUNDS"); do
   for m in $MODES; do for c in $CLIENTS; do
-    for t in direct pgbouncer proxy; do
-      case $t in direct) p=$PGPORT_;; pgbouncer) p=$BOUNCER_PORT;; proxy) p=$PROXY_PORT;; esac
+    for t in $TARGETS; do
+      case $t in
+        direct) p=$PGPORT_; pid=;; pgbouncer) p=$BOUNCER_PORT; pid=$(cat "$WORK/pgbouncer.pid" 2>/dev/null || true);;
+        proxy) p=$PROXY_PORT; pid=$PROXY_PID;; relay) p=$RELAY_PORT; pid=$RELAY_PID;;
+      esac
+      c0=$(cpu_ticks "$pid")
       read -r tps lat < <(run "$p" "$m" "$c")
+      c1=$(cpu_ticks "$pid")
+      us=$(awk -v d=$((c1 - c0)) -v t="$tps" -v s="$DURATION" -v hz="$TICK" 'BEGIN {printf "%.1f", (t>0 ? d/hz*1e6/(t*s) : 0)}')
+      CPU[$t,$m,$c]="${CPU[$t,$m,$c]:-} $us"
       TPS[$t,$m,$c]="${TPS[$t,$m,$c]:-} $tps"; LAT[$t,$m,$c]="${LAT[$t,$m,$c]:-} $lat"
-      echo "round $r $m -c $c $t: $tps tps, $lat ms" >&2
+      echo "round $r $m -c $c $t: $tps tps, $lat ms, ${us} us CPU/txn in the middle process" >&2
     done
   done; done
 done
 
 echo
-echo "pgbench -S, ${DURATION}s per cell, -j 2, ${ROUNDS} round(s) (median); TPS (latency ms)"
-printf "| %-8s | %2s | %-18s | %-18s | %-18s | %-13s |\n" mode -c direct pgbouncer "proxy (inject)" proxy/pgbouncer
-echo "|---|---|---|---|---|---|"
+echo "pgbench -S, ${DURATION}s per cell, -j 2, ${ROUNDS} round(s) (median); TPS (latency ms; CPU us per transaction in pgbouncer/proxy)"
+header="| mode | -c |"; sep="|---|---|"
+for t in $TARGETS; do header="$header $t |"; sep="$sep---|"; done
+echo "$header proxy/pgbouncer (median, min-max per round) |"; echo "$sep---|"
 for m in $MODES; do for c in $CLIENTS; do
-  row=()
-  for t in direct pgbouncer proxy; do
+  line="| $m | $c |"
+  for t in $TARGETS; do
     tps=$(echo ${TPS[$t,$m,$c]} | tr ' ' '\n' | median); lat=$(echo ${LAT[$t,$m,$c]} | tr ' ' '\n' | median)
-    row+=("$tps ($lat)"); eval "T_$t=$tps"
+    cpu=$(echo ${CPU[$t,$m,$c]} | tr ' ' '\n' | median)
+    if [ "$t" = direct ]; then line="$line $tps ($lat) |"; else line="$line $tps ($lat; ${cpu}us) |"; fi
   done
-  ratio=$(awk -v a="$T_proxy" -v b="$T_pgbouncer" 'BEGIN {printf "%.2f", (b>0 ? a/b : 0)}')
-  printf "| %-8s | %2s | %-18s | %-18s | %-18s | %-13s |\n" "$m" "$c" "${row[0]}" "${row[1]}" "${row[2]}" "${ratio}x"
+  # per-round ratio proxy/pgbouncer
+  ratios=$(paste <(echo ${TPS[proxy,$m,$c]:-} | tr ' ' '\n') <(echo ${TPS[pgbouncer,$m,$c]:-} | tr ' ' '\n') |
+    awk '$2>0 {printf "%.3f\n", $1/$2}')
+  if [ -n "$ratios" ]; then
+    med=$(echo "$ratios" | median); lo=$(echo "$ratios" | sort -n | head -1); hi=$(echo "$ratios" | sort -n | tail -1)
+    line="$line $(printf '%.2f' "$med")x ($lo-$hi) |"
+  else
+    line="$line - |"
+  fi
+  echo "$line"
 done; done
 
 if [ "${SKIP_RSS:-0}" != 1 ]; then

@@ -160,6 +160,8 @@ pub struct ProxyConfig {
     pub tls: Option<TlsFiles>,
     /// Refuse clients that do not use TLS (needs `tls`).
     pub require_tls: bool,
+    /// Session threads, each a single-threaded tokio runtime (`None`: one per CPU).
+    pub worker_threads: Option<usize>,
 }
 
 impl ProxyConfig {
@@ -173,6 +175,7 @@ impl ProxyConfig {
             connect_timeout: Duration::from_secs(10),
             tls: None,
             require_tls: false,
+            worker_threads: None,
         }
     }
 }
@@ -228,11 +231,14 @@ pub struct ProxyArgs {
     /// Refuse clients that do not negotiate TLS [default: false].
     #[arg(long, env = "SQLCOMMENTER_REQUIRE_TLS")]
     pub require_tls: Option<bool>,
+    /// Session threads [default: one per CPU].
+    #[arg(long, env = "SQLCOMMENTER_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 /// The TOML file: the same keys as the flags (`listen`, `upstream`, `carrier`, `guc`, `placement`,
 /// `sample_ratio`, `db_driver`, `application_tag`, `inject`, `shutdown_timeout`, `connect_timeout`,
-/// `tls_cert`, `tls_key`, `require_tls`) plus a `[tags]` table.
+/// `tls_cert`, `tls_key`, `require_tls`, `worker_threads`) plus a `[tags]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -252,6 +258,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     require_tls: Option<bool>,
+    worker_threads: Option<usize>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ProxyError> {
@@ -344,6 +351,10 @@ impl ProxyArgs {
             _ => return Err(ProxyError::Config("tls_cert and tls_key must be given together".into())),
         }
         config.require_tls = self.require_tls.or(file.require_tls).unwrap_or(false);
+        config.worker_threads = self.worker_threads.or(file.worker_threads);
+        if config.worker_threads == Some(0) {
+            return Err(ProxyError::Config("worker_threads must be at least 1".into()));
+        }
         if config.require_tls && config.tls.is_none() {
             return Err(ProxyError::Config("require_tls needs tls_cert and tls_key".into()));
         }

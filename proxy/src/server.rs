@@ -120,7 +120,10 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         tls,
     });
     tracing::info!(%addr, upstream = %shared.config.upstream, "proxy listening");
-    let task = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
+    let threads =
+        shared.config.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let workers = Workers::spawn(threads, &shared)?;
+    let task = tokio::spawn(accept_loop(listener, shared.clone(), workers, stop_rx));
     Ok(ProxyHandle { addr, stop_tx, task, shared })
 }
 
@@ -137,7 +140,8 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
 /// binary: print the error (one line) and exit non-zero on `Err`.
 pub fn run_blocking(args: ProxyArgs) -> Result<(), ProxyError> {
     let config = args.resolve()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ProxyError::Runtime)?;
+    // The control plane (accept loop, signals) needs little; sessions run on their own threads.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ProxyError::Runtime)?;
     rt.block_on(async move {
         let signals = shutdown_signal().map_err(ProxyError::Runtime)?;
         run(config, signals).await
@@ -166,29 +170,87 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Session threads: each runs its own single-threaded tokio runtime, and a session lives on one thread
+/// for its whole life, so socket wake-ups never cross threads (measured: a multi-threaded work-stealing
+/// runtime spent most of its time in task switches and cross-thread wake-ups under pgbench).
+struct Workers {
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+    next: usize,
+}
+
+impl Workers {
+    fn spawn(n: usize, shared: &Arc<Shared>) -> Result<Self, ProxyError> {
+        let mut senders = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ProxyError::Runtime)?;
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlc-proxy-{i}"))
+                .spawn(move || rt.block_on(worker(rx, shared)))
+                .map_err(ProxyError::Runtime)?;
+            senders.push(tx);
+        }
+        Ok(Workers { senders, next: 0 })
+    }
+
+    fn dispatch(&mut self, sock: std::net::TcpStream, peer: SocketAddr) -> bool {
+        let i = self.next % self.senders.len();
+        self.next = self.next.wrapping_add(1);
+        self.senders[i].send((sock, peer)).is_ok()
+    }
+}
+
+async fn worker(mut rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>, shared: Arc<Shared>) {
+    while let Some((sock, peer)) = rx.recv().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut close = shared.close_tx.subscribe();
+            match TcpStream::from_std(sock) {
+                Ok(sock) => {
+                    tokio::select! {
+                        r = handle_client(sock, &shared) => {
+                            if let Err(e) = r {
+                                tracing::debug!(%peer, error = %e, "session ended with an error");
+                            }
+                        }
+                        _ = close.wait_for(|c| *c) => {}
+                    }
+                }
+                Err(e) => tracing::warn!(%peer, error = %e, "cannot register client socket"),
+            }
+            if shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+                shared.idle.notify_waiters();
+            }
+        });
+    }
+    // No more new sessions: keep this runtime (and its sessions) alive until all sessions are gone.
+    wait_idle(&shared).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut workers: Workers,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             r = listener.accept() => match r {
                 Ok((sock, peer)) => {
                     let _ = sock.set_nodelay(true);
+                    let sock = match sock.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "cannot hand over client socket");
+                            continue;
+                        }
+                    };
                     shared.active.fetch_add(1, Ordering::SeqCst);
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        let mut close = shared.close_tx.subscribe();
-                        tokio::select! {
-                            r = handle_client(sock, &shared) => {
-                                if let Err(e) = r {
-                                    tracing::debug!(%peer, error = %e, "session ended with an error");
-                                }
-                            }
-                            _ = close.wait_for(|c| *c) => {}
-                        }
-                        if shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-                            shared.idle.notify_waiters();
-                        }
-                    });
+                    if !workers.dispatch(sock, peer) && shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        shared.idle.notify_waiters();
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
