@@ -66,7 +66,18 @@ pub enum ConfigError {
 /// A function that yields the current trace context (for custom context sources).
 pub type ContextFn = Arc<dyn Fn() -> Option<TraceContext> + Send + Sync>;
 
-/// Builds a [`Config`]. Every check runs in [`ConfigBuilder::build`].
+/// Builds a [`Config`]. Every check runs in [`ConfigBuilder::build`], so a bad configuration fails when
+/// the wrapper is built, never at query time.
+///
+/// ```
+/// use sqlcommenter_tokio_postgres::{Config, ConfigError, Mode};
+///
+/// let cfg = Config::builder().application_name("shop").tag("route", "/cart").sample_ratio(0.25).build()?;
+/// assert_eq!(cfg.mode(), Mode::SessionCarrier);
+/// assert!(matches!(Config::builder().sample_ratio(2.0).build(), Err(ConfigError::SampleRatio(_))));
+/// assert!(matches!(Config::builder().tag("", "x").build(), Err(ConfigError::Tag(_))));
+/// # Ok::<(), ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct ConfigBuilder {
     mode: Mode,
