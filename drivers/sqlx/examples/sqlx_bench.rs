@@ -2,7 +2,7 @@
 //! logging off). A request = 5 point-selects by primary key under one trace context. Variants run
 //! interleaved in rounds; ratios are per round against plain sqlx with cached statements.
 //!
-//! `cargo run --release -p sqlcommenter-sqlx --example bench -- [rounds] [requests]`
+//! `cargo run --release -p sqlcommenter-sqlx --example sqlx_bench -- [rounds] [requests]`
 //! The client pins itself to CPU 0 and the server to CPU 1 when `taskset` exists (prior-art §11).
 
 use std::time::Instant;
