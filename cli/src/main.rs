@@ -20,6 +20,10 @@ enum Command {
     Comment(comment::CommentArgs),
     /// Print the tags of the sqlcommenter comment in the SQL read from stdin, as one JSON object.
     Parse(comment::ParseArgs),
+    /// Run the PostgreSQL wire proxy that adds trace context for unmodified clients.
+    Proxy(sqlcommenter_proxy::ProxyArgs),
+    /// Correlate PostgreSQL logs with traces: slow statements, per-trace views, propagation gaps.
+    Logs(sqlcommenter_logs::LogsArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +31,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Comment(args) => comment::comment(args),
         Command::Parse(args) => comment::parse(args),
+        Command::Proxy(args) => sqlcommenter_proxy::run_blocking(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        Command::Logs(args) => sqlcommenter_logs::run(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),
     };
     match result {
         Ok(code) => code,
