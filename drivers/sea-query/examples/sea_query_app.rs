@@ -42,8 +42,12 @@ async fn main() -> Result<()> {
 
     for id in 1..=3i64 {
         async {
-            let select =
-                Query::select().expr(Expr::cust("relname")).from("pg_class").and_where(Expr::col("oid").gt(id)).limit(1).to_owned();
+            let select = Query::select()
+                .expr(Expr::cust("relname"))
+                .from("pg_class")
+                .and_where(Expr::col("oid").gt(id))
+                .limit(1)
+                .to_owned();
             let stmt = select.build_sqlx_commented(PostgresQueryBuilder, &commenter);
             tracing::info!(sql = stmt.sql(), "running");
             let row = stmt.query().fetch_one(&pool).await?;

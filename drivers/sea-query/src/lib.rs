@@ -178,7 +178,13 @@ impl SeaCommenter {
     }
 
     /// Comments an already built SQL text with `ctx` (sampling applied) and `extra` per-call tags.
-    pub fn comment_sql(&self, sql: String, values: SqlxValues, ctx: Option<&TraceContext>, extra: &[(&str, &str)]) -> CommentedStatement {
+    pub fn comment_sql(
+        &self,
+        sql: String,
+        values: SqlxValues,
+        ctx: Option<&TraceContext>,
+        extra: &[(&str, &str)],
+    ) -> CommentedStatement {
         let ctx = ctx.filter(|c| self.eligible(c));
         let injected = self.commenter.inject_with(&sql, ctx, extra);
         let carries = ctx.is_some() && injected.skipped().is_none();

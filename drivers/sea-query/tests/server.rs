@@ -31,9 +31,8 @@ async fn commented_sea_query_statements_reach_the_server() {
     let commenter = SeaCommenter::builder().application("shop").tag("route", "/items/{id}").build().unwrap();
     let select = Query::select().column("name").from("items").and_where(Expr::col("id").eq(2)).to_owned();
 
-    let tps: Vec<TraceParent> = (1..=20u8)
-        .map(|i| TraceParent::new([i; 16], [i.wrapping_add(100); 8], 1).unwrap())
-        .collect();
+    let tps: Vec<TraceParent> =
+        (1..=20u8).map(|i| TraceParent::new([i; 16], [i.wrapping_add(100); 8], 1).unwrap()).collect();
     for tp in &tps {
         let name: String = async {
             let stmt = select.build_sqlx_commented(PostgresQueryBuilder, &commenter);

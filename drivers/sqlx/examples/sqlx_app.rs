@@ -34,8 +34,7 @@ async fn handle_request(db: &TracedPool, order_id: i32) -> Result<()> {
         .bind(order_id as i64)
         .fetch_one(&mut conn)
         .await?;
-    let carried: String =
-        sqlx::query_scalar("SELECT current_setting('application_name')").fetch_one(&mut conn).await?;
+    let carried: String = sqlx::query_scalar("SELECT current_setting('application_name')").fetch_one(&mut conn).await?;
     tracing::info!(total, %carried, "queried");
     // A transaction: the context rides on the BEGIN.
     let mut tx = db.begin().await?;

@@ -112,7 +112,7 @@ async fn one_connection(url: &str, v: Variant, requests: u64, seed: u64) -> Resu
             }
             let el = start.elapsed();
             prepared = server_prepared(&mut conn).await?;
-            return Ok((requests as f64 / el.as_secs_f64(), prepared));
+            Ok((requests as f64 / el.as_secs_f64(), prepared))
         }
         Some(cfg) => {
             let mut conn = TracedConnection::new(conn, &cfg);
@@ -276,7 +276,9 @@ fn main() -> Result<()> {
                 eprintln!("{label} round {round}: plain {:.0} req/s", by_variant[0]);
             }
             println!("\n{label}: {requests} requests x 5 point-selects per variant per round, {rounds} rounds");
-            println!("| variant | median ratio | min | max | carrier statements / query | server prepared statements |");
+            println!(
+                "| variant | median ratio | min | max | carrier statements / query | server prepared statements |"
+            );
             println!("|---|---|---|---|---|---|");
             for (i, v) in Variant::ALL.iter().enumerate() {
                 let (med, min, max) = stats(ratios[i].clone());

@@ -33,7 +33,11 @@ async fn concurrent_tasks_each_carry_their_own_context() {
                 } else {
                     let mut conn = db.acquire().await.unwrap();
                     for _ in 0..2 {
-                        sqlx::query("SELECT $1::int4 AS concurrent_probe_b").bind(i as i32).execute(&mut conn).await.unwrap();
+                        sqlx::query("SELECT $1::int4 AS concurrent_probe_b")
+                            .bind(i as i32)
+                            .execute(&mut conn)
+                            .await
+                            .unwrap();
                         tokio::task::yield_now().await;
                     }
                 }
@@ -108,10 +112,7 @@ async fn no_stale_context_after_reuse() {
     // Idle pooled connections carry nothing.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let idle = pg()
-        .query(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '%{}%'",
-            a.trace_id_hex()
-        ))
+        .query(&format!("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '%{}%'", a.trace_id_hex()))
         .unwrap();
     assert_eq!(idle, "0");
 }
@@ -133,7 +134,10 @@ async fn carrier_written_once_per_request_and_connection() {
     let execs = executions(&lines, "once_probe");
     assert_eq!(execs.len(), 5);
     assert!(execs.iter().all(|l| l.carried() == Some(c)));
-    let sets: Vec<_> = lines.iter().filter(|l| l.message.contains(&format!("statement: SET application_name TO E'{BASE_NAME}@{c}'"))).collect();
+    let sets: Vec<_> = lines
+        .iter()
+        .filter(|l| l.message.contains(&format!("statement: SET application_name TO E'{BASE_NAME}@{c}'")))
+        .collect();
     assert_eq!(sets.len(), 1, "one carrier write for the request");
 }
 
@@ -169,7 +173,11 @@ async fn transactions_commit_rollback_and_errors() {
     let d = tp(5, 2, true);
     async {
         let mut tx = db.begin().await.unwrap();
-        sqlx::query("INSERT INTO tx_t VALUES ($1) ON CONFLICT DO NOTHING /*tx_probe_commit*/").bind(1).execute(&mut tx).await.unwrap();
+        sqlx::query("INSERT INTO tx_t VALUES ($1) ON CONFLICT DO NOTHING /*tx_probe_commit*/")
+            .bind(1)
+            .execute(&mut tx)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         let mut tx = db.begin().await.unwrap();
         sqlx::query("INSERT INTO tx_t VALUES ($1) /*tx_probe_fail*/").bind(1).execute(&mut tx).await.unwrap_err();
@@ -184,7 +192,10 @@ async fn transactions_commit_rollback_and_errors() {
                 .await;
             // dropped without commit: rolled back
         }
-        sqlx::query("SELECT current_setting('application_name') /*tx_probe_after*/").fetch_one(&mut conn).await.unwrap();
+        sqlx::query("SELECT current_setting('application_name') /*tx_probe_after*/")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     }
     .with_context(otel(&c))
     .await;
@@ -246,11 +257,12 @@ async fn streaming_and_dropped_futures() {
     let d = tp(7, 2, true);
     let mut conn = db.acquire().await.unwrap();
     async {
-        let rows: Vec<i32> = sqlx::query_scalar::<_, i32>("SELECT g::int4 FROM generate_series(1, 5000) g /*stream_probe*/")
-            .fetch(&mut conn)
-            .try_collect()
-            .await
-            .unwrap();
+        let rows: Vec<i32> =
+            sqlx::query_scalar::<_, i32>("SELECT g::int4 FROM generate_series(1, 5000) g /*stream_probe*/")
+                .fetch(&mut conn)
+                .try_collect()
+                .await
+                .unwrap();
         assert_eq!(rows.len(), 5000);
         // a stream dropped after its first row
         let mut s = sqlx::query("SELECT g FROM generate_series(1, 100000) g /*stream_probe_dropped*/").fetch(&mut conn);
@@ -292,7 +304,8 @@ async fn guc_carrier() {
     .with_context(otel(&c))
     .await;
     assert_eq!((guc.as_str(), app.as_str()), (c.to_string().as_str(), BASE_NAME));
-    let guc: String = sqlx::query_scalar("SELECT current_setting('sqlcommenter.traceparent', true)").fetch_one(&db).await.unwrap();
+    let guc: String =
+        sqlx::query_scalar("SELECT current_setting('sqlcommenter.traceparent', true)").fetch_one(&db).await.unwrap();
     assert_eq!(guc, "");
 }
 

@@ -97,6 +97,8 @@ pub fn logged(marker: &str) -> Vec<Line> {
 pub fn executions<'a>(lines: &'a [Line], needle: &str) -> Vec<&'a Line> {
     lines
         .iter()
-        .filter(|l| l.message.contains(needle) && (l.message.contains(" execute ") || l.message.contains("statement: ")))
+        .filter(|l| {
+            l.message.contains(needle) && (l.message.contains(" execute ") || l.message.contains("statement: "))
+        })
         .collect()
 }
