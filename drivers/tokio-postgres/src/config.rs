@@ -36,10 +36,14 @@ pub enum Carrier {
 /// How the carrier statement is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CarrierStatement {
-    /// Default: an unnamed statement (`query_typed`-style Parse/Bind/Execute). Leaves the connection's
-    /// prepared statements exactly as without the wrapper; the server parses and plans it each time the
-    /// context changes.
+    /// Default: `SET application_name TO E'...'` (or the custom setting) as a simple-protocol query: a
+    /// utility statement, so the server neither plans nor keeps anything; the value is a quoted literal
+    /// (traceparent hex and the validated printable-ASCII name, escaped). Leaves the connection's
+    /// prepared statements exactly as without the wrapper.
     #[default]
+    Simple,
+    /// `SELECT set_config($1, $2, false)` as an unnamed extended-protocol statement (parsed and planned
+    /// each time the context changes). Also leaves the prepared statements unchanged.
     Unnamed,
     /// A named statement prepared once per connection (one round trip at the first carrier), then only
     /// Bind/Execute. Cheaper per request, but leaves one extra entry in `pg_prepared_statements`.
@@ -135,7 +139,7 @@ impl ConfigBuilder {
         self
     }
 
-    /// Unnamed (default) or prepared-once carrier statement.
+    /// How the carrier is sent (default [`CarrierStatement::Simple`]).
     pub fn carrier_statement(mut self, how: CarrierStatement) -> Self {
         self.carrier_statement = how;
         self

@@ -29,7 +29,6 @@ type CarrierFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, Error>> + Send 
 
 const SET_SQL: &str = "SELECT set_config($1, $2, false)";
 const RESET_APP_SQL: &str = "RESET application_name";
-const RESET_GUC_SQL: &str = "SELECT set_config($1, '', false)";
 
 /// The context of one wrapper call, resolved once when the call starts.
 #[derive(Debug, Clone)]
@@ -115,42 +114,51 @@ impl Core {
     }
 
     fn carrier_future<'a>(&self, pg: &'a PgClient, action: Action) -> CarrierFuture<'a> {
-        match (action, &self.cfg.carrier) {
-            (Action::Set(tp), carrier) => {
-                let (name, value) = match carrier {
-                    Carrier::ApplicationName => (
-                        "application_name".to_owned(),
-                        sqlcommenter::carrier::encode_application_name(&self.cfg.application_name, &tp),
-                    ),
-                    Carrier::Guc(guc) => (guc.clone(), tp.to_string()),
+        let name = match &self.cfg.carrier {
+            Carrier::ApplicationName => "application_name",
+            Carrier::Guc(guc) => guc.as_str(),
+        };
+        let value = match action {
+            Action::Set(tp) => Some(match &self.cfg.carrier {
+                Carrier::ApplicationName => {
+                    sqlcommenter::carrier::encode_application_name(&self.cfg.application_name, &tp)
+                }
+                Carrier::Guc(_) => tp.to_string(),
+            }),
+            Action::Reset => None,
+        };
+        match self.cfg.carrier_statement {
+            CarrierStatement::Simple => {
+                // `name` is "application_name" or a validated dotted identifier; the value is escaped.
+                let sql = match &value {
+                    Some(v) => format!("SET {name} TO {}", quote_literal(v)),
+                    None => format!("RESET {name}"),
                 };
-                if let Some(stmt) = self.conn.carrier_stmt.get().cloned() {
-                    return Box::pin(async move { pg.execute(&stmt, &[&name, &value]).await });
-                }
-                Box::pin(async move {
-                    pg.execute_typed(
-                        SET_SQL,
-                        &[(&name as &(dyn ToSql + Sync), Type::TEXT), (&value as &(dyn ToSql + Sync), Type::TEXT)],
-                    )
-                    .await
-                })
+                Box::pin(async move { pg.batch_execute(&sql).await.map(|()| 0) })
             }
-            (Action::Reset, Carrier::ApplicationName) => match self.conn.carrier_stmt.get().cloned() {
-                // Prepared form: back to the configured name (assumed to be the connection's own).
-                Some(stmt) if !self.cfg.application_name.is_empty() => {
-                    let value = self.cfg.application_name.clone();
-                    Box::pin(async move { pg.execute(&stmt, &[&"application_name", &value]).await })
+            CarrierStatement::Prepared | CarrierStatement::Unnamed => {
+                let name = name.to_owned();
+                let reset_to = match &self.cfg.carrier {
+                    Carrier::ApplicationName if !self.cfg.application_name.is_empty() => {
+                        Some(self.cfg.application_name.clone())
+                    }
+                    Carrier::ApplicationName => None,
+                    Carrier::Guc(_) => Some(String::new()),
+                };
+                let stmt = self.conn.carrier_stmt.get().cloned();
+                match (value.or(reset_to), stmt) {
+                    // Prepared form; a reset goes back to the configured name (assumed to be the
+                    // connection's own) or to empty for a custom setting.
+                    (Some(value), Some(stmt)) => Box::pin(async move { pg.execute(&stmt, &[&name, &value]).await }),
+                    (Some(value), None) => Box::pin(async move {
+                        pg.execute_typed(
+                            SET_SQL,
+                            &[(&name as &(dyn ToSql + Sync), Type::TEXT), (&value as &(dyn ToSql + Sync), Type::TEXT)],
+                        )
+                        .await
+                    }),
+                    (None, _) => Box::pin(pg.execute_typed(RESET_APP_SQL, &[])),
                 }
-                _ => Box::pin(pg.execute_typed(RESET_APP_SQL, &[])),
-            },
-            (Action::Reset, Carrier::Guc(guc)) => {
-                let name = guc.clone();
-                if let Some(stmt) = self.conn.carrier_stmt.get().cloned() {
-                    return Box::pin(async move { pg.execute(&stmt, &[&name, &""]).await });
-                }
-                Box::pin(
-                    async move { pg.execute_typed(RESET_GUC_SQL, &[(&name as &(dyn ToSql + Sync), Type::TEXT)]).await },
-                )
             }
         }
     }
@@ -493,6 +501,20 @@ impl Core {
     }
 }
 
+/// An escaped string literal that reads the same whatever `standard_conforming_strings` is.
+fn quote_literal(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 3);
+    out.push_str("E'");
+    for c in v.chars() {
+        if c == '\\' || c == '\'' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
 fn zip_params<'a>(params: &[&'a (dyn ToSql + Sync)], types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
     params.iter().copied().zip(types.iter().cloned()).collect()
 }
@@ -500,6 +522,12 @@ fn zip_params<'a>(params: &[&'a (dyn ToSql + Sync)], types: &[Type]) -> Vec<(&'a
 #[cfg(test)]
 mod tests {
     use super::touches_session;
+
+    #[test]
+    fn literals_are_escaped() {
+        assert_eq!(super::quote_literal("a'b\\c"), "E'a\\'b\\\\c'");
+        assert_eq!(super::quote_literal("shop@00-ab"), "E'shop@00-ab'");
+    }
 
     #[test]
     fn session_changing_statements() {

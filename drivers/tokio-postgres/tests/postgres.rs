@@ -460,3 +460,35 @@ async fn pool_recycling_with_reset_all() {
     .instrument(span)
     .await;
 }
+
+/// Every way of sending the carrier sets and resets it; a quote or backslash in the name is escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carrier_statement_forms() {
+    init_tracing();
+    use sqlcommenter_tokio_postgres::CarrierStatement;
+    for how in [CarrierStatement::Simple, CarrierStatement::Unnamed, CarrierStatement::Prepared] {
+        for carrier in [Carrier::ApplicationName, Carrier::Guc("sqlcommenter.traceparent".into())] {
+            let cfg = Config::builder()
+                .application_name(r"o'b\x")
+                .carrier(carrier.clone())
+                .carrier_statement(how)
+                .build()
+                .unwrap();
+            let client = Client::new(connect().await, &cfg);
+            let q = "SELECT current_setting('application_name'), current_setting('sqlcommenter.traceparent', true)";
+            let span = tracing::info_span!("form");
+            let tp = traceparent_of(&span);
+            let row = client.query_one(q, &[]).instrument(span).await.unwrap();
+            let (app, guc): (String, Option<String>) = (row.get(0), row.get(1));
+            match carrier {
+                Carrier::ApplicationName => assert_eq!(app, format!(r"o'b\x@{tp}"), "{how:?}"),
+                Carrier::Guc(_) => assert_eq!(guc.as_deref(), Some(tp.as_str()), "{how:?}"),
+            }
+            // no span: reset
+            let row = client.query_one(q, &[]).await.unwrap();
+            let (app, guc): (String, Option<String>) = (row.get(0), row.get(1));
+            assert!(decode_application_name(&app).is_none(), "{how:?} {app}");
+            assert!(guc.unwrap_or_default().is_empty(), "{how:?}");
+        }
+    }
+}
