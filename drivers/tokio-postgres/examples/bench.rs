@@ -3,11 +3,14 @@
 //! A request = 5 primary-key point-selects under one `tracing` span (tracing-opentelemetry, always
 //! sampled, no exporter). Variants run interleaved in rounds in this one process (order rotated per
 //! round); each round's throughput is divided by the plain baseline's in the same round, and the median,
-//! min and max of those ratios are reported (see prior-art.md §11).
+//! min and max of those ratios are reported (see prior-art.md §11). Because wall-clock throughput on a
+//! shared 2-core machine swings with other load, the CPU time spent per request by this process and all
+//! PostgreSQL backends (`/proc/*/schedstat`) is reported too, as a ratio plain/variant: what the
+//! throughput ratio would be if both sides were CPU-bound.
 //!
 //! ```text
 //! cargo run --release -p sqlcommenter-tokio-postgres --example bench
-//! BENCH_REQUESTS=4000 BENCH_ROUNDS=7 BENCH_PIN=1 ...
+//! BENCH_REQUESTS=4000 BENCH_ROUNDS=16 BENCH_PIN=1 ...   (requests per variant and setup, split in rounds)
 //! ```
 //! `BENCH_PIN=1` (default) pins this process to CPU 0 and the server to CPU 1 with `taskset`.
 
@@ -38,18 +41,21 @@ enum Variant {
     Carrier10,
     /// Wrapper, session carrier with `CarrierStatement::Prepared`, every request carried.
     Carrier100Prepared,
+    /// Wrapper, session carrier with `CarrierStatement::Unnamed` (`set_config` via an unnamed statement).
+    Carrier100Unnamed,
     /// Wrapper, per-query comment (text query through `query_typed` + cached parameter types).
     Comment100,
     /// tokio-postgres `query_typed`, no comment (the floor for any one-round-trip unprepared query).
     PlainTyped,
 }
 
-const VARIANTS: [Variant; 7] = [
+const VARIANTS: [Variant; 8] = [
     Variant::Plain,
     Variant::Control,
     Variant::Carrier100,
     Variant::Carrier10,
     Variant::Carrier100Prepared,
+    Variant::Carrier100Unnamed,
     Variant::Comment100,
     Variant::PlainTyped,
 ];
@@ -61,10 +67,50 @@ impl Variant {
             Variant::Carrier100 => Some(b.build().ok()?),
             Variant::Carrier10 => Some(b.sample_ratio(0.1).build().ok()?),
             Variant::Carrier100Prepared => Some(b.carrier_statement(CarrierStatement::Prepared).build().ok()?),
+            Variant::Carrier100Unnamed => Some(b.carrier_statement(CarrierStatement::Unnamed).build().ok()?),
             Variant::Comment100 => Some(b.mode(Mode::PerQueryComment).build().ok()?),
             _ => None,
         }
     }
+}
+
+static POSTMASTER: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+fn schedstat(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path).ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+/// CPU time (ns) used so far by this process's threads and by every PostgreSQL backend process.
+fn cpu_ns() -> u64 {
+    let mut total = 0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            total += schedstat(&t.path().join("schedstat"));
+        }
+    }
+    let Some(&pm) = POSTMASTER.get() else { return total };
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else { continue };
+            let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if ppid == Some(pm) {
+                total += schedstat(&p.path().join("schedstat"));
+            }
+        }
+    }
+    total
+}
+
+/// Throughput and CPU per request of one run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    per_sec: f64,
+    cpu_ns: f64,
+}
+
+fn sample(n: usize, start: Instant, cpu0: u64) -> Sample {
+    let cpu = cpu_ns().saturating_sub(cpu0);
+    Sample { per_sec: n as f64 / start.elapsed().as_secs_f64(), cpu_ns: cpu as f64 / n as f64 }
 }
 
 struct Rng(u64);
@@ -93,14 +139,16 @@ fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool> {
 }
 
 /// One connection, one task, `n` requests. Returns requests per second.
-async fn run_single(url: &str, variant: Variant, n: usize, seed: u64) -> Result<f64> {
+async fn run_single(url: &str, variant: Variant, n: usize, seed: u64) -> Result<Sample> {
     let pg = connect(url).await?;
     let mut rng = Rng(seed | 1);
     let start;
+    let cpu0;
     match variant.config() {
         None => {
             let stmt = pg.prepare(QUERY).await?;
             start = Instant::now();
+            cpu0 = cpu_ns();
             for _ in 0..n {
                 let span = tracing::info_span!("request");
                 async {
@@ -123,6 +171,7 @@ async fn run_single(url: &str, variant: Variant, n: usize, seed: u64) -> Result<
             let client = Client::new(pg, &cfg);
             let stmt = client.prepare(QUERY).await?;
             start = Instant::now();
+            cpu0 = cpu_ns();
             for _ in 0..n {
                 let span = tracing::info_span!("request");
                 async {
@@ -142,12 +191,12 @@ async fn run_single(url: &str, variant: Variant, n: usize, seed: u64) -> Result<
             }
         }
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok(sample(n, start, cpu0))
 }
 
 /// One connection shared by 8 tasks (each request its own span), `n` requests in all: contexts
 /// interleave on the connection, so the carrier switches as often as the context does.
-async fn run_shared(url: &str, variant: Variant, n: usize, seed: u64) -> Result<f64> {
+async fn run_shared(url: &str, variant: Variant, n: usize, seed: u64) -> Result<Sample> {
     const TASKS: usize = 8;
     let pg = connect(url).await?;
     let (plain, wrapped) = match variant.config() {
@@ -159,6 +208,7 @@ async fn run_shared(url: &str, variant: Variant, n: usize, seed: u64) -> Result<
         (_, Some(w)) => w.prepare(QUERY).await?,
         _ => unreachable!(),
     };
+    let cpu0 = cpu_ns();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..TASKS {
@@ -194,11 +244,11 @@ async fn run_shared(url: &str, variant: Variant, n: usize, seed: u64) -> Result<
     for t in tasks {
         t.await??;
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok(sample(n, start, cpu0))
 }
 
 /// A pool of 8 connections, 8 tasks, `n` requests in all (each request checks a connection out).
-async fn run_pool(url: &str, variant: Variant, n: usize, seed: u64) -> Result<f64> {
+async fn run_pool(url: &str, variant: Variant, n: usize, seed: u64) -> Result<Sample> {
     const TASKS: usize = 8;
     let plain = pool(url, TASKS)?;
     let wrapped = variant.config().map(|cfg| Ok::<_, anyhow::Error>(Pool::new(pool(url, TASKS)?, cfg))).transpose()?;
@@ -223,6 +273,7 @@ async fn run_pool(url: &str, variant: Variant, n: usize, seed: u64) -> Result<f6
     }
     let plain = Arc::new(plain);
     let wrapped = Arc::new(wrapped);
+    let cpu0 = cpu_ns();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..TASKS {
@@ -271,7 +322,7 @@ async fn run_pool(url: &str, variant: Variant, n: usize, seed: u64) -> Result<f6
     for t in tasks {
         t.await??;
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok(sample(n, start, cpu0))
 }
 
 /// A TCP stream that counts round trips: each write that follows a read starts a new one.
@@ -425,7 +476,7 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 fn main() -> Result<()> {
     let n: usize = std::env::var("BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(16).max(1);
     let pin_cpus = std::env::var("BENCH_PIN").map(|v| v != "0").unwrap_or(true);
 
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
@@ -440,6 +491,9 @@ fn main() -> Result<()> {
         .create_extension("pg_stat_statements")
         .start()
         .context("starting PostgreSQL")?;
+    if let Some(pid) = pg.pid() {
+        let _ = POSTMASTER.set(pid);
+    }
     if pin_cpus {
         if let Some(pid) = pg.pid() {
             pin(pid, "1");
@@ -460,30 +514,40 @@ fn main() -> Result<()> {
         }
         for (setup, kind) in [("one connection", 0), ("pool of 8, 8 tasks", 1), ("one connection shared by 8 tasks", 2)] {
             let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+            let mut cpu_ratios: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
             let mut abs: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+            let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+            let per_round = n / rounds;
             for round in 0..rounds {
-                let mut tput = [0f64; VARIANTS.len()];
+                let mut got = [Sample::default(); VARIANTS.len()];
                 for k in 0..VARIANTS.len() {
                     let i = (k + round) % VARIANTS.len();
                     let seed = 0x5eed + round as u64;
-                    tput[i] = match kind {
-                        0 => run_single(&url, VARIANTS[i], n, seed).await?,
-                        1 => run_pool(&url, VARIANTS[i], n, seed).await?,
-                        _ => run_shared(&url, VARIANTS[i], n, seed).await?,
+                    got[i] = match kind {
+                        0 => run_single(&url, VARIANTS[i], per_round, seed).await?,
+                        1 => run_pool(&url, VARIANTS[i], per_round, seed).await?,
+                        _ => run_shared(&url, VARIANTS[i], per_round, seed).await?,
                     };
                 }
                 for i in 0..VARIANTS.len() {
-                    ratios[i].push(tput[i] / tput[0]);
-                    abs[i].push(tput[i]);
+                    ratios[i].push(got[i].per_sec / got[0].per_sec);
+                    cpu_ratios[i].push(got[0].cpu_ns / got[i].cpu_ns);
+                    abs[i].push(got[i].per_sec);
+                    cpu[i].push(got[i].cpu_ns / 1000.0);
                 }
             }
-            println!("\n## {setup}: {n} requests x {PER_REQUEST} queries, {rounds} rounds, pinned={pin_cpus}");
-            println!("| variant | ratio median | min | max | requests/s (median) |");
+            println!(
+                "\n## {setup}: {} requests x {PER_REQUEST} queries per variant ({rounds} rounds of {per_round}), pinned={pin_cpus}",
+                per_round * rounds
+            );
+            println!("| variant | throughput ratio median (min-max) | CPU-per-request ratio median (min-max) | requests/s | CPU µs/request (client+server) |");
             println!("|---|---|---|---|---|");
             for (i, v) in VARIANTS.iter().enumerate() {
                 let (med, min, max) = stats(ratios[i].clone());
+                let (cmed, cmin, cmax) = stats(cpu_ratios[i].clone());
                 let (a, _, _) = stats(abs[i].clone());
-                println!("| {v:?} | {med:.3} | {min:.3} | {max:.3} | {a:.0} |");
+                let (c, _, _) = stats(cpu[i].clone());
+                println!("| {v:?} | {med:.3} ({min:.2}-{max:.2}) | {cmed:.3} ({cmin:.2}-{cmax:.2}) | {a:.0} | {c:.0} |");
             }
         }
         println!("\n## server-side accounting (one connection, {} requests)", n / 4);
