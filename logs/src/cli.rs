@@ -241,7 +241,7 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
     });
     let mut assembler = Assembler::new();
     let mut stats = RunStats::default();
-    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut carries: Vec<Vec<u8>> = (0..inputs.len()).map(|_| Vec::new()).collect();
     let mut parsers: Vec<Option<Box<dyn RecordParser>>> = (0..inputs.len()).map(|_| None).collect();
     let forced = match args.log_format {
         LogFormatArg::Auto => None,
@@ -273,21 +273,23 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
             }
             let Some(p) = parsers[i].as_mut() else { continue };
             // Read a batch of lines from this input.
-            let mut n = 0usize;
             loop {
-                match input.read_line(&mut buf).map_err(|e| LogsError::Io { path: input.name().into(), source: e })? {
+                let (n, state) = input
+                    .read_lines(&mut carries[i], 65536, &mut |line| {
+                        p.push_line(line, &mut |r| assembler.push(r, &mut |s| sinks.handle(s)))
+                    })
+                    .map_err(|e| LogsError::Io { path: input.name().into(), source: e })?;
+                if n > 0 {
+                    any_line = true;
+                }
+                if let Some(pb) = &progress {
+                    pb.set_position(counter.load(Ordering::Relaxed));
+                }
+                match state {
                     Read1::Line => {
-                        any_line = true;
-                        p.push_line(&buf, &mut |r| assembler.push(r, &mut |s| sinks.handle(s)));
-                        n += 1;
-                        if n % 65536 == 0 {
-                            if let Some(pb) = &progress {
-                                pb.set_position(counter.load(Ordering::Relaxed));
-                            }
-                            if args.follow {
-                                all_eof = false;
-                                break;
-                            }
+                        if args.follow {
+                            all_eof = false;
+                            break;
                         }
                     }
                     Read1::Pending => {
@@ -319,7 +321,7 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
             let since = *idle_since.get_or_insert_with(Instant::now);
             if !flushed_idle && since.elapsed() >= Duration::from_millis(500) {
                 for p in parsers.iter_mut().flatten() {
-                    p.finish(&mut |r| assembler.push(r, &mut |s| sinks.handle(s)));
+                    p.idle(&mut |r| assembler.push(r, &mut |s| sinks.handle(s)));
                 }
                 assembler.flush_plans(&mut |s| sinks.handle(s));
                 if let Some(j) = sinks.jsonl.as_mut() {

@@ -109,6 +109,81 @@ impl Input {
         }
     }
 
+    /// Calls `f` with up to `max` lines, straight from the read buffer when a line lies within it (no copy);
+    /// `carry` holds a line split across buffer refills and must be kept between calls. Returns the number
+    /// of lines and what stopped the batch (`Line`: `max` reached).
+    pub fn read_lines(
+        &mut self,
+        carry: &mut Vec<u8>,
+        max: usize,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<(usize, Read1)> {
+        let mut n = 0;
+        match &mut self.kind {
+            InputKind::Reader(r) => loop {
+                if n >= max {
+                    return Ok((n, Read1::Line));
+                }
+                let buf = r.fill_buf()?;
+                if buf.is_empty() {
+                    if !carry.is_empty() {
+                        strip_eol(carry);
+                        f(carry);
+                        carry.clear();
+                        n += 1;
+                    }
+                    return Ok((n, Read1::Eof));
+                }
+                if !carry.is_empty() {
+                    match memchr::memchr(b'\n', buf) {
+                        Some(p) => {
+                            carry.extend_from_slice(&buf[..p]);
+                            r.consume(p + 1);
+                            strip_eol(carry);
+                            f(carry);
+                            carry.clear();
+                            n += 1;
+                        }
+                        None => {
+                            let len = buf.len();
+                            carry.extend_from_slice(buf);
+                            r.consume(len);
+                        }
+                    }
+                    continue;
+                }
+                let mut start = 0;
+                while n < max {
+                    let Some(p) = memchr::memchr(b'\n', &buf[start..]) else { break };
+                    let mut line = &buf[start..start + p];
+                    if let [rest @ .., b'\r'] = line {
+                        line = rest;
+                    }
+                    f(line);
+                    n += 1;
+                    start += p + 1;
+                }
+                if n < max {
+                    carry.extend_from_slice(&buf[start..]);
+                    start = buf.len();
+                }
+                r.consume(start);
+            },
+            InputKind::Follow(fl) => loop {
+                if n >= max {
+                    return Ok((n, Read1::Line));
+                }
+                match fl.read_line(carry)? {
+                    Read1::Line => {
+                        f(carry);
+                        n += 1;
+                    }
+                    other => return Ok((n, other)),
+                }
+            },
+        }
+    }
+
     /// Peeks at the first non-empty line without consuming it (for format detection); plain readers only.
     pub fn peek_first_line(&mut self) -> io::Result<Vec<u8>> {
         match &mut self.kind {
@@ -231,6 +306,24 @@ impl Follower {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn batched_lines_across_buffer_boundaries() {
+        // lines longer than the read buffer, CRLF, no final newline
+        let long = "x".repeat(300_000);
+        let text = format!("a\r\n{long}\n\nb\nlast");
+        let mut input = Input::from_reader("t", Box::new(BufReader::with_capacity(1000, std::io::Cursor::new(text))));
+        let mut carry = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            let (_, st) =
+                input.read_lines(&mut carry, 2, &mut |l| lines.push(String::from_utf8(l.to_vec()).unwrap())).unwrap();
+            if st == Read1::Eof {
+                break;
+            }
+        }
+        assert_eq!(lines, ["a", long.as_str(), "", "b", "last"]);
+    }
 
     #[test]
     fn follow_across_rotation_and_truncation() {

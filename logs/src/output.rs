@@ -50,6 +50,14 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     out.reserve(b.len() + 2);
     out.push(b'"');
+    // Most strings need no escaping: check that with a branch-free pass the compiler vectorizes.
+    let clean =
+        b.chunks(32).all(|c| c.iter().fold(false, |acc, &x| acc | (x < 0x20) | (x == b'"') | (x == b'\\')) == false);
+    if clean {
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &c) in b.iter().enumerate() {
         if !NEEDS_ESCAPE[c as usize] {

@@ -28,6 +28,11 @@ pub trait RecordParser {
     fn push_line(&mut self, line: &[u8], emit: &mut dyn FnMut(&LogRecord));
     /// Emits a record still being assembled (end of input, or an idle `--follow`).
     fn finish(&mut self, emit: &mut dyn FnMut(&LogRecord));
+    /// The input went idle (`--follow`): emit what is complete. Stderr entries end only when the next one
+    /// starts, so the last one is emitted here; a csvlog row still open stays open.
+    fn idle(&mut self, emit: &mut dyn FnMut(&LogRecord)) {
+        let _ = emit;
+    }
     /// Counters so far.
     fn stats(&self) -> ParseStats;
 }

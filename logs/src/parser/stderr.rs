@@ -105,6 +105,10 @@ impl RecordParser for StderrParser {
         }
     }
 
+    fn idle(&mut self, emit: &mut dyn FnMut(&LogRecord)) {
+        self.finish(emit);
+    }
+
     fn stats(&self) -> ParseStats {
         self.stats
     }
