@@ -51,8 +51,7 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(b.len() + 2);
     out.push(b'"');
     // Most strings need no escaping: check that with a branch-free pass the compiler vectorizes.
-    let clean =
-        b.chunks(32).all(|c| c.iter().fold(false, |acc, &x| acc | (x < 0x20) | (x == b'"') | (x == b'\\')) == false);
+    let clean = b.chunks(32).all(|c| !c.iter().fold(false, |acc, &x| acc | (x < 0x20) | (x == b'"') | (x == b'\\')));
     if clean {
         out.extend_from_slice(b);
         out.push(b'"');
