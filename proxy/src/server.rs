@@ -265,7 +265,14 @@ async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), Pro
     // Negotiation: SSLRequest gets `S` and a TLS handshake when TLS is configured, else `N`; GSSENCRequest
     // always gets `N`; then the real first packet.
     let first = loop {
-        let packet = read_packet(&mut client).await?;
+        let packet = match read_packet(&mut client).await {
+            Ok(p) => p,
+            Err(e @ ProxyError::Protocol(_)) => {
+                reject(&mut client, &e).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         match classify(&packet) {
             Ok(FirstPacket::Ssl) => {
                 if let Some(acceptor) = &shared.tls {
@@ -285,15 +292,35 @@ async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), Pro
             Ok(FirstPacket::GssEnc) => client.write_all(b"N").await?,
             Ok(other) => break other,
             Err(e) => {
-                let mut out = BytesMut::new();
-                crate::frame::write_error(&mut out, "FATAL", "08P01", &format!("sqlcommenter proxy: {e}"));
-                let _ = client.write_all(&out).await;
+                reject(&mut client, &e).await;
                 return Err(e);
             }
         }
     };
     let (cr, cw) = client.into_split();
     serve(cr, cw, first, shared, false).await
+}
+
+/// Sends a FATAL protocol-violation error and ends the connection without a reset: unread input would
+/// make the kernel answer the close with RST, which can destroy the error before the client reads it.
+async fn reject(client: &mut TcpStream, e: &ProxyError) {
+    use tokio::io::AsyncReadExt;
+    let mut out = BytesMut::new();
+    crate::frame::write_error(&mut out, "FATAL", "08P01", &format!("sqlcommenter proxy: {e}"));
+    if client.write_all(&out).await.is_err() || client.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut total = 0usize;
+        while let Ok(n) = client.read(&mut sink).await {
+            total += n;
+            if n == 0 || total > 1 << 20 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
 }
 
 async fn serve<R, W>(cr: R, mut cw: W, first: FirstPacket, shared: &Shared, tls: bool) -> Result<(), ProxyError>

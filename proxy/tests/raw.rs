@@ -131,3 +131,36 @@ async fn non_utf8_text_passes_byte_for_byte() {
     assert_eq!(&row.1[..], b"\0\x02\0\0\0\x01\xe9\0\0\0\x011");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_and_gssenc_requests_are_refused_cleanly_without_tls() {
+    let proxy = proxy().await;
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.local_addr().port())).await.unwrap();
+    for code in [80877104i32, 80877103] {
+        let mut req = 8i32.to_be_bytes().to_vec();
+        req.extend_from_slice(&code.to_be_bytes());
+        s.write_all(&req).await.unwrap();
+        assert_eq!(s.read_u8().await.unwrap(), b'N', "request {code}");
+    }
+    s.write_all(&startup(196608, &[("user", "postgres"), ("database", "postgres")])).await.unwrap();
+    let m = until_ready(&mut s).await;
+    assert_eq!(m.last().map(|(t, b)| (*t, b.clone())), Some((b'Z', b"I".to_vec())));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_first_packet_gets_an_error_and_others_continue() {
+    let proxy = proxy().await;
+    let port = proxy.local_addr().port();
+    let (mut good, _) = session(port, "rawg").await;
+    let mut bad = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    bad.read_to_end(&mut reply).await.unwrap();
+    // "GET " read as a length is far over the startup limit: an ErrorResponse, then close.
+    assert_eq!(reply.first(), Some(&b'E'), "{reply:?}");
+    assert!(String::from_utf8_lossy(&reply).contains("invalid startup packet length"));
+    good.write_all(&msg(b'Q', b"SELECT 1\0")).await.unwrap();
+    assert_eq!(tags(&until_ready(&mut good).await), "TDCZ");
+    proxy.shutdown().await;
+}

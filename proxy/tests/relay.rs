@@ -350,3 +350,23 @@ async fn unreachable_upstream_is_a_typed_error_and_shutdown_waits() {
     assert!(sleeper.await.unwrap().is_ok(), "an open session may finish its statement");
     assert!(t.elapsed() < Duration::from_secs(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_tracing_carrier_uses_its_value_format() {
+    let proxy = proxy_with(|c| c.inject.carrier = sqlcommenter_proxy::CarrierTarget::PgTracing).await;
+    let c = connect(proxy.local_addr().port(), "t_pgtr").await;
+    let tp = "00-33333333333333333333333333333333-4444444444444444-01";
+    let c2 = connect_str(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres options='-c sqlcommenter.traceparent={tp}'",
+        proxy.local_addr().port()
+    ))
+    .await;
+    let s = c.prepare("SELECT current_setting('pg_tracing.trace_context')").await.unwrap();
+    let v: String = c.query_one(&s, &[]).await.unwrap().get(0);
+    assert!(sqlcommenter::carrier::decode_pg_tracing(&v).is_some(), "{v}");
+    // A session context from the startup options is what the carrier holds.
+    let s2 = c2.prepare("SELECT current_setting('pg_tracing.trace_context')").await.unwrap();
+    let v2: String = c2.query_one(&s2, &[]).await.unwrap().get(0);
+    assert_eq!(v2, format!("traceparent='{tp}'"));
+    proxy.shutdown().await;
+}
