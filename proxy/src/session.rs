@@ -191,6 +191,9 @@ impl Session {
                 if self.cfg.enabled && self.proto.is_ready() && h.tag == frame::QUERY {
                     self.counters.comment_skipped += 1;
                 }
+                if matches!(h.tag, frame::PARSE | frame::BIND | frame::DESCRIBE | frame::EXECUTE | frame::CLOSE) {
+                    self.proto.client_extended(h.tag, &[]);
+                }
                 self.proto.client_message(h.tag);
                 out.put_slice(&input[pos..]);
                 self.client_stream = Stream { left: h.frame_len - avail, relay: true };
@@ -218,9 +221,12 @@ impl Session {
         let inject = self.cfg.enabled && self.proto.is_ready();
         if inject
             && matches!(tag, frame::PARSE | frame::BIND | frame::DESCRIBE | frame::EXECUTE | frame::CLOSE)
-            && self.proto.may_inject()
+            && (self.proto.may_inject() || (tag == frame::BIND && self.proto.may_inject_mid_batch()))
         {
             self.begin_batch(ahead, out);
+        }
+        if matches!(tag, frame::PARSE | frame::BIND | frame::DESCRIBE | frame::EXECUTE | frame::CLOSE | frame::FLUSH) {
+            self.proto.client_extended(tag, body);
         }
         self.proto.client_message(tag);
         match tag {

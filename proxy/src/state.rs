@@ -68,6 +68,13 @@ pub struct ProtocolState {
     extended_open: bool,
     copy_in: bool,
     copy_out: bool,
+    /// The open extended batch holds only statement-level messages (Parse, Describe of a statement,
+    /// Close, Flush): no portal exists and nothing executed yet.
+    open_prefix_only: bool,
+    /// Responses still due for the open batch's messages (counted only for a prefix-only batch).
+    open_due: u32,
+    /// The open batch got an ErrorResponse (the server now skips until Sync).
+    open_failed: bool,
 }
 
 impl Default for ProtocolState {
@@ -79,6 +86,9 @@ impl Default for ProtocolState {
             extended_open: false,
             copy_in: false,
             copy_out: false,
+            open_prefix_only: false,
+            open_due: 0,
+            open_failed: false,
         }
     }
 }
@@ -121,6 +131,42 @@ impl ProtocolState {
     /// Whether an injected statement may be sent now: at a boundary and not in a failed transaction.
     pub fn may_inject(&self) -> bool {
         self.at_boundary() && self.txn != FAILED
+    }
+
+    /// Whether an injected part may go in *inside* an open extended batch: the batch so far only
+    /// prepared or described statements (e.g. asyncpg's Parse/Describe/Flush before Bind/Execute/Sync),
+    /// every response to it has arrived, none was an error, and no earlier sync point is pending. The
+    /// injected part's own Sync then ends only the statement-level work, which is unaffected.
+    pub fn may_inject_mid_batch(&self) -> bool {
+        self.ready
+            && self.extended_open
+            && self.open_prefix_only
+            && self.open_due == 0
+            && !self.open_failed
+            && self.queue.is_empty()
+            && !self.copy_in
+            && !self.copy_out
+            && self.txn != FAILED
+    }
+
+    /// Records a client extended-protocol message with its body (for the prefix-only bookkeeping of
+    /// [`ProtocolState::may_inject_mid_batch`]); call before [`ProtocolState::client_message`].
+    pub fn client_extended(&mut self, tag: u8, body: &[u8]) {
+        use crate::frame::*;
+        if !self.ready {
+            return;
+        }
+        if !self.extended_open {
+            self.open_prefix_only = true;
+            self.open_due = 0;
+            self.open_failed = false;
+        }
+        match tag {
+            PARSE | CLOSE => self.open_due += 1,
+            DESCRIBE if body.first() == Some(&b'S') => self.open_due += 2,
+            FLUSH => {}
+            _ => self.open_prefix_only = false,
+        }
     }
 
     /// Number of pending sync points.
@@ -180,6 +226,9 @@ impl ProtocolState {
             }
             ERROR_RESPONSE => {
                 self.copy_in = false;
+                if self.queue.is_empty() {
+                    self.open_failed = true;
+                }
                 if injected {
                     if let Some(Pending { owner: Owner::Injected(part), .. }) = self.queue.front_mut() {
                         if part.error.is_none() {
@@ -214,6 +263,13 @@ impl ProtocolState {
                 ServerEvent::Relay
             }
             _ if injected => ServerEvent::Swallow,
+            // ParseComplete, ParameterDescription, RowDescription, NoData, CloseComplete of the open batch.
+            b'1' | b't' | b'T' | b'n' | b'3' => {
+                if self.queue.is_empty() && self.open_prefix_only {
+                    self.open_due = self.open_due.saturating_sub(1);
+                }
+                ServerEvent::Relay
+            }
             _ => ServerEvent::Relay,
         }
     }
@@ -302,6 +358,33 @@ mod tests {
         s.client_message(EXECUTE);
         s.client_message(SYNC);
         assert!(s.at_boundary());
+    }
+
+    #[test]
+    fn describe_prefix_allows_injection_once_answered() {
+        let mut s = ready();
+        for (m, body) in [(PARSE, &b"s1\0select 1\0\0\0"[..]), (DESCRIBE, b"Ss1\0"), (FLUSH, b"")] {
+            s.client_extended(m, body);
+            s.client_message(m);
+        }
+        assert!(!s.may_inject_mid_batch(), "responses still due");
+        s.server_message(b'1', b"");
+        s.server_message(b't', b"");
+        assert!(!s.may_inject_mid_batch());
+        s.server_message(b'T', b"");
+        assert!(s.may_inject_mid_batch());
+        // After a Bind the batch is no longer prefix-only.
+        s.client_extended(BIND, b"");
+        s.client_message(BIND);
+        assert!(!s.may_inject_mid_batch());
+        // An error in the prefix forbids it (the server skips until Sync).
+        let mut s = ready();
+        s.client_extended(PARSE, b"");
+        s.client_message(PARSE);
+        s.client_extended(FLUSH, b"");
+        s.client_message(FLUSH);
+        s.server_message(ERROR_RESPONSE, b"");
+        assert!(!s.may_inject_mid_batch());
     }
 
     #[test]

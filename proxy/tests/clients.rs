@@ -164,8 +164,8 @@ async fn asyncpg_named_statements_and_flush() {
         .arg(clients_dir().join("asyncpg_client.py"))
         .args([&proxy.local_addr().port().to_string(), "apg"]));
     assert_eq!(out, "fetchval 0\nfetchval 5\nfetchval 10\nlisten 42\n");
-    // The first execution's Bind follows a Flush (not a request boundary): executions 2 and 3 carry.
-    assert_carried("apg", "marker_asyncpg", 2);
+    // The first execution's Bind follows Parse/Describe/Flush: injected there once answered; all 3 carry.
+    assert_carried("apg", "marker_asyncpg", 3);
     proxy.shutdown().await;
 }
 

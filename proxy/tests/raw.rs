@@ -164,3 +164,34 @@ async fn garbage_first_packet_gets_an_error_and_others_continue() {
     assert_eq!(tags(&until_ready(&mut good).await), "TDCZ");
     proxy.shutdown().await;
 }
+
+async fn read_n(s: &mut TcpStream, n: usize) -> String {
+    let mut t = String::new();
+    for _ in 0..n {
+        let tag = s.read_u8().await.unwrap();
+        let len = s.read_i32().await.unwrap() as usize;
+        let mut body = vec![0; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        t.push(tag as char);
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_then_flush_then_execute_like_asyncpg() {
+    let proxy = proxy().await;
+    let (mut s, _) = session(proxy.local_addr().port(), "rawa").await;
+    let mut prefix = msg(b'P', b"s9\0SELECT 7 /*marker_raw_flush*/\0\0\0");
+    prefix.extend(msg(b'D', b"Ss9\0"));
+    prefix.extend(msg(b'H', b""));
+    s.write_all(&prefix).await.unwrap();
+    assert_eq!(read_n(&mut s, 3).await, "1tT");
+    let mut exec = msg(b'B', b"\0s9\0\0\0\0\0\0\0");
+    exec.extend(msg(b'E', b"\0\0\0\0\0"));
+    exec.extend(msg(b'S', b""));
+    s.write_all(&exec).await.unwrap();
+    assert_eq!(tags(&until_ready(&mut s).await), "2DCZ", "exactly the client's responses");
+    let l: Vec<_> = log_lines("marker_raw_flush", 2).into_iter().filter(|l| l.contains("execute s9")).collect();
+    assert!(carrier_trace_id(app_of(&l[0])).is_some(), "{l:?}");
+    proxy.shutdown().await;
+}
