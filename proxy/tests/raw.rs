@@ -191,7 +191,7 @@ async fn describe_then_flush_then_execute_like_asyncpg() {
     exec.extend(msg(b'S', b""));
     s.write_all(&exec).await.unwrap();
     assert_eq!(tags(&until_ready(&mut s).await), "2DCZ", "exactly the client's responses");
-    let l: Vec<_> = log_lines("marker_raw_flush", 2).into_iter().filter(|l| l.contains("execute s9")).collect();
+    let l = exec_lines("marker_raw_flush", 1);
     assert!(carrier_trace_id(app_of(&l[0])).is_some(), "{l:?}");
     proxy.shutdown().await;
 }

@@ -59,12 +59,12 @@ async fn unnamed_extended_statements_get_a_comment_per_transaction() {
         tx.query_typed("SELECT 1 /*marker_tx*/", &[]).await.unwrap();
     }
     tx.commit().await.unwrap();
-    let lines = log_lines("marker_unnamed", 3);
-    let execs: Vec<_> = lines.iter().filter(|l| l.contains("execute")).collect();
+    let lines = exec_lines("marker_unnamed", 3);
+    let execs: Vec<_> = lines.iter().collect();
     assert_eq!(execs.len(), 3, "{lines:#?}");
     let ids: std::collections::HashSet<_> = execs.iter().map(|l| comment_trace_id(l).unwrap()).collect();
     assert_eq!(ids.len(), 3, "a fresh root per transaction");
-    let tx_lines: Vec<_> = log_lines("marker_tx", 2).into_iter().filter(|l| l.contains("execute")).collect();
+    let tx_lines = exec_lines("marker_tx", 2);
     let tx_ids: std::collections::HashSet<_> =
         tx_lines.iter().map(|l| comment_trace_id(l).unwrap().to_owned()).collect();
     assert_eq!(tx_ids.len(), 1, "one root for the whole transaction: {tx_lines:#?}");
@@ -93,7 +93,7 @@ async fn named_statements_keep_their_text_and_get_the_carrier() {
     let n: i64 =
         c.query_one("SELECT count(*) FROM pg_prepared_statements WHERE name = '__sqlc_tc'", &[]).await.unwrap().get(0);
     assert_eq!(n, 1, "the reserved statement is parsed once");
-    let lines: Vec<_> = log_lines("marker_named", 6).into_iter().filter(|l| l.contains("execute s")).collect();
+    let lines = exec_lines("marker_named", 4);
     assert_eq!(lines.len(), 4, "{lines:#?}");
     let mut ids = std::collections::HashSet::new();
     for l in &lines {
@@ -123,7 +123,7 @@ async fn session_context_from_startup_application_name_is_used() {
     c.query(&stmt, &[]).await.unwrap();
     let l = log_lines("marker_startup_ctx", 1);
     assert_eq!(comment_trace_id(&l[0]), Some("4bf92f3577b34da6a3ce929d0e0e4736"), "{l:?}");
-    let l: Vec<_> = log_lines("marker_startup_named", 2).into_iter().filter(|l| l.contains("execute")).collect();
+    let l = exec_lines("marker_startup_named", 1);
     assert_eq!(carrier_trace_id(app_of(&l[0])).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
     proxy.shutdown().await;
 }
@@ -207,7 +207,7 @@ async fn deallocate_and_discard_all_recreate_the_reserved_statement() {
     let s = c.prepare("SELECT 1 /*marker_dealloc_c*/").await.unwrap();
     c.query(&s, &[]).await.unwrap();
     for m in ["marker_dealloc_a", "marker_dealloc_b", "marker_dealloc_c"] {
-        let l: Vec<_> = log_lines(m, 2).into_iter().filter(|l| l.contains("execute")).collect();
+        let l = exec_lines(m, 1);
         assert!(carrier_trace_id(app_of(&l[0])).is_some(), "{m}: {l:?}");
     }
     proxy.shutdown().await;
@@ -369,4 +369,18 @@ async fn pg_tracing_carrier_uses_its_value_format() {
     let v2: String = c2.query_one(&s2, &[]).await.unwrap().get(0);
     assert_eq!(v2, format!("traceparent='{tp}'"));
     proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_timeout_closes_lingering_sessions() {
+    let proxy = proxy_with(|c| c.shutdown_timeout = Duration::from_millis(800)).await;
+    let c = connect(proxy.local_addr().port(), "t_linger").await;
+    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(proxy.active_sessions(), 1);
+    let t = Instant::now();
+    proxy.shutdown().await;
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let r = tokio::time::timeout(Duration::from_secs(5), sleeper).await.unwrap().unwrap();
+    assert!(r.is_err(), "the lingering session was closed");
 }

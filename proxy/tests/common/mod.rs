@@ -80,3 +80,20 @@ pub fn comment_trace_id(line: &str) -> Option<&str> {
 pub fn carrier_trace_id(app: &str) -> Option<String> {
     sqlcommenter::carrier::decode_application_name(app).map(|(_, tp)| tp.trace_id_hex())
 }
+
+/// Server log `execute` lines containing `needle`, waiting up to 5 s for at least `min` of them.
+pub fn exec_lines(needle: &str, min: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines: Vec<String> = pg()
+            .read_log()
+            .lines()
+            .filter(|l| l.contains(needle) && l.contains("execute"))
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= min || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
