@@ -37,8 +37,11 @@ fn internal(e: sqlx::Error) -> AppError {
 
 #[tracing::instrument(skip(db))]
 async fn get_order(State(db): State<TracedPool>, Path(id): Path<i64>) -> Result<Json<Order>, AppError> {
-    let row: Option<(i64, String, bool)> =
-        sqlx::query_as("SELECT id, item, shipped FROM shop_orders WHERE id = $1").bind(id).fetch_optional(&db).await.map_err(internal)?;
+    let row: Option<(i64, String, bool)> = sqlx::query_as("SELECT id, item, shipped FROM shop_orders WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&db)
+        .await
+        .map_err(internal)?;
     let (id, item, shipped) = row.ok_or((StatusCode::NOT_FOUND, format!("no order {id}")))?;
     Ok(Json(Order { id, item, shipped }))
 }

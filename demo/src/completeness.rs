@@ -91,10 +91,8 @@ pub(crate) fn measure(expected: &[Expected], statements: &[Statement], spans: &[
             }
         }
     }
-    let exported: HashSet<(String, String)> = spans
-        .iter()
-        .map(|s| (s.span_context.trace_id().to_string(), s.span_context.span_id().to_string()))
-        .collect();
+    let exported: HashSet<(String, String)> =
+        spans.iter().map(|s| (s.span_context.trace_id().to_string(), s.span_context.span_id().to_string())).collect();
 
     let mut out = Vec::new();
     for path in StatementPath::ALL {
@@ -181,4 +179,33 @@ pub(crate) fn render(paths: &[PathStats]) -> String {
     }
     let _ = writeln!(s, "{:<26} {:<8} {:>5}  {:<16} {:<16}", "all paths", "", ran, pct(log, ran), pct(spans, ran));
     s
+}
+
+/// Transaction ends (`COMMIT`) per application: (application, with trace context, total). They are issued by
+/// the drivers' transaction APIs rather than written by the application, so they are reported here and not
+/// counted above.
+pub(crate) fn commits(statements: &[Statement]) -> Vec<(String, usize, usize)> {
+    let mut by_app: std::collections::BTreeMap<String, (usize, usize)> = std::collections::BTreeMap::new();
+    for st in statements.iter().filter(|s| !s.carrier && matches!(s.kind, Kind::Simple | Kind::Execute)) {
+        let (before, after) = st.query_without_comment();
+        let text = format!("{before}{after}");
+        if !text.trim().trim_end_matches(';').eq_ignore_ascii_case("commit") {
+            continue;
+        }
+        let app = sqlcommenter::carrier::strip_carrier(&st.application_name);
+        let e = by_app.entry(if app.is_empty() { "(none)".to_owned() } else { app.to_owned() }).or_default();
+        e.0 += usize::from(st.context.is_some());
+        e.1 += 1;
+    }
+    by_app.into_iter().map(|(app, (with, total))| (app, with, total)).collect()
+}
+
+/// One line per application for [`commits`].
+pub(crate) fn render_commits(commits: &[(String, usize, usize)]) -> String {
+    let parts: Vec<String> = commits.iter().map(|(app, with, total)| format!("{app} {with}/{total}")).collect();
+    format!(
+        "Not counted above: COMMITs (issued by the drivers' transaction APIs) logged with trace context: {}.\n\
+         A transaction-scoped carrier (SET LOCAL) has already ended when the server logs its COMMIT.\n",
+        if parts.is_empty() { "none ran".to_owned() } else { parts.join(", ") }
+    )
 }

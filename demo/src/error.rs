@@ -5,7 +5,7 @@
 pub enum DemoError {
     /// The throwaway PostgreSQL cluster could not be started or driven. A missing installation says:
     /// "... Install them with `apt-get install postgresql` ...".
-    #[error("PostgreSQL: {0}")]
+    #[error(transparent)]
     Postgres(#[from] sqlcommenter_testpg::HarnessError),
     /// The proxy did not start.
     #[error("proxy: {0}")]

@@ -58,6 +58,10 @@ pub struct DemoArgs {
     /// Link template for trace ids in the HTML report (`{trace_id}` is replaced).
     #[arg(long, value_name = "TEMPLATE", default_value = "http://localhost:16686/trace/{trace_id}")]
     pub trace_url_template: String,
+    /// The proxy's carrier for named prepared statements: application_name, guc, pg_tracing or off. Only
+    /// application_name reaches the server log; the others show what completeness looks like without it.
+    #[arg(long, value_name = "CARRIER", default_value = "application_name")]
+    pub proxy_carrier: String,
 }
 
 impl Default for DemoArgs {
@@ -67,6 +71,7 @@ impl Default for DemoArgs {
             requests: 3,
             slow_ms: 300,
             trace_url_template: "http://localhost:16686/trace/{trace_id}".to_owned(),
+            proxy_carrier: "application_name".to_owned(),
         }
     }
 }
@@ -148,7 +153,8 @@ pub fn run_to(args: DemoArgs, out: &mut dyn Write) -> Result<DemoOutcome, DemoEr
     w(out, "\nCorrelating the server log with sqlcommenter_logs ...\n")?;
     cluster::flush_log(&pg)?;
     let log_path = pg.log_file_for(sqlcommenter_testpg::LogKind::Json);
-    let prefix = sqlcommenter_logs::Prefix::new(cluster::LOG_LINE_PREFIX).map_err(sqlcommenter_logs::LogsError::from)?;
+    let prefix =
+        sqlcommenter_logs::Prefix::new(cluster::LOG_LINE_PREFIX).map_err(sqlcommenter_logs::LogsError::from)?;
     let (statements, stats) =
         sqlcommenter_logs::parse_file(&log_path, Some(sqlcommenter_logs::InputFormat::Json), &prefix)?;
     interrupt::check()?;
@@ -171,7 +177,11 @@ pub fn run_to(args: DemoArgs, out: &mut dyn Write) -> Result<DemoOutcome, DemoEr
     w(out, "\nSlowest statements (sqlcommenter_logs report):\n")?;
     w(out, &sqlcommenter_logs::text::summary(&agg, &stats.parse, &stats.assemble))?;
     w(out, &sqlcommenter_logs::text::top_table(&agg, sqlcommenter_logs::SortBy::Max, 8))?;
-    w(out, "\nPropagation gaps (statements without trace context are the setup done with psql):\n")?;
+    w(
+        out,
+        "\nStatements without context below: the demo's setup (psql, outside any trace), statements prepared \
+         before the first request,\nand COMMITs after a transaction-scoped carrier ended.\n",
+    )?;
     w(out, &sqlcommenter_logs::text::gaps_table(&agg, 8))?;
     let html = sqlcommenter_logs::html::render(
         &agg,
@@ -196,6 +206,7 @@ pub fn run_to(args: DemoArgs, out: &mut dyn Write) -> Result<DemoOutcome, DemoEr
 
     w(out, "\n")?;
     w(out, &completeness::render(&paths))?;
+    w(out, &completeness::render_commits(&completeness::commits(&statements)))?;
     let logged_statements = statements.iter().filter(|s| !s.carrier).count();
     let outcome = DemoOutcome {
         paths,

@@ -21,9 +21,7 @@ impl Item<'_> {
     fn start_us(&self) -> i64 {
         match self {
             Item::Span(s) => micros(s.start_time),
-            Item::Stmt(st) => {
-                st.time_us.unwrap_or(0) - (st.duration_ms.unwrap_or(0.0) * 1000.0) as i64
-            }
+            Item::Stmt(st) => st.time_us.unwrap_or(0) - (st.duration_ms.unwrap_or(0.0) * 1000.0) as i64,
         }
     }
 }

@@ -1,11 +1,11 @@
 //! The traced workload: three small applications, each request a `tracing` span (exported through
 //! tracing-opentelemetry), every statement recorded with the span it runs under.
 //!
-//! - `shop-sqlx`: the sqlx wrapper ([`sqlcommenter_sqlx::TracedPool`]), with child spans, one deliberately
+//! - `orders`: the sqlx wrapper ([`sqlcommenter_sqlx::TracedPool`]), with child spans, one deliberately
 //!   slow statement (pg_sleep, planned by auto_explain) and a transaction.
-//! - `shop-tokio-postgres`: the tokio-postgres wrapper ([`sqlcommenter_tokio_postgres::Client`]): a statement
+//! - `cart`: the tokio-postgres wrapper ([`sqlcommenter_tokio_postgres::Client`]): a statement
 //!   prepared once and executed per request, `query_typed`, a simple query, a transaction.
-//! - `legacy-app` / `legacy-batch`: plain tokio-postgres through the proxy, unmodified except for how it
+//! - `legacy` / `batch`: plain tokio-postgres through the proxy, unmodified except for how it
 //!   hands over its context, the two ways the proxy reads it: `SET sqlcommenter.traceparent = '...'` at the
 //!   start of each request, or (a batch job) the traceparent in the startup `application_name`
 //!   (`PGAPPNAME`-style, [`sqlcommenter::carrier::encode_application_name`]).
@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use sqlcommenter::TraceContext;
-use sqlcommenter_proxy::{ProxyConfig, Upstream};
+use sqlcommenter_proxy::{CarrierTarget, ProxyConfig, Upstream};
 use sqlcommenter_testpg::Cluster;
 use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
@@ -34,6 +34,7 @@ pub(crate) async fn run(pg: &Cluster, rec: &Recorder, args: &DemoArgs, out: &mut
     let mut config = ProxyConfig::new(listen, upstream);
     config.worker_threads = Some(1);
     config.shutdown_timeout = Duration::from_secs(2);
+    config.inject.carrier = CarrierTarget::parse(&args.proxy_carrier, sqlcommenter::carrier::DEFAULT_GUC)?;
     let proxy = sqlcommenter_proxy::start(config).await?;
     let proxy_addr = proxy.local_addr();
     let say = |out: &mut dyn Write, s: String| out.write_all(s.as_bytes()).map_err(DemoError::Output);
@@ -41,8 +42,8 @@ pub(crate) async fn run(pg: &Cluster, rec: &Recorder, args: &DemoArgs, out: &mut
     say(
         out,
         format!(
-            "Running the traced workload: {} requests each from shop-sqlx (sqlx wrapper), shop-tokio-postgres \
-             (tokio-postgres wrapper), legacy-app (unmodified, through the proxy), plus one legacy-batch job ...\n",
+            "Running the traced workload: {} requests each from orders (sqlx wrapper), cart \
+             (tokio-postgres wrapper), legacy (unmodified, through the proxy), plus one batch job (context in its startup application_name) ...\n",
             args.requests
         ),
     )?;
@@ -50,8 +51,12 @@ pub(crate) async fn run(pg: &Cluster, rec: &Recorder, args: &DemoArgs, out: &mut
     let slow = Duration::from_millis(args.slow_ms);
     let work = async {
         tokio::try_join!(
-            sqlx_app(pg.url("postgres"), rec, args.requests, slow),
-            tokio_postgres_app(pg.keyword_conn_str("postgres"), rec, args.requests),
+            sqlx_app(format!("{}?application_name=orders", pg.url("postgres")), rec, args.requests, slow),
+            tokio_postgres_app(
+                format!("{} application_name=cart", pg.keyword_conn_str("postgres")),
+                rec,
+                args.requests
+            ),
             unmodified_app(proxy_addr, rec, args.requests),
         )
     };
@@ -69,19 +74,20 @@ fn row_id(probe: &str) -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// shop-sqlx: the sqlx wrapper
+// orders: the sqlx wrapper
 
 async fn sqlx_app(url: String, rec: &Recorder, requests: u32, slow: Duration) -> Result<(), DemoError> {
-    let err = |e: sqlx::Error| DemoError::workload("shop-sqlx", e);
+    let err = |e: sqlx::Error| DemoError::workload("orders", e);
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await.map_err(err)?;
     let config = sqlcommenter_sqlx::Config::builder()
-        .application("shop-sqlx")
+        .application("orders")
+        .base_application_name("orders")
         .tag("route", "/orders/{id}")
         .build()
-        .map_err(|e| DemoError::workload("shop-sqlx", e))?;
+        .map_err(|e| DemoError::workload("orders", e))?;
     let db = sqlcommenter_sqlx::TracedPool::new(pool, &config);
     for i in 0..requests {
-        let span = tracing::info_span!("GET /orders/{id}", app = "shop-sqlx", order = i);
+        let span = tracing::info_span!("GET /orders/{id}", app = "orders", order = i);
         sqlx_request(&db, rec, i, slow).instrument(span).await.map_err(err)?;
     }
     db.inner().close().await;
@@ -141,23 +147,22 @@ async fn sqlx_request(
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// shop-tokio-postgres: the tokio-postgres wrapper
+// cart: the tokio-postgres wrapper
 
 async fn tokio_postgres_app(conninfo: String, rec: &Recorder, requests: u32) -> Result<(), DemoError> {
-    let err = |e: tokio_postgres::Error| DemoError::workload("shop-tokio-postgres", e);
+    let err = |e: tokio_postgres::Error| DemoError::workload("cart", e);
     let (pg, conn) = tokio_postgres::connect(&conninfo, NoTls).await.map_err(err)?;
     let conn_task = tokio::spawn(conn);
     let config = sqlcommenter_tokio_postgres::Config::builder()
-        .application_name("shop-tokio-postgres")
+        .application_name("cart")
         .tag("route", "/cart")
         .build()
-        .map_err(|e| DemoError::workload("shop-tokio-postgres", e))?;
+        .map_err(|e| DemoError::workload("cart", e))?;
     let mut client = sqlcommenter_tokio_postgres::Client::new(pg, &config);
     // Prepared once, outside any request; each execution carries the context of the request running it.
-    let stmt =
-        client.prepare("SELECT $1::text AS probe, label FROM demo_items WHERE id = $2").await.map_err(err)?;
+    let stmt = client.prepare("SELECT $1::text AS probe, label FROM demo_items WHERE id = $2").await.map_err(err)?;
     for i in 0..requests {
-        let span = tracing::info_span!("POST /cart", app = "shop-tokio-postgres", cart = i);
+        let span = tracing::info_span!("POST /cart", app = "cart", cart = i);
         tokio_postgres_request(&mut client, &stmt, rec, i).instrument(span).await.map_err(err)?;
     }
     drop(stmt);
@@ -189,22 +194,23 @@ async fn tokio_postgres_request(
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// legacy-app / legacy-batch: plain tokio-postgres through the proxy
+// legacy / batch: plain tokio-postgres through the proxy
 
 async fn unmodified_app(proxy: SocketAddr, rec: &Recorder, requests: u32) -> Result<(), DemoError> {
-    let err = |e: tokio_postgres::Error| DemoError::workload("legacy-app", e);
+    let err = |e: tokio_postgres::Error| DemoError::workload("legacy", e);
     let conninfo = |app: &str| {
         format!("host={} port={} user=postgres dbname=postgres application_name={app}", proxy.ip(), proxy.port())
     };
 
     // Requests: the app sets the session context at the start of each request.
-    let (mut client, conn) = tokio_postgres::connect(&conninfo("legacy-app"), NoTls).await.map_err(err)?;
+    let (mut client, conn) = tokio_postgres::connect(&conninfo("legacy"), NoTls).await.map_err(err)?;
     let conn_task = tokio::spawn(conn);
     let named = client.prepare("SELECT $1::text AS probe, 'named' AS how").await.map_err(err)?;
     for i in 0..requests {
-        let span = tracing::info_span!("GET /legacy/report", app = "legacy-app", report = i);
+        let span = tracing::info_span!("GET /legacy/report", app = "legacy", report = i);
         async {
-            let tp = current_traceparent()?;
+            // Without a span there is nothing to hand over (and the statements would count as misses).
+            let tp = TraceContext::current_span().map(|c| c.traceparent.to_string()).unwrap_or_default();
             client.simple_query(&format!("SET sqlcommenter.traceparent = '{tp}'")).await?;
             proxy_statements(&mut client, &named, rec).await
         }
@@ -217,11 +223,11 @@ async fn unmodified_app(proxy: SocketAddr, rec: &Recorder, requests: u32) -> Res
     let _ = conn_task.await;
 
     // A batch job: its context travels in the startup application_name for the whole connection.
-    let err = |e: tokio_postgres::Error| DemoError::workload("legacy-batch", e);
+    let err = |e: tokio_postgres::Error| DemoError::workload("batch", e);
     async {
         let ctx = TraceContext::current_span()
-            .ok_or_else(|| DemoError::workload("legacy-batch", "no current span (tracing not set up)"))?;
-        let app = sqlcommenter::carrier::encode_application_name("legacy-batch", &ctx.traceparent);
+            .ok_or_else(|| DemoError::workload("batch", "no current span (tracing not set up)"))?;
+        let app = sqlcommenter::carrier::encode_application_name("batch", &ctx.traceparent);
         let (mut client, conn) = tokio_postgres::connect(&conninfo(&app), NoTls).await.map_err(err)?;
         let conn_task = tokio::spawn(conn);
         let named = client.prepare("SELECT $1::text AS probe, 'named' AS how").await.map_err(err)?;
@@ -231,13 +237,8 @@ async fn unmodified_app(proxy: SocketAddr, rec: &Recorder, requests: u32) -> Res
         let _ = conn_task.await;
         Ok::<_, DemoError>(())
     }
-    .instrument(tracing::info_span!("nightly-batch", app = "legacy-batch"))
+    .instrument(tracing::info_span!("nightly-batch", app = "batch"))
     .await
-}
-
-fn current_traceparent() -> Result<String, tokio_postgres::Error> {
-    // Without a span there is nothing to hand over; the statements then count as misses.
-    Ok(TraceContext::current_span().map(|c| c.traceparent.to_string()).unwrap_or_default())
 }
 
 /// Simple, unnamed extended, named prepared and COPY, outside and then inside a transaction.

@@ -71,9 +71,7 @@ fn port_of(addr: &str) -> u16 {
 /// (long flag, env name) of every `ProxyArgs` argument.
 fn proxy_env_flags() -> Vec<(String, String)> {
     let cmd = ProxyArgs::augment_args(Command::new("proxy"));
-    cmd.get_arguments()
-        .filter_map(|a| Some((a.get_long()?.to_owned(), a.get_env()?.to_str()?.to_owned())))
-        .collect()
+    cmd.get_arguments().filter_map(|a| Some((a.get_long()?.to_owned(), a.get_env()?.to_str()?.to_owned()))).collect()
 }
 
 /// Resolves a proxy configuration from `SQLCOMMENTER_*` variables the way the binary does: each variable
@@ -95,7 +93,7 @@ fn resolve_proxy(vars: &BTreeMap<String, String>) -> sqlcommenter_proxy::ProxyCo
 }
 
 fn parse_with<A: Args + FromArgMatches>(argv: &[String]) -> A {
-    let cmd = A::augment_args(Command::new(argv[0].clone()));
+    let cmd = A::augment_args(Command::new("sqlcommenter"));
     let m = cmd.try_get_matches_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
     A::from_arg_matches(&m).unwrap()
 }
@@ -142,7 +140,6 @@ fn sidecar_manifest_matches_proxy_args() {
     assert_eq!(Upstream::parse(url).unwrap(), Upstream { host: "127.0.0.1".into(), port: port as u16 });
 }
 
-
 #[test]
 fn postgres_flags_are_the_demo_correlation_settings() {
     let c = compose();
@@ -156,7 +153,7 @@ fn postgres_flags_are_the_demo_correlation_settings() {
         flags.insert(k.to_owned(), v.to_owned());
     }
     for (name, value) in sqlcommenter_demo::server_settings(Duration::from_millis(300)) {
-        assert_eq!(flags.get(name).map(|v| v.trim()), Some(value.trim()), "-c {name}");
+        assert_eq!(flags.get(name), Some(&value), "-c {name}");
     }
     assert!(flags["log_line_prefix"].contains("%a"));
     assert_eq!(flags["logging_collector"], "on");
@@ -175,7 +172,7 @@ fn postgres_flags_are_the_demo_correlation_settings() {
     assert_eq!(strings(&logs["command"])[0], "logs");
     let args: sqlcommenter_logs::LogsArgs = parse_with(&argv);
     let expected = Path::new(&flags["log_directory"]).join(format!("{}.json", flags["log_filename"]));
-    assert_eq!(args.files, [expected.clone()]);
+    assert_eq!(args.files, std::slice::from_ref(&expected));
     assert!(args.otlp && args.follow);
     let mount = |svc: &Value| -> Vec<(String, String)> {
         strings(&svc["volumes"])

@@ -42,13 +42,45 @@ fn demo_reaches_full_trace_completeness_on_every_path() {
 }
 
 #[test]
+fn a_path_without_a_logged_carrier_falls_short() {
+    // The proxy's carrier for named statements switched off: those executions reach the server without
+    // context, unless the session's startup application_name carries one (the batch job). The demo must see
+    // that in the server log and fail; the other paths stay complete.
+    let report = std::env::temp_dir().join(format!("sqlcommenter-demo-off-{}.html", std::process::id()));
+    let args = DemoArgs {
+        report: report.clone(),
+        requests: 2,
+        slow_ms: 20,
+        proxy_carrier: "off".into(),
+        ..DemoArgs::default()
+    };
+    let mut out = Vec::new();
+    let outcome = sqlcommenter_demo::run_to(args, &mut out).unwrap();
+    let printed = String::from_utf8_lossy(&out).into_owned();
+    assert!(!outcome.passed(), "{printed}");
+    assert!(printed.contains("FAILED") && printed.contains("below 100 %"), "{printed}");
+    for p in &outcome.paths {
+        match p.path {
+            StatementPath::ProxyPrepared | StatementPath::ProxyCopy => {
+                // 2 requests via SET (missed) + 1 batch job via startup application_name (found), per tx state.
+                assert_eq!((p.ran, p.in_log), (3, 1), "{p:?}");
+                assert!(!p.complete());
+            }
+            _ => assert!(p.complete(), "{p:?}"),
+        }
+    }
+    let _ = std::fs::remove_file(report);
+}
+
+#[test]
 fn missing_postgres_binaries_give_one_clear_message() {
     // Re-runs this test binary with PG_BINDIR pointing nowhere (the harness honours it and refuses to guess),
     // so the real lookup fails in a separate process.
     if std::env::var_os("SQLCOMMENTER_DEMO_CHILD").is_some() {
         let report = std::env::temp_dir().join(format!("sqlcommenter-demo-missing-{}.html", std::process::id()));
-        let err = sqlcommenter_demo::run_to(DemoArgs { report: report.clone(), ..DemoArgs::default() }, &mut Vec::new())
-            .unwrap_err();
+        let err =
+            sqlcommenter_demo::run_to(DemoArgs { report: report.clone(), ..DemoArgs::default() }, &mut Vec::new())
+                .unwrap_err();
         assert!(!report.exists());
         println!("DEMO-ERROR: {err}");
         return;
@@ -61,7 +93,7 @@ fn missing_postgres_binaries_give_one_clear_message() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout.lines().find(|l| l.starts_with("DEMO-ERROR: ")).expect("the child printed its error");
+    let line = stdout.split("DEMO-ERROR: ").nth(1).and_then(|s| s.lines().next()).expect("the child printed its error");
     assert!(line.contains("apt-get install postgresql"), "{line}");
     assert!(line.contains("PG_BINDIR=/nonexistent/postgresql/bin"), "{line}");
 }
