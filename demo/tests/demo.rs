@@ -2,6 +2,8 @@
 //! drivers, the log correlation. Asserts 100 % trace completeness on every path (measured against what the
 //! server logged) and that the HTML report exists and links the printed trace.
 
+mod common;
+
 use sqlcommenter_demo::{DemoArgs, StatementPath};
 
 #[test]
@@ -96,4 +98,35 @@ fn missing_postgres_binaries_give_one_clear_message() {
     let line = stdout.split("DEMO-ERROR: ").nth(1).and_then(|s| s.lines().next()).expect("the child printed its error");
     assert!(line.contains("apt-get install postgresql"), "{line}");
     assert!(line.contains("PG_BINDIR=/nonexistent/postgresql/bin"), "{line}");
+}
+
+#[test]
+fn otlp_export_sends_the_application_spans_and_the_database_statements() {
+    // In a child process (the OTLP variables are process-wide), against a local OTLP/HTTP receiver.
+    if std::env::var_os("SQLCOMMENTER_DEMO_OTLP_CHILD").is_some() {
+        let report = std::env::temp_dir().join(format!("sqlcommenter-demo-otlp-{}.html", std::process::id()));
+        let args = DemoArgs { report: report.clone(), requests: 1, slow_ms: 20, ..DemoArgs::default() };
+        let outcome = sqlcommenter_demo::run_to(args, &mut Vec::new()).unwrap();
+        let _ = std::fs::remove_file(report);
+        println!("DEMO-OTLP: {} {}", outcome.trace_id.unwrap(), outcome.otlp_statements.unwrap());
+        return;
+    }
+    let (endpoint, received) = common::otlp_receiver();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["otlp_export_sends_the_application_spans_and_the_database_statements", "--exact", "--nocapture"])
+        .env("SQLCOMMENTER_DEMO_OTLP_CHILD", "1")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env_remove("OTEL_SERVICE_NAME")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout.split("DEMO-OTLP: ").nth(1).and_then(|s| s.lines().next()).expect("child result");
+    let (trace, n) = line.split_once(' ').unwrap();
+    assert!(n.parse::<u64>().unwrap() > 10, "statements exported: {n}");
+    assert!(received.requests() >= 2, "one batch of application spans, one of statements");
+    // The same trace arrives from both exporters: the application's spans and the statements' spans.
+    let trace = common::hex_bytes(trace);
+    assert!(received.one_contains_all(&[&trace, b"sqlcommenter-demo", b"slow_report"]), "application spans");
+    assert!(received.one_contains_all(&[&trace, b"postgresql", b"pg_sleep"]), "the slow statement as a span");
 }
