@@ -162,6 +162,10 @@ pub struct ProxyConfig {
     pub require_tls: bool,
     /// Session threads, each a single-threaded tokio runtime (`None`: one per CPU).
     pub worker_threads: Option<usize>,
+    /// TLS to the upstream server.
+    pub upstream_tls: crate::tls::UpstreamTlsMode,
+    /// CA certificates (PEM) for `upstream_tls = verify-full`.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 impl ProxyConfig {
@@ -176,6 +180,8 @@ impl ProxyConfig {
             tls: None,
             require_tls: false,
             worker_threads: None,
+            upstream_tls: crate::tls::UpstreamTlsMode::Disable,
+            upstream_ca: None,
         }
     }
 }
@@ -234,11 +240,18 @@ pub struct ProxyArgs {
     /// Session threads [default: one per CPU].
     #[arg(long, env = "SQLCOMMENTER_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// TLS to the upstream: disable, prefer, require or verify-full [default: disable].
+    #[arg(long, env = "SQLCOMMENTER_UPSTREAM_TLS")]
+    pub upstream_tls: Option<String>,
+    /// CA certificates (PEM) to verify the upstream with (verify-full).
+    #[arg(long, env = "SQLCOMMENTER_UPSTREAM_CA", value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// The TOML file: the same keys as the flags (`listen`, `upstream`, `carrier`, `guc`, `placement`,
 /// `sample_ratio`, `db_driver`, `application_tag`, `inject`, `shutdown_timeout`, `connect_timeout`,
-/// `tls_cert`, `tls_key`, `require_tls`, `worker_threads`) plus a `[tags]` table.
+/// `tls_cert`, `tls_key`, `require_tls`, `worker_threads`, `upstream_tls`, `upstream_ca`) plus a `[tags]`
+/// table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -259,6 +272,8 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     require_tls: Option<bool>,
     worker_threads: Option<usize>,
+    upstream_tls: Option<String>,
+    upstream_ca: Option<PathBuf>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ProxyError> {
@@ -355,6 +370,10 @@ impl ProxyArgs {
         if config.worker_threads == Some(0) {
             return Err(ProxyError::Config("worker_threads must be at least 1".into()));
         }
+        if let Some(m) = self.upstream_tls.clone().or(file.upstream_tls) {
+            config.upstream_tls = m.parse()?;
+        }
+        config.upstream_ca = self.upstream_ca.clone().or(file.upstream_ca);
         if config.require_tls && config.tls.is_none() {
             return Err(ProxyError::Config("require_tls needs tls_cert and tls_key".into()));
         }

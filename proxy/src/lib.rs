@@ -39,3 +39,4 @@ pub mod tls;
 pub use config::{CarrierTarget, InjectConfig, ProxyArgs, ProxyConfig, TlsFiles, Upstream};
 pub use error::ProxyError;
 pub use server::{run, run_blocking, shutdown_signal, start, ProxyHandle};
+pub use tls::UpstreamTlsMode;

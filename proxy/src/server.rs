@@ -30,6 +30,8 @@ struct Shared {
     counter: AtomicU64,
     /// TLS for the client leg, if configured.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS for the upstream leg, if configured.
+    upstream_tls: Option<crate::tls::UpstreamTls>,
     /// Flips to true when open sessions must close (shutdown timeout reached).
     close_tx: watch::Sender<bool>,
 }
@@ -94,6 +96,33 @@ async fn probe_upstream(config: &ProxyConfig) -> Result<(), ProxyError> {
     }
 }
 
+/// An upstream connection, plain or TLS.
+enum UpStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects to the upstream and negotiates TLS per `upstream_tls`.
+async fn connect_upstream(shared: &Shared) -> std::io::Result<UpStream> {
+    use tokio::io::AsyncReadExt;
+    let mut tcp = connect(&shared.config).await?;
+    let Some(tls) = &shared.upstream_tls else { return Ok(UpStream::Plain(tcp)) };
+    let mut req = 8i32.to_be_bytes().to_vec();
+    req.extend_from_slice(&80877103i32.to_be_bytes());
+    tcp.write_all(&req).await?;
+    match tcp.read_u8().await? {
+        b'S' => {
+            let s = tls.connector.connect(tls.server_name.clone(), tcp).await?;
+            Ok(UpStream::Tls(Box::new(s)))
+        }
+        b'N' if tls.mode == crate::tls::UpstreamTlsMode::Prefer => Ok(UpStream::Plain(tcp)),
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!("upstream refused TLS (answered {:?})", other as char),
+        )),
+    }
+}
+
 async fn connect(config: &ProxyConfig) -> std::io::Result<TcpStream> {
     let s = TcpStream::connect((config.upstream.host.as_str(), config.upstream.port)).await?;
     s.set_nodelay(true)?;
@@ -103,6 +132,7 @@ async fn connect(config: &ProxyConfig) -> std::io::Result<TcpStream> {
 /// Binds the listener, checks the upstream, and starts accepting in the background.
 pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    let upstream_tls = crate::tls::upstream(config.upstream_tls, config.upstream_ca.as_deref(), &config.upstream.host)?;
     probe_upstream(&config).await?;
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
@@ -118,6 +148,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         counter: AtomicU64::new(0),
         close_tx,
         tls,
+        upstream_tls,
     });
     tracing::info!(%addr, upstream = %shared.config.upstream, "proxy listening");
     let threads =
@@ -340,17 +371,36 @@ where
         return Ok(());
     }
     let info = FirstPacket::startup_info(&params);
-    let mut upstream = match tokio::time::timeout(shared.config.connect_timeout, connect(&shared.config)).await {
+    let upstream = match tokio::time::timeout(shared.config.connect_timeout, connect_upstream(shared)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return refuse(cw, shared, e.to_string()).await,
         Err(_) => return refuse(cw, shared, "connect timeout".into()).await,
     };
-    upstream.write_all(&raw).await?;
     let salt = shared.counter.fetch_add(1, Ordering::Relaxed);
     let session = Mutex::new(Session::new(shared.inject.clone(), &info, salt).with_keys(shared.keys.clone()));
-    let (ur, uw) = upstream.split();
-    let up = pump(Direction::Upstream, cr, uw, &session);
-    let down = pump(Direction::Downstream, ur, cw, &session);
+    match upstream {
+        UpStream::Plain(mut up) => {
+            up.write_all(&raw).await?;
+            let (ur, uw) = up.split();
+            relay(cr, cw, ur, uw, &session).await
+        }
+        UpStream::Tls(up) => {
+            let (ur, mut uw) = tokio::io::split(*up);
+            uw.write_all(&raw).await?;
+            relay(cr, cw, ur, uw, &session).await
+        }
+    }
+}
+
+async fn relay<CR, CW, UR, UW>(cr: CR, cw: CW, ur: UR, uw: UW, session: &Mutex<Session>) -> Result<(), ProxyError>
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
+{
+    let up = pump(Direction::Upstream, cr, uw, session);
+    let down = pump(Direction::Downstream, ur, cw, session);
     tokio::select! {
         r = up => r?,
         r = down => r?,
