@@ -24,9 +24,10 @@
 //!   (`db_driver`, `application`, your static tags): it repeats, so caches are unaffected. The per-request
 //!   traceparent goes into a session setting — `application_name` as
 //!   [`sqlcommenter::carrier::encode_application_name`] (`name@traceparent`), or a custom setting such as
-//!   `sqlcommenter.traceparent` ([`Carrier::Guc`]) — with `SELECT set_config($1, $2, false)`, sent only
-//!   when the connection's context changes (typically once per request and connection) and pipelined in
-//!   front of the query: no extra round trip. A statement prepared earlier and executed later gets the
+//!   `sqlcommenter.traceparent` ([`Carrier::Guc`]) — with a simple-protocol `SET ... TO E'...'` (a
+//!   utility statement: nothing planned, nothing kept; see [`CarrierStatement`] for the alternatives),
+//!   sent only when the connection's context changes (typically once per request and connection) and
+//!   pipelined in front of the query: no extra round trip. A statement prepared earlier and executed later gets the
 //!   context of the call that executes it.
 //! - **Per-query comment** ([`Mode::PerQueryComment`]). Text queries carry
 //!   `/*db_driver='..',traceparent='..'*/` and run through `query_typed` in one round trip with parameter
