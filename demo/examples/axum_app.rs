@@ -8,7 +8,7 @@
 //! curl localhost:3000/orders/7 ; curl -X POST localhost:3000/orders/7/ship
 //! ```
 //! `LISTEN` (default `127.0.0.1:3000`) sets the address. With `log_line_prefix` containing `%a` (or jsonlog)
-//! the server log shows `axum-shop@00-<trace id>-<span id>-01` for each query, the ids Jaeger shows.
+//! the server log shows `shop@00-<trace id>-<span id>-01` for each query, the ids Jaeger shows.
 
 use std::net::SocketAddr;
 
@@ -21,6 +21,7 @@ use opentelemetry::trace::TracerProvider as _;
 use sqlcommenter_sqlx::{Config, TracedPool};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 #[derive(serde::Serialize)]
 struct Order {
@@ -90,8 +91,11 @@ fn main() -> Result<()> {
         .build();
     tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("axum-shop")))
-        .with(tracing_subscriber::fmt::layer())
-        .with(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        // RUST_LOG filters only what is printed: spans must stay enabled to carry their context.
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())),
+        )
         .try_init()?;
 
     let rt = tokio::runtime::Runtime::new()?;
@@ -105,8 +109,9 @@ async fn serve() -> Result<()> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@localhost:5432/postgres".into());
     let listen: SocketAddr = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into()).parse()?;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&url).await.context("connecting")?;
-    // The one changed line: wrap the pool.
-    let db = TracedPool::new(pool, &Config::builder().application("axum-shop").build()?);
+    // The one changed line: wrap the pool. The name in front of the traceparent in application_name is cut
+    // to 7 bytes (PostgreSQL keeps 63), so keep it short.
+    let db = TracedPool::new(pool, &Config::builder().application("shop").base_application_name("shop").build()?);
     setup(&db).await?;
 
     let app = Router::new()

@@ -10,7 +10,7 @@
 //! prepared statement. Without a context from the client, the proxy starts a new trace per transaction.
 //!
 //! Handing over a context without code changes: a scheduler or wrapper script that knows the job's
-//! traceparent puts it in the application name (`PGAPPNAME=nightly-job@00-<trace>-<span>-01`, here via the
+//! traceparent puts it in the application name (`PGAPPNAME=nightly@00-<trace>-<span>-01`; the name is cut to 7 bytes to fit PostgreSQL's 63, here via the
 //! `TRACEPARENT` variable), and the proxy uses it for the whole session.
 
 use anyhow::{Context, Result};
@@ -21,7 +21,7 @@ use tokio_postgres::NoTls;
 async fn main() -> Result<()> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/postgres".into());
     let mut config: tokio_postgres::Config = url.parse().context("DATABASE_URL")?;
-    let name = config.get_application_name().unwrap_or("unmodified-app").to_owned();
+    let name = config.get_application_name().unwrap_or("legacy").to_owned();
     match std::env::var("TRACEPARENT") {
         // `name@traceparent` (at most 63 bytes): the format the proxy reads from the startup packet.
         Ok(tp) if !tp.is_empty() => config.application_name(format!("{name}@{tp}")),

@@ -8,9 +8,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+/// One request: its path and body.
+type Request = (String, Vec<u8>);
+
 /// Bodies received, with their request paths.
 #[derive(Clone, Default)]
-pub struct Received(pub Arc<Mutex<Vec<(String, Vec<u8>)>>>);
+pub struct Received(pub Arc<Mutex<Vec<Request>>>);
 
 impl Received {
     /// Whether any `/v1/traces` body contains `needle`.
