@@ -13,6 +13,7 @@ use opentelemetry::trace::TracerProvider as _;
 use sqlcommenter_tokio_postgres::{Config, Pool};
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -23,7 +24,10 @@ async fn main() -> Result<()> {
         .build();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("otlp-demo")))
-        .with(tracing_subscriber::fmt::layer());
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())),
+        );
     tracing::subscriber::set_global_default(subscriber)?;
 
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@localhost/postgres".into());
