@@ -130,3 +130,59 @@ fn otlp_export_sends_the_application_spans_and_the_database_statements() {
     assert!(received.one_contains_all(&[&trace, b"sqlcommenter-demo", b"slow_report"]), "application spans");
     assert!(received.one_contains_all(&[&trace, b"postgresql", b"pg_sleep"]), "the slow statement as a span");
 }
+
+#[test]
+fn ctrl_c_stops_the_run_and_removes_the_cluster() {
+    // The child runs the demo with a long slow statement; the parent sends SIGINT once the workload runs.
+    if let Some(scratch) = std::env::var_os("SQLCOMMENTER_DEMO_SIGINT_CHILD") {
+        let report = std::env::temp_dir().join(format!("sqlcommenter-demo-sigint-{}.html", std::process::id()));
+        let args = DemoArgs { report: report.clone(), requests: 1, slow_ms: 20_000, ..DemoArgs::default() };
+        let err = sqlcommenter_demo::run(args).unwrap_err();
+        // Still running, so the harness's exit watchdog has not cleaned anything: what is gone, Drop removed.
+        let prefix = format!("pgh-{}-", std::process::id());
+        let left: Vec<String> = std::fs::read_dir(&scratch)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        println!("DEMO-SIGINT: {err} | left: {left:?} | report: {}", report.exists());
+        return;
+    }
+    let scratch = std::env::temp_dir().join(format!("sqlc-sigint-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    // The cluster runs as `postgres` when the tests run as root: it must be able to enter the directory.
+    std::process::Command::new("chmod").arg("1777").arg(&scratch).status().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["ctrl_c_stops_the_run_and_removes_the_cluster", "--exact", "--nocapture"])
+        .env("SQLCOMMENTER_DEMO_SIGINT_CHILD", &scratch)
+        .env(sqlcommenter_testpg::SCRATCH_ENV, &scratch)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("Running the traced workload") {
+            break;
+        }
+    }
+    assert!(seen.contains("Running the traced workload"), "{seen}");
+    // Into the workload (the slow statement takes 20 s), then Ctrl-C.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "stopped promptly, not after the 20 s statement");
+    let result = rest.iter().find_map(|l| l.split("DEMO-SIGINT: ").nth(1)).unwrap_or_else(|| panic!("{rest:?}"));
+    assert!(result.starts_with("interrupted"), "{result}");
+    // Only the per-process initdb template remains (removed by the harness at exit); the cluster is gone.
+    let left = result.split("left: ").nth(1).unwrap();
+    assert_eq!(left.matches("pgh-").count(), 1, "{result}");
+    assert!(result.ends_with("report: false"));
+    let _ = std::fs::remove_dir_all(&scratch);
+}
