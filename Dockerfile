@@ -22,7 +22,7 @@ FROM debian:bookworm-slim
 RUN groupadd --system --gid 999 postgres \
  && useradd --system --uid 999 --gid postgres --home-dir /var/lib/postgresql --create-home postgres \
  && apt-get update \
- && apt-get install -y --no-install-recommends postgresql-15 ca-certificates \
+ && apt-get install -y --no-install-recommends postgresql-15 procps ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /work && chown postgres:postgres /work
 COPY --from=build /out/ /usr/local/bin/
