@@ -177,7 +177,7 @@ fn ctrl_c_stops_the_run_and_removes_the_cluster() {
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     assert!(child.wait().unwrap().success());
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "stopped promptly, not after the 20 s statement");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "stopped promptly, not after the 20 s statement");
     let result = rest.iter().find_map(|l| l.split("DEMO-SIGINT: ").nth(1)).unwrap_or_else(|| panic!("{rest:?}"));
     assert!(result.starts_with("interrupted"), "{result}");
     // Only the per-process initdb template remains (removed by the harness at exit); the cluster is gone.
