@@ -206,9 +206,21 @@ async fn pooled(url: &str, v: Variant, requests: u64, seed: u64) -> Result<(f64,
 }
 
 /// Carrier statements per query, counted by the server (pg_stat_statements) over `requests` requests.
-async fn carrier_per_query(url: &str, pg: &sqlcommenter_testpg::Cluster, v: Variant, requests: u64) -> Result<f64> {
+async fn carrier_per_query(
+    url: &str,
+    pg: &sqlcommenter_testpg::Cluster,
+    v: Variant,
+    requests: u64,
+    topology: u8,
+) -> Result<f64> {
     pg.execute_sql("SELECT pg_stat_statements_reset()")?;
-    one_connection(url, v, requests, 7).await?;
+    if topology == 0 {
+        one_connection(url, v, requests, 7).await?;
+    } else {
+        pooled(url, v, requests, 7).await?;
+        // resets of released connections run in spawned tasks
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     let sets = pg.query(
         "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements \
          WHERE query LIKE 'SET application_name%' OR query LIKE 'RESET application_name%'",
@@ -251,7 +263,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 
     rt.block_on(async {
-        for (topology, label) in [(0, "one connection"), (1, "pool of 8, 8 tasks")] {
+        for (topology, label) in [(0u8, "one connection"), (1u8, "pool of 8, 8 tasks")] {
             let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); Variant::ALL.len()];
             let mut prepared = vec![0i64; Variant::ALL.len()];
             for round in 0..rounds {
@@ -282,9 +294,8 @@ fn main() -> Result<()> {
             println!("|---|---|---|---|---|---|");
             for (i, v) in Variant::ALL.iter().enumerate() {
                 let (med, min, max) = stats(ratios[i].clone());
-                let carrier = if topology == 0 { carrier_per_query(&url, &pg, *v, 1000).await? } else { f64::NAN };
-                let carrier = if carrier.is_nan() { "-".to_owned() } else { format!("{carrier:.3}") };
-                println!("| {} | {med:.3} | {min:.3} | {max:.3} | {carrier} | {} |", v.name(), prepared[i]);
+                let carrier = carrier_per_query(&url, &pg, *v, 1000, topology).await?;
+                println!("| {} | {med:.3} | {min:.3} | {max:.3} | {carrier:.3} | {} |", v.name(), prepared[i]);
             }
         }
         anyhow::Ok(())

@@ -49,6 +49,24 @@ pub enum ConfigError {
 }
 
 /// Builds a [`Config`]. Obtained from [`Config::builder`].
+///
+/// ```
+/// use sqlcommenter_sqlx::{Carrier, Config, ConfigError, Mode};
+///
+/// let config = Config::builder()
+///     .application("checkout")
+///     .tag("route", "/orders/{id}")
+///     .carrier(Carrier::ApplicationName)
+///     .mode(Mode::SessionCarrier)
+///     .sample_ratio(0.25)
+///     .build()?;
+/// # let _ = config;
+/// // Mistakes fail here, not at query time:
+/// let err = Config::builder().sample_ratio(1.5).build().unwrap_err();
+/// assert_eq!(err.to_string(), "sample ratio 1.5 is outside 0.0..=1.0");
+/// assert!(matches!(Config::builder().tag("traceparent", "x").build(), Err(ConfigError::Tag(_))));
+/// # Ok::<(), ConfigError>(())
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `.build()` is called"]
 pub struct ConfigBuilder {

@@ -362,3 +362,44 @@ async fn per_query_comment_mode() {
     }
     assert!(sqlcommenter::parse_context(&ls[3].message, sqlcommenter::Dialect::Postgres).is_none());
 }
+
+/// The shape `sqlx::query_as!` / `query!` / `query_scalar!` expand to (`__query_with_result(..).try_map(..)`,
+/// `__query_scalar_with_result`) runs unchanged through the wrapper and carries the context.
+#[tokio::test]
+async fn query_macro_expansion_shape() {
+    use sqlx::Arguments as _;
+    #[derive(Debug, PartialEq)]
+    struct Out {
+        n: i32,
+    }
+    let db = TracedPool::new(pool(1).await, &Config::default());
+    let c = tp(12, 1, true);
+    async {
+        let mut query_args = <sqlx::Postgres as sqlx::Database>::Arguments::default();
+        query_args.add(&41i32).unwrap();
+        let query_args = Ok::<_, sqlx::error::BoxDynError>(query_args);
+        let out =
+            sqlx::__query_with_result::<sqlx::Postgres, _>("SELECT $1::int4 + 1 AS n /*macro_probe*/", query_args)
+                .try_map(|row: sqlx::postgres::PgRow| {
+                    use sqlx::Row as _;
+                    let n: i32 = row.try_get_unchecked::<i32, _>(0usize)?;
+                    Ok(Out { n })
+                })
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert_eq!(out, Out { n: 42 });
+        let args = Ok::<_, sqlx::error::BoxDynError>(<sqlx::Postgres as sqlx::Database>::Arguments::default());
+        let n: i64 =
+            sqlx::__query_scalar_with_result::<sqlx::Postgres, i64, _>("SELECT 7::int8 /*macro_probe_scalar*/", args)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert_eq!(n, 7);
+    }
+    .with_context(otel(&c))
+    .await;
+    let lines = logged("marker-macro");
+    assert_eq!(executions(&lines, "macro_probe*/")[0].carried(), Some(c));
+    assert_eq!(executions(&lines, "macro_probe_scalar")[0].carried(), Some(c));
+}
