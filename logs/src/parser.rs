@@ -70,6 +70,30 @@ pub(crate) fn push_capped(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// A line validated as UTF-8 once, so fields cut out of it at ASCII delimiters need no re-validation.
+pub(crate) struct Src<'a> {
+    bytes: &'a [u8],
+    text: Option<&'a str>,
+}
+
+impl<'a> Src<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Src { bytes, text: std::str::from_utf8(bytes).ok() }
+    }
+
+    /// Appends `bytes[range]` to `out` (lossy when the line is not UTF-8), within [`MAX_FIELD`].
+    pub(crate) fn push(&self, out: &mut String, (s, e): (usize, usize)) {
+        if out.len() >= MAX_FIELD {
+            return;
+        }
+        let e = e.min(s + (MAX_FIELD - out.len()));
+        match self.text.and_then(|t| t.get(s..e)) {
+            Some(t) => out.push_str(t),
+            None => push_lossy(out, &self.bytes[s..e]),
+        }
+    }
+}
+
 pub(crate) fn set_severity(rec: &mut LogRecord, label: &[u8]) -> bool {
     match Severity::from_label(label) {
         Some(s) => {

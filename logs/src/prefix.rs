@@ -6,6 +6,7 @@
 //! counts when the text after the whole prefix starts with a severity label (`LOG:  `, `ERROR:  `, ...).
 //! `%q` makes everything after it optional (non-session processes stop the prefix there).
 
+use crate::parser::Src;
 use crate::record::{parse_i64, push_lossy, LogRecord, Severity};
 use crate::time::{parse_epoch, parse_timestamp};
 
@@ -161,14 +162,24 @@ impl Prefix {
     /// Matches `line` (without its newline). On success fills the prefix fields of `rec` (which the caller has
     /// cleared) and returns the severity and the offset where the message text starts.
     pub fn parse_line(&self, line: &[u8], rec: &mut LogRecord) -> Option<(Severity, usize)> {
+        self.parse_src(&Src::new(line), line, rec)
+    }
+
+    /// [`Prefix::parse_line`] on a line already checked for UTF-8.
+    pub(crate) fn parse_src(&self, src: &Src<'_>, line: &[u8], rec: &mut LogRecord) -> Option<(Severity, usize)> {
         let mut caps = [(0u32, 0u32); MAX_ITEMS];
         let (end_items, msg_pos) = self.match_from(0, line, 0, &mut caps)?;
         let (sev, msg_start) = severity_at(line, msg_pos)?;
         for (idx, item) in self.items[..end_items].iter().enumerate() {
             if let Item::Field(esc, _) = item {
-                let (s, e) = caps[idx];
-                let v = trim_spaces(&line[s as usize..e as usize]);
-                fill(rec, *esc, v);
+                let (mut s, mut e) = (caps[idx].0 as usize, caps[idx].1 as usize);
+                while s < e && line[s] == b' ' {
+                    s += 1;
+                }
+                while e > s && line[e - 1] == b' ' {
+                    e -= 1;
+                }
+                fill(rec, *esc, &line[s..e], src, (s, e));
             }
         }
         Some((sev, msg_start))
@@ -248,16 +259,6 @@ fn is_free(esc: Escape) -> bool {
         esc,
         Escape::App | Escape::User | Escape::Db | Escape::Tag | Escape::BackendType | Escape::Host | Escape::HostPort
     )
-}
-
-fn trim_spaces(mut v: &[u8]) -> &[u8] {
-    while let [b' ', rest @ ..] = v {
-        v = rest;
-    }
-    while let [rest @ .., b' '] = v {
-        v = rest;
-    }
-    v
 }
 
 fn scan_digits(line: &[u8], mut i: usize, allow_neg: bool) -> usize {
@@ -366,11 +367,11 @@ pub fn severity_at(line: &[u8], pos: usize) -> Option<(Severity, usize)> {
     }
 }
 
-fn fill(rec: &mut LogRecord, esc: Escape, v: &[u8]) {
+fn fill(rec: &mut LogRecord, esc: Escape, v: &[u8], src: &Src<'_>, range: (usize, usize)) {
     match esc {
-        Escape::App => push_lossy(&mut rec.application_name, v),
-        Escape::User => push_lossy(&mut rec.user, v),
-        Escape::Db => push_lossy(&mut rec.database, v),
+        Escape::App => src.push(&mut rec.application_name, range),
+        Escape::User => src.push(&mut rec.user, range),
+        Escape::Db => src.push(&mut rec.database, range),
         Escape::Pid => rec.pid = parse_i64(v).and_then(|p| u32::try_from(p).ok()),
         Escape::Host => push_lossy(&mut rec.remote_host, v),
         Escape::HostPort => {
@@ -380,7 +381,7 @@ fn fill(rec: &mut LogRecord, esc: Escape, v: &[u8]) {
             };
             push_lossy(&mut rec.remote_host, host);
         }
-        Escape::Session => push_lossy(&mut rec.session_id, v),
+        Escape::Session => src.push(&mut rec.session_id, range),
         Escape::LineNum => rec.line_num = parse_i64(v).and_then(|n| u64::try_from(n).ok()),
         Escape::Millis | Escape::Time => rec.time_us = parse_timestamp(v),
         Escape::Epoch => rec.time_us = parse_epoch(v),

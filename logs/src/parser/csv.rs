@@ -1,7 +1,7 @@
 //! csvlog: one CSV row per entry; quoted fields may span lines. Column sets of PostgreSQL 13 (24 columns),
 //! 14–17 (26) and ≤ 12 (23) are accepted.
 
-use super::{push_capped, set_pid, set_severity, ParseStats, RecordParser, MAX_FIELD};
+use super::{push_capped, set_pid, set_severity, ParseStats, RecordParser, Src, MAX_FIELD};
 use crate::record::{parse_i64, LogRecord};
 use crate::time::parse_timestamp;
 
@@ -143,13 +143,14 @@ fn build_record(row: &[u8], fields: &[(usize, usize)], rec: &mut LogRecord) -> b
             let (s, e) = fields[k];
             &row[s..e]
         };
+        let src = Src::new(row);
         rec.clear();
         rec.time_us = parse_timestamp(f(0));
         if rec.time_us.is_none() || !set_severity(rec, f(11)) {
             return false;
         }
-        push_capped(&mut rec.user, f(1));
-        push_capped(&mut rec.database, f(2));
+        src.push(&mut rec.user, fields[1]);
+        src.push(&mut rec.database, fields[2]);
         set_pid(rec, f(3));
         let from = f(4);
         let host = match memchr::memrchr(b':', from) {
@@ -157,17 +158,17 @@ fn build_record(row: &[u8], fields: &[(usize, usize)], rec: &mut LogRecord) -> b
             None => from,
         };
         push_capped(&mut rec.remote_host, host);
-        push_capped(&mut rec.session_id, f(5));
+        src.push(&mut rec.session_id, fields[5]);
         rec.line_num = parse_i64(f(6)).and_then(|v| u64::try_from(v).ok());
-        push_capped(&mut rec.sql_state, f(12));
-        push_capped(&mut rec.message, f(13));
-        push_capped(&mut rec.detail, f(14));
-        push_capped(&mut rec.hint, f(15));
-        push_capped(&mut rec.context, f(18));
-        push_capped(&mut rec.statement, f(19));
-        push_capped(&mut rec.application_name, f(22));
+        src.push(&mut rec.sql_state, fields[12]);
+        src.push(&mut rec.message, fields[13]);
+        src.push(&mut rec.detail, fields[14]);
+        src.push(&mut rec.hint, fields[15]);
+        src.push(&mut rec.context, fields[18]);
+        src.push(&mut rec.statement, fields[19]);
+        src.push(&mut rec.application_name, fields[22]);
         if n >= 24 {
-            push_capped(&mut rec.backend_type, f(23));
+            src.push(&mut rec.backend_type, fields[23]);
         }
         if n >= 26 {
             rec.query_id = parse_i64(f(25));

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use super::{push_capped, set_severity, ParseStats, RecordParser};
+use super::{push_capped, set_severity, ParseStats, RecordParser, Src};
 use crate::record::LogRecord;
 use crate::time::parse_timestamp;
 
@@ -46,7 +46,7 @@ struct Entry<'a> {
 /// or the text of a number/literal.
 #[derive(Debug, Clone, Copy)]
 enum Raw<'a> {
-    Str(&'a [u8], bool),
+    Str(&'a [u8], (usize, usize), bool),
     Other(&'a [u8]),
 }
 
@@ -116,10 +116,10 @@ fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
-fn put_raw(out: &mut String, v: Raw<'_>) -> Option<()> {
+fn put_raw(src: &Src<'_>, out: &mut String, v: Raw<'_>) -> Option<()> {
     match v {
-        Raw::Str(s, false) => push_capped(out, s),
-        Raw::Str(s, true) => push_capped(out, &unescape(s)?),
+        Raw::Str(_, range, false) => src.push(out, range),
+        Raw::Str(s, _, true) => push_capped(out, &unescape(s)?),
         Raw::Other(b"null") => {}
         Raw::Other(_) => return None,
     }
@@ -136,6 +136,7 @@ fn num<T: std::str::FromStr>(v: Raw<'_>) -> Option<T> {
 /// Fast path for PostgreSQL's own jsonlog lines: one flat object of strings and numbers. `None` on
 /// anything else (the caller then uses serde_json).
 fn fast_parse(b: &[u8], rec: &mut LogRecord) -> Option<()> {
+    let src = Src::new(b);
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
@@ -162,8 +163,9 @@ fn fast_parse(b: &[u8], rec: &mut LogRecord) -> Option<()> {
         let v = match b.get(i)? {
             b'"' => {
                 let (s, esc, after) = scan_str(b, i + 1)?;
+                let range = (i + 1, i + 1 + s.len());
                 i = after;
-                Raw::Str(s, esc)
+                Raw::Str(s, range, esc)
             }
             b'{' | b'[' => return None,
             _ => {
@@ -176,31 +178,31 @@ fn fast_parse(b: &[u8], rec: &mut LogRecord) -> Option<()> {
         };
         match key {
             b"timestamp" => {
-                let Raw::Str(t, false) = v else { return None };
+                let Raw::Str(t, _, false) = v else { return None };
                 rec.time_us = Some(parse_timestamp(t)?);
                 have_time = true;
             }
             b"error_severity" => {
-                let Raw::Str(t, false) = v else { return None };
+                let Raw::Str(t, _, false) = v else { return None };
                 if !set_severity(rec, t) {
                     return None;
                 }
                 have_sev = true;
             }
-            b"user" => put_raw(&mut rec.user, v)?,
-            b"dbname" => put_raw(&mut rec.database, v)?,
+            b"user" => put_raw(&src, &mut rec.user, v)?,
+            b"dbname" => put_raw(&src, &mut rec.database, v)?,
             b"pid" => rec.pid = Some(num(v)?),
-            b"remote_host" => put_raw(&mut rec.remote_host, v)?,
-            b"session_id" => put_raw(&mut rec.session_id, v)?,
+            b"remote_host" => put_raw(&src, &mut rec.remote_host, v)?,
+            b"session_id" => put_raw(&src, &mut rec.session_id, v)?,
             b"line_num" => rec.line_num = Some(num(v)?),
-            b"state_code" => put_raw(&mut rec.sql_state, v)?,
-            b"message" => put_raw(&mut rec.message, v)?,
-            b"detail" => put_raw(&mut rec.detail, v)?,
-            b"hint" => put_raw(&mut rec.hint, v)?,
-            b"context" => put_raw(&mut rec.context, v)?,
-            b"statement" => put_raw(&mut rec.statement, v)?,
-            b"application_name" => put_raw(&mut rec.application_name, v)?,
-            b"backend_type" => put_raw(&mut rec.backend_type, v)?,
+            b"state_code" => put_raw(&src, &mut rec.sql_state, v)?,
+            b"message" => put_raw(&src, &mut rec.message, v)?,
+            b"detail" => put_raw(&src, &mut rec.detail, v)?,
+            b"hint" => put_raw(&src, &mut rec.hint, v)?,
+            b"context" => put_raw(&src, &mut rec.context, v)?,
+            b"statement" => put_raw(&src, &mut rec.statement, v)?,
+            b"application_name" => put_raw(&src, &mut rec.application_name, v)?,
+            b"backend_type" => put_raw(&src, &mut rec.backend_type, v)?,
             b"query_id" => rec.query_id = Some(num(v)?),
             _ => {}
         }

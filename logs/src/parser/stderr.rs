@@ -1,7 +1,7 @@
 //! stderr logs: a `log_line_prefix` on every primary and secondary (DETAIL, STATEMENT, ...) line, TAB-led
 //! continuation lines for multi-line text.
 
-use super::{push_capped, ParseStats, RecordParser};
+use super::{push_capped, ParseStats, RecordParser, Src};
 use crate::prefix::Prefix;
 use crate::record::{LogRecord, Severity};
 
@@ -63,7 +63,8 @@ impl RecordParser for StderrParser {
             return;
         }
         self.scratch.clear();
-        let Some((sev, at)) = self.prefix.parse_line(line, &mut self.scratch) else {
+        let src = Src::new(line);
+        let Some((sev, at)) = self.prefix.parse_src(&src, line, &mut self.scratch) else {
             self.stats.unknown += 1;
             self.target = Target::None;
             return;
@@ -90,7 +91,7 @@ impl RecordParser for StderrParser {
             }
             self.target = Target::Secondary(sev);
         } else {
-            push_capped(&mut self.cur.message, text);
+            src.push(&mut self.cur.message, (at, line.len()));
             self.target = Target::Message;
         }
         self.has_cur = true;
