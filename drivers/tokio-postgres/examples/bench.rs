@@ -390,9 +390,18 @@ async fn connect_counting(port: u16) -> Result<(tokio_postgres::Client, Arc<std:
 
 /// Server-side accounting for one variant on one connection: statements the server executed per
 /// query (pg_stat_statements) and prepared statements left on the connection.
-async fn account(url: &str, port: u16, variant: Variant, n: usize) -> Result<(f64, f64, i64)> {
+async fn account(url: &str, port: u16, variant: Variant, n: usize) -> Result<(f64, f64, i64, f64, f64)> {
     let admin = connect(url).await?;
     let (pg, turns) = connect_counting(port).await?;
+    let backend: i32 = pg.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+    let backend_stat = std::path::PathBuf::from(format!("/proc/{backend}/schedstat"));
+    let client_cpu = || -> u64 {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| d.flatten().map(|t| schedstat(&t.path().join("schedstat"))).sum())
+            .unwrap_or(0)
+    };
+    let (client0, server0) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
+    let (client1, server1) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
     admin.batch_execute("SELECT pg_stat_statements_reset()").await?;
     let start_turns = std::sync::atomic::AtomicU64::new(0);
     let mut rng = Rng(7);
@@ -403,6 +412,8 @@ async fn account(url: &str, port: u16, variant: Variant, n: usize) -> Result<(f6
         None => {
             let stmt = if variant == Variant::PlainTyped { None } else { Some(pg.prepare(QUERY).await?) };
             start_turns.store(turns.load(std::sync::atomic::Ordering::Relaxed), std::sync::atomic::Ordering::Relaxed);
+            client0.set(client_cpu());
+            server0.set(schedstat(&backend_stat));
             for _ in 0..n {
                 let span = tracing::info_span!("request");
                 async {
@@ -423,12 +434,16 @@ async fn account(url: &str, port: u16, variant: Variant, n: usize) -> Result<(f6
                 .await?;
             }
             end_turns = turns.load(std::sync::atomic::Ordering::Relaxed);
+            client1.set(client_cpu());
+            server1.set(schedstat(&backend_stat));
             prepared = pg.query_typed_one(count_sql, &[]).await?.get(0);
         }
         Some(cfg) => {
             let client = Client::new(pg, &cfg);
             let stmt = if variant == Variant::Comment100 { None } else { Some(client.prepare(QUERY).await?) };
             start_turns.store(turns.load(std::sync::atomic::Ordering::Relaxed), std::sync::atomic::Ordering::Relaxed);
+            client0.set(client_cpu());
+            server0.set(schedstat(&backend_stat));
             for _ in 0..n {
                 let span = tracing::info_span!("request");
                 async {
@@ -449,6 +464,8 @@ async fn account(url: &str, port: u16, variant: Variant, n: usize) -> Result<(f6
                 .await?;
             }
             end_turns = turns.load(std::sync::atomic::Ordering::Relaxed);
+            client1.set(client_cpu());
+            server1.set(schedstat(&backend_stat));
             prepared = client.get_ref().query_typed_one(count_sql, &[]).await?.get(0);
         }
     }
@@ -462,7 +479,14 @@ async fn account(url: &str, port: u16, variant: Variant, n: usize) -> Result<(f6
     let total: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
     let queries = (n * PER_REQUEST) as f64;
     let trips = (end_turns - start_turns.load(std::sync::atomic::Ordering::Relaxed)) as f64;
-    Ok((trips / queries, total as f64 / queries, prepared))
+    let per_req = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n as f64 / 1000.0;
+    Ok((
+        trips / queries,
+        total as f64 / queries,
+        prepared,
+        per_req(client0.get(), client1.get()),
+        per_req(server0.get(), server1.get()),
+    ))
 }
 
 fn pin(pid: u32, cpu: &str) {
@@ -512,7 +536,11 @@ fn main() -> Result<()> {
         for v in VARIANTS {
             run_single(&url, v, n / 10, 1).await?;
         }
+        let only_accounting = std::env::var("BENCH_ONLY_ACCOUNTING").is_ok();
         for (setup, kind) in [("one connection", 0), ("pool of 8, 8 tasks", 1), ("one connection shared by 8 tasks", 2)] {
+            if only_accounting {
+                break;
+            }
             let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
             let mut cpu_ratios: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
             let mut abs: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
@@ -551,11 +579,13 @@ fn main() -> Result<()> {
             }
         }
         println!("\n## server-side accounting (one connection, {} requests)", n / 4);
-        println!("| variant | round trips per query | statements executed per query | prepared statements on the connection |");
-        println!("|---|---|---|---|");
+        println!(
+            "| variant | round trips per query | statements executed per query | prepared statements on the connection | client CPU µs/request | backend CPU µs/request |"
+        );
+        println!("|---|---|---|---|---|---|");
         for v in VARIANTS {
-            let (trips, per_query, prepared) = account(&url, pg.port(), v, n / 4).await?;
-            println!("| {v:?} | {trips:.3} | {per_query:.3} | {prepared} |");
+            let (trips, per_query, prepared, client, server) = account(&url, pg.port(), v, n / 4).await?;
+            println!("| {v:?} | {trips:.3} | {per_query:.3} | {prepared} | {client:.0} | {server:.0} |");
         }
         Ok::<_, anyhow::Error>(())
     })
