@@ -16,11 +16,13 @@ pub(crate) struct Commented<E> {
     shared: Arc<Shared>,
     /// The context to write into the text (per-query-comment mode only).
     ctx: Option<TraceContext>,
+    /// Tags of the caller's [`crate::TagScope`].
+    extra: Option<Arc<[(String, String)]>>,
 }
 
 impl<E> Commented<E> {
     pub(crate) fn new(inner: E, shared: Arc<Shared>, ctx: Option<TraceContext>) -> Self {
-        Commented { inner, shared, ctx }
+        Commented { inner, shared, ctx, extra: crate::scope::current() }
     }
 }
 
@@ -33,7 +35,14 @@ impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Commented<E> {
         if verbatim {
             return sql;
         }
-        match self.shared.commenter.inject(sql.as_str(), self.ctx.as_ref()) {
+        let injected = match &self.extra {
+            None => self.shared.commenter.inject(sql.as_str(), self.ctx.as_ref()),
+            Some(extra) => {
+                let pairs: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                self.shared.commenter.inject_with(sql.as_str(), self.ctx.as_ref(), &pairs)
+            }
+        };
+        match injected {
             Injected::Commented(s) => AssertSqlSafe(s).into_sql_str(),
             Injected::Unchanged(..) => sql,
         }

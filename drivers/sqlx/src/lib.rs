@@ -62,10 +62,12 @@ mod connection;
 mod execute;
 mod pool;
 mod run;
+mod scope;
 mod transaction;
 
 pub use config::{Carrier, Config, ConfigBuilder, ConfigError, Mode, DB_DRIVER};
 pub use connection::{PgConn, TracedConnection};
 pub use pool::TracedPool;
+pub use scope::TagScope;
 pub use sqlcommenter::{ContextSource, TraceContext};
 pub use transaction::TracedTransaction;

@@ -403,3 +403,20 @@ async fn query_macro_expansion_shape() {
     assert_eq!(executions(&lines, "macro_probe*/")[0].carried(), Some(c));
     assert_eq!(executions(&lines, "macro_probe_scalar")[0].carried(), Some(c));
 }
+
+/// Tags of a task-local scope (route/action) are in the text the server ran; outside the scope they are not.
+#[tokio::test]
+async fn tag_scope_tags() {
+    let db = TracedPool::new(pool(1).await, &Config::default());
+    let scope = sqlcommenter_sqlx::TagScope::new([("route", "/items/{id}"), ("action", "show")]).unwrap();
+    scope.run(async { sqlx::query("SELECT 1 AS scope_probe_in").execute(&db).await.unwrap() }).await;
+    sqlx::query("SELECT 1 AS scope_probe_out").execute(&db).await.unwrap();
+    let lines = logged("marker-scope");
+    let tags =
+        sqlcommenter::parse_tags(&executions(&lines, "scope_probe_in")[0].message, sqlcommenter::Dialect::Postgres);
+    assert_eq!((tags["route"].as_str(), tags["action"].as_str()), ("/items/{id}", "show"));
+    assert_eq!(tags["db_driver"], "sqlx:0.9");
+    let tags =
+        sqlcommenter::parse_tags(&executions(&lines, "scope_probe_out")[0].message, sqlcommenter::Dialect::Postgres);
+    assert!(!tags.contains_key("route"));
+}
