@@ -125,6 +125,11 @@ impl<C: PgHandle> Client<C> {
         ))
     }
 
+    /// Like `tokio_postgres::Client::build_transaction`: isolation level, read-only, deferrable.
+    pub fn build_transaction(&mut self) -> TransactionBuilder<'_, C> {
+        TransactionBuilder { client: self, isolation: None, read_only: None, deferrable: None }
+    }
+
     fn pg(&self) -> &PgClient {
         self.inner.pg()
     }
@@ -140,6 +145,63 @@ impl<C: PgHandle> Client<C> {
     fn observe<T>(&self, _: &Result<T, Error>) {}
 
     query_methods!();
+}
+
+/// Builds a wrapped [`Transaction`] with settings, like `tokio_postgres::TransactionBuilder`.
+pub struct TransactionBuilder<'a, C: PgHandle> {
+    client: &'a mut Client<C>,
+    isolation: Option<tokio_postgres::IsolationLevel>,
+    read_only: Option<bool>,
+    deferrable: Option<bool>,
+}
+
+impl<'a, C: PgHandle> TransactionBuilder<'a, C> {
+    /// Sets the isolation level.
+    pub fn isolation_level(mut self, level: tokio_postgres::IsolationLevel) -> Self {
+        self.isolation = Some(level);
+        self
+    }
+
+    /// Sets the access mode.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = Some(read_only);
+        self
+    }
+
+    /// Sets deferrability (serializable read-only transactions).
+    pub fn deferrable(mut self, deferrable: bool) -> Self {
+        self.deferrable = Some(deferrable);
+        self
+    }
+
+    /// Begins the transaction.
+    pub async fn start(self) -> Result<Transaction<'a>, Error> {
+        let client = self.client;
+        let call = client.core.call(false);
+        client.core.enqueue_carrier(client.inner.pg(), call.want()).await;
+        let begin = client.core.conn.held();
+        #[cfg(feature = "deadpool")]
+        let cache = client.inner.statement_cache().cloned();
+        let mut builder = client.inner.pg_mut().build_transaction();
+        if let Some(level) = self.isolation {
+            builder = builder.isolation_level(level);
+        }
+        if let Some(ro) = self.read_only {
+            builder = builder.read_only(ro);
+        }
+        if let Some(d) = self.deferrable {
+            builder = builder.deferrable(d);
+        }
+        let txn = builder.start().await?;
+        Ok(Transaction::new(
+            txn,
+            client.core.clone(),
+            begin,
+            None,
+            #[cfg(feature = "deadpool")]
+            cache,
+        ))
+    }
 }
 
 #[cfg(feature = "deadpool")]

@@ -67,7 +67,7 @@ mod state;
 mod statement;
 mod transaction;
 
-pub use client::{Client, PgHandle};
+pub use client::{Client, PgHandle, TransactionBuilder};
 pub use config::{Carrier, CarrierStatement, Config, ConfigBuilder, ConfigError, ContextFn, Mode, DB_DRIVER};
 #[cfg(feature = "deadpool")]
 pub use pool::{Pool, PooledClient};

@@ -492,3 +492,34 @@ async fn carrier_statement_forms() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_builder_settings() {
+    init_tracing();
+    let mut client = Client::new(connect().await, &config());
+    let span = tracing::info_span!("iso");
+    let tp = traceparent_of(&span);
+    async {
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::Serializable)
+            .read_only(true)
+            .start()
+            .await
+            .unwrap();
+        let row = tx
+            .query_one(
+                "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only'), \
+                 current_setting('application_name')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "serializable");
+        assert_eq!(row.get::<_, String>(1), "on");
+        assert_eq!(decode_application_name(row.get(2)).map(|(_, t)| t.to_string()), Some(tp.clone()));
+        tx.commit().await.unwrap();
+    }
+    .instrument(span)
+    .await;
+}
