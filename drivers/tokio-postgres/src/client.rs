@@ -76,6 +76,7 @@ impl<C: PgHandle> Client<C> {
         Client { inner, core: Core::new(config.inner.clone(), Arc::new(ConnState::default())) }
     }
 
+    #[cfg(feature = "deadpool")]
     pub(crate) fn with_state(inner: C, config: &Config, conn: Arc<ConnState>) -> Self {
         Client { inner, core: Core::new(config.inner.clone(), conn) }
     }

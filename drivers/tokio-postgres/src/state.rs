@@ -79,6 +79,7 @@ impl ConnState {
 
     /// A connection checked out of a pool: a traceparent left by the previous request is treated as
     /// stale (the pool's recycle step may also have reset it), so the next statement overwrites it.
+    #[cfg(feature = "deadpool")]
     pub(crate) fn checkout(&self) {
         let mut held = self.lock();
         if matches!(*held, Held::Tp(_)) {
