@@ -47,6 +47,10 @@
 //! `SET LOCAL`, which ends with them. Work without a span (or with an unsampled one, by default) carries
 //! no traceparent, never a wrong one.
 //!
+//! ## Per-request tags
+//! [`TagScope`] adds tags such as `route`/`action` to the statements of a task (a web framework's matched
+//! route template). They live in the text, like the static tags, so keep their values few.
+//!
 //! ## Context source
 //! By default the current `tracing` span (through tracing-opentelemetry), falling back to the current
 //! `opentelemetry::Context` (so `opentelemetry::trace::FutureExt::with_context` works for an explicit
