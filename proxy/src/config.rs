@@ -160,7 +160,8 @@ pub struct ProxyConfig {
     pub tls: Option<TlsFiles>,
     /// Refuse clients that do not use TLS (needs `tls`).
     pub require_tls: bool,
-    /// Session threads, each a single-threaded tokio runtime (`None`: one per CPU).
+    /// Session threads, each a single-threaded tokio runtime (`None`: half the CPUs, at least one: the
+    /// proxy usually shares its host with clients or the server).
     pub worker_threads: Option<usize>,
     /// TLS to the upstream server.
     pub upstream_tls: crate::tls::UpstreamTlsMode,
@@ -237,7 +238,7 @@ pub struct ProxyArgs {
     /// Refuse clients that do not negotiate TLS [default: false].
     #[arg(long, env = "SQLCOMMENTER_REQUIRE_TLS")]
     pub require_tls: Option<bool>,
-    /// Session threads [default: one per CPU].
+    /// Session threads [default: half the CPUs, at least 1].
     #[arg(long, env = "SQLCOMMENTER_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
     /// TLS to the upstream: disable, prefer, require or verify-full [default: disable].

@@ -151,8 +151,10 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         upstream_tls,
     });
     tracing::info!(%addr, upstream = %shared.config.upstream, "proxy listening");
-    let threads =
-        shared.config.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let threads = shared
+        .config
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
     let workers = Workers::spawn(threads, &shared)?;
     let task = tokio::spawn(accept_loop(listener, shared.clone(), workers, stop_rx));
     Ok(ProxyHandle { addr, stop_tx, task, shared })

@@ -21,7 +21,7 @@ pub const MAX_DECODE: usize = 1 << 20;
 
 /// Name of the proxy's reserved prepared statement on each server connection.
 pub const RESERVED_STATEMENT: &[u8] = b"__sqlc_tc";
-/// Name of the portal the reserved statement runs in (closed right after).
+/// Name of the portal the reserved statement runs in inside a transaction (closed right after).
 pub const RESERVED_PORTAL: &[u8] = b"__sqlc_tcp";
 /// The reserved statement's text.
 pub const RESERVED_SQL: &[u8] = b"SELECT pg_catalog.set_config($1, $2, false)";
@@ -169,7 +169,7 @@ impl Session {
     }
 
     /// Processes client bytes; appends what goes upstream to `out`; returns the bytes consumed. Unconsumed
-    /// bytes are an incomplete frame: call again with more. [`Session::client_need`] says how many.
+    /// bytes are an incomplete frame: call again with more; [`Session::need`] says how much to buffer.
     pub fn client_bytes(&mut self, input: &[u8], out: &mut BytesMut) -> Result<usize, FrameError> {
         let mut pos = 0;
         while pos < input.len() {
@@ -339,9 +339,16 @@ impl Session {
             frame::write_parse_untyped(out, RESERVED_STATEMENT, RESERVED_SQL);
             self.reserved_parsed = true;
         }
-        frame::write_bind_text(out, RESERVED_PORTAL, RESERVED_STATEMENT, &[guc.as_bytes(), value.as_bytes()]);
-        frame::write_execute(out, RESERVED_PORTAL);
-        frame::write_close(out, b'P', RESERVED_PORTAL);
+        // The unnamed portal when the server is known to be idle (no transaction, nothing pending: no
+        // client portal can exist); otherwise a named portal, closed right after, so a client's suspended
+        // unnamed portal inside a transaction survives.
+        let portal: &[u8] =
+            if self.proto.txn_status() == IDLE && self.proto.pending() == 0 { b"" } else { RESERVED_PORTAL };
+        frame::write_bind_text(out, portal, RESERVED_STATEMENT, &[guc.as_bytes(), value.as_bytes()]);
+        frame::write_execute(out, portal);
+        if !portal.is_empty() {
+            frame::write_close(out, b'P', portal);
+        }
         frame::write_sync(out);
         self.proto.push_injected(InjectedPart { parsed, error: None });
         if self.cfg.carrier == CarrierTarget::ApplicationName {
