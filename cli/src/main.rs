@@ -24,6 +24,9 @@ enum Command {
     Proxy(sqlcommenter_proxy::ProxyArgs),
     /// Correlate PostgreSQL logs with traces: slow statements, per-trace views, propagation gaps.
     Logs(sqlcommenter_logs::LogsArgs),
+    /// Run the whole loop on a throwaway PostgreSQL: traced apps, the proxy, log correlation, and trace
+    /// completeness per path (exits 1 when a path falls short of 100 %).
+    Demo(sqlcommenter_demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,12 @@ fn main() -> ExitCode {
         Command::Parse(args) => comment::parse(args),
         Command::Proxy(args) => sqlcommenter_proxy::run_blocking(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Logs(args) => sqlcommenter_logs::run(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        Command::Demo(args) => match sqlcommenter_demo::run(args) {
+            Ok(outcome) if outcome.passed() => Ok(ExitCode::SUCCESS),
+            Ok(_) => Ok(ExitCode::from(1)),
+            Err(sqlcommenter_demo::DemoError::Interrupted) => Ok(ExitCode::from(130)),
+            Err(e) => Err(e.into()),
+        },
     };
     match result {
         Ok(code) => code,
