@@ -79,6 +79,7 @@ pub struct ConfigBuilder {
     source: ContextSource,
     placement: Placement,
     base_name: Option<String>,
+    sticky: Option<std::time::Duration>,
 }
 
 impl Default for ConfigBuilder {
@@ -96,6 +97,7 @@ impl Default for ConfigBuilder {
             source: ContextSource::OpenTelemetry,
             placement: Placement::default(),
             base_name: None,
+            sticky: None,
         }
     }
 }
@@ -164,6 +166,16 @@ impl ConfigBuilder {
         self
     }
 
+    /// Opt-in: a [`crate::TracedPool`] connection released while carrying a context is kept aside (for at
+    /// most `idle`) and handed to the next wrapper `acquire()` with its carrier state known, instead of
+    /// being `RESET` and returned to the pool. Saves the `RESET` (and the pool's acquire ping) per sampled
+    /// request; costs: such connections skip the pool's `test_before_acquire` check and are unavailable to
+    /// raw pool users for up to `idle`, after which they are reset and returned.
+    pub fn sticky_pool_connections(mut self, idle: std::time::Duration) -> Self {
+        self.sticky = Some(idle);
+        self
+    }
+
     /// Validates everything.
     pub fn build(self) -> Result<Config, ConfigError> {
         if !(0.0..=1.0).contains(&self.ratio) {
@@ -192,6 +204,7 @@ impl ConfigBuilder {
                 threshold,
                 source: self.source,
                 base_name: self.base_name,
+                sticky: self.sticky,
             }),
         })
     }
@@ -248,6 +261,7 @@ pub(crate) struct Shared {
     threshold: Option<u64>,
     source: ContextSource,
     base_name: Option<String>,
+    pub(crate) sticky: Option<std::time::Duration>,
 }
 
 impl Shared {

@@ -9,7 +9,9 @@ use sqlx::{AssertSqlSafe, Executor, PgConnection, Postgres, Transaction};
 use crate::carrier::{self, State};
 use crate::config::{Config, Mode, Shared};
 use crate::run::delegate_executor;
+use crate::stash::Stash;
 use crate::transaction::TracedTransaction;
+use sqlcommenter::TraceParent;
 
 /// A PostgreSQL connection the wrapper can hold: an owned [`PgConnection`] or a [`PoolConnection`].
 pub trait PgConn: Send + fmt::Debug + 'static {
@@ -64,6 +66,7 @@ pub struct TracedConnection<C: PgConn = PoolConnection<Postgres>> {
     conn: Option<C>,
     state: State,
     shared: Arc<Shared>,
+    stash: Option<Arc<Stash>>,
 }
 
 impl<C: PgConn> fmt::Debug for TracedConnection<C> {
@@ -76,11 +79,16 @@ impl<C: PgConn> TracedConnection<C> {
     /// Wraps a connection that carries no context yet (fresh, or from a pool of connections only ever
     /// used through this crate's wrappers).
     pub fn new(conn: C, config: &Config) -> Self {
-        TracedConnection { conn: Some(conn), state: State::Base, shared: config.shared.clone() }
+        TracedConnection { conn: Some(conn), state: State::Base, shared: config.shared.clone(), stash: None }
     }
 
-    pub(crate) fn from_shared(conn: C, shared: Arc<Shared>) -> Self {
-        TracedConnection { conn: Some(conn), state: State::Base, shared }
+    pub(crate) fn from_pool(
+        conn: C,
+        shared: Arc<Shared>,
+        carried: Option<TraceParent>,
+        stash: Option<Arc<Stash>>,
+    ) -> Self {
+        TracedConnection { conn: Some(conn), state: State::wanted(carried.as_ref()), shared, stash }
     }
 
     fn pg(&mut self) -> &mut PgConnection {
@@ -138,11 +146,28 @@ impl<C: PgConn> TracedConnection<C> {
 
 impl<C: PgConn> Drop for TracedConnection<C> {
     fn drop(&mut self) {
-        if self.state != State::Base && self.shared.mode == Mode::SessionCarrier {
-            if let Some(conn) = self.conn.take() {
-                conn.release_carrying(carrier::statement(&self.shared, &State::Base, false));
+        if self.state == State::Base || self.shared.mode != Mode::SessionCarrier {
+            return;
+        }
+        let Some(mut conn) = self.conn.take() else { return };
+        let reset = carrier::statement(&self.shared, &State::Base, false);
+        if let (State::Set(tp), Some(stash)) = (self.state, &self.stash) {
+            // Only connections from a `TracedPool` have a stash, and those are pool connections.
+            let any: Box<dyn std::any::Any> = Box::new(conn);
+            match any.downcast::<PoolConnection<Postgres>>() {
+                Ok(pooled) => {
+                    if let Err(pooled) = stash.park(*pooled, tp) {
+                        pooled.release_carrying(reset);
+                    }
+                    return;
+                }
+                Err(any) => match any.downcast::<C>() {
+                    Ok(c) => conn = *c,
+                    Err(_) => return,
+                },
             }
         }
+        conn.release_carrying(reset);
     }
 }
 

@@ -67,6 +67,7 @@ mod execute;
 mod pool;
 mod run;
 mod scope;
+mod stash;
 mod transaction;
 
 pub use config::{Carrier, Config, ConfigBuilder, ConfigError, Mode, DB_DRIVER};

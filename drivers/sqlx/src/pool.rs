@@ -13,6 +13,7 @@ use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres, SqlStr};
 use crate::carrier::State;
 use crate::config::{Config, Shared};
 use crate::connection::TracedConnection;
+use crate::stash::Stash;
 use crate::transaction::TracedTransaction;
 
 /// Wraps a [`PgPool`]. `&pool` is an `Executor` (each statement takes a connection, like `&PgPool`);
@@ -25,6 +26,7 @@ use crate::transaction::TracedTransaction;
 pub struct TracedPool {
     pool: PgPool,
     shared: Arc<Shared>,
+    stash: Option<Arc<Stash>>,
 }
 
 impl fmt::Debug for TracedPool {
@@ -39,7 +41,11 @@ impl TracedPool {
     pub fn new(pool: PgPool, config: &Config) -> Self {
         let opts = pool.connect_options();
         let config = config.with_default_base_name(opts.get_application_name());
-        TracedPool { pool, shared: config.shared }
+        let stash = config
+            .shared
+            .sticky
+            .map(|idle| Stash::new(idle, crate::carrier::statement(&config.shared, &State::Base, false)));
+        TracedPool { pool, shared: config.shared, stash }
     }
 
     /// The wrapped pool.
@@ -49,11 +55,15 @@ impl TracedPool {
 
     /// A connection for several statements of one request.
     pub async fn acquire(&self) -> Result<TracedConnection<PoolConnection<Postgres>>, sqlx::Error> {
+        if let Some((conn, tp)) = self.stash.as_ref().and_then(|s| s.take()) {
+            return Ok(TracedConnection::from_pool(conn, self.shared.clone(), Some(tp), self.stash.clone()));
+        }
         let conn = self.pool.acquire().await?;
-        Ok(TracedConnection::from_shared(conn, self.shared.clone()))
+        Ok(TracedConnection::from_pool(conn, self.shared.clone(), None, self.stash.clone()))
     }
 
-    /// Begins a transaction; the current context rides on the `BEGIN` (no extra round trip).
+    /// Begins a transaction; the current context rides on the `BEGIN` (no extra round trip). Always on a
+    /// connection from the pool that carries nothing (the `SET LOCAL` ends with the transaction).
     pub async fn begin(&self) -> Result<TracedTransaction<'static>, sqlx::Error> {
         let shared = self.shared.clone();
         let ctx = shared.current();

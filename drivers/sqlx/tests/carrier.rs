@@ -16,15 +16,26 @@ use sqlx::{Connection, Executor, Row};
 /// `&pool` and a per-request `acquire()`; the server log shows each statement with its own task's span id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_tasks_each_carry_their_own_context() {
-    let db = TracedPool::new(pool(4).await, &Config::default());
+    concurrent(Config::default(), 1, "concurrent_probe").await;
+}
+
+/// The same with the opt-in sticky stash of carrying connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tasks_with_sticky_connections() {
+    let cfg = Config::builder().sticky_pool_connections(Duration::from_millis(100)).build().unwrap();
+    concurrent(cfg, 13, "sticky_probe").await;
+}
+
+async fn concurrent(cfg: Config, test: u8, probe: &'static str) {
+    let db = TracedPool::new(pool(4).await, &cfg);
     let mut tasks = Vec::new();
     for i in 0..32u32 {
         let db = db.clone();
-        let tp = (i < 24).then(|| tp(1, i, true));
+        let tp = (i < 24).then(|| tp(test, i, true));
         let work = async move {
             for round in 0..6 {
                 if round % 2 == 0 {
-                    let v: i32 = sqlx::query_scalar("SELECT $1::int4 AS concurrent_probe_a")
+                    let v: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT $1::int4 AS {probe}_a")))
                         .bind(i as i32)
                         .fetch_one(&db)
                         .await
@@ -33,7 +44,7 @@ async fn concurrent_tasks_each_carry_their_own_context() {
                 } else {
                     let mut conn = db.acquire().await.unwrap();
                     for _ in 0..2 {
-                        sqlx::query("SELECT $1::int4 AS concurrent_probe_b")
+                        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT $1::int4 AS {probe}_b")))
                             .bind(i as i32)
                             .execute(&mut conn)
                             .await
@@ -52,12 +63,12 @@ async fn concurrent_tasks_each_carry_their_own_context() {
     for t in tasks {
         t.await.unwrap();
     }
-    let lines = logged("marker-concurrent");
+    let lines = logged(&format!("marker-concurrency-{test}"));
     let mut seen = HashMap::new();
-    for l in executions(&lines, "concurrent_probe") {
+    for l in executions(&lines, probe) {
         let i: u32 = l.detail.trim_start_matches("parameters: $1 = '").trim_end_matches('\'').parse().unwrap();
-        let expected = (i < 24).then(|| tp(1, i, true));
-        assert_eq!(l.carried(), expected, "statement of task {i} logged as {:?}", l.application_name);
+        let expected = (i < 24).then(|| tp(test, i, true));
+        assert_eq!(l.carried(), expected, "statement of task {i} logged as {:?}: {}", l.application_name, l.message);
         assert!(l.application_name.starts_with(BASE_NAME), "{}", l.application_name);
         *seen.entry(i).or_insert(0) += 1;
     }
@@ -419,4 +430,38 @@ async fn tag_scope_tags() {
     let tags =
         sqlcommenter::parse_tags(&executions(&lines, "scope_probe_out")[0].message, sqlcommenter::Dialect::Postgres);
     assert!(!tags.contains_key("route"));
+}
+
+/// Sticky mode: a parked connection is handed to the next request with its state known (overwritten or
+/// reset as needed), and given back to the pool, reset, after the idle bound.
+#[tokio::test]
+async fn sticky_connections_never_leak() {
+    let raw = pool(1).await;
+    let cfg = Config::builder().sticky_pool_connections(Duration::from_millis(150)).build().unwrap();
+    let db = TracedPool::new(raw.clone(), &cfg);
+    let (a, b, d) = (tp(14, 1, true), tp(14, 2, true), tp(14, 3, true));
+    for (tp, probe) in [(Some(a), "sticky_a"), (Some(b), "sticky_b"), (None, "sticky_c"), (Some(d), "sticky_d")] {
+        let work = async {
+            let mut conn = db.acquire().await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 1 AS {probe}"))).execute(&mut conn).await.unwrap();
+        };
+        match tp {
+            Some(tp) => work.with_context(otel(&tp)).await,
+            None => work.await,
+        }
+    }
+    // The only connection is parked carrying `d`; a raw pool user gets it after the reaper reset it.
+    let name: String =
+        sqlx::query_scalar("SELECT current_setting('application_name') AS sticky_e").fetch_one(&raw).await.unwrap();
+    assert_eq!(name, BASE_NAME);
+    let lines = logged("marker-sticky");
+    for (probe, expected) in [("sticky_a", Some(a)), ("sticky_b", Some(b)), ("sticky_c", None), ("sticky_d", Some(d))] {
+        let ls = executions(&lines, probe);
+        assert_eq!(ls.len(), 1, "{probe}");
+        assert_eq!(ls[0].carried(), expected, "{probe}");
+    }
+    let pid = executions(&lines, "sticky_a")[0].pid;
+    let resets =
+        lines.iter().filter(|l| l.pid == pid && l.message.contains("statement: RESET application_name")).count();
+    assert_eq!(resets, 2, "one before the context-free request, one by the reaper");
 }
