@@ -167,6 +167,8 @@ pub struct ProxyConfig {
     pub upstream_tls: crate::tls::UpstreamTlsMode,
     /// CA certificates (PEM) for `upstream_tls = verify-full`.
     pub upstream_ca: Option<PathBuf>,
+    /// Export a span per statement over OTLP (`None`: off, no span objects at all).
+    pub telemetry: Option<crate::telemetry::TelemetryConfig>,
 }
 
 impl ProxyConfig {
@@ -183,6 +185,7 @@ impl ProxyConfig {
             worker_threads: None,
             upstream_tls: crate::tls::UpstreamTlsMode::Disable,
             upstream_ca: None,
+            telemetry: None,
         }
     }
 }
@@ -247,6 +250,12 @@ pub struct ProxyArgs {
     /// CA certificates (PEM) to verify the upstream with (verify-full).
     #[arg(long, env = "SQLCOMMENTER_UPSTREAM_CA", value_name = "FILE")]
     pub upstream_ca: Option<PathBuf>,
+    /// Export a span per statement over OTLP/HTTP (configured by the standard `OTEL_*` variables).
+    #[arg(long, env = "SQLCOMMENTER_OTLP")]
+    pub otlp: Option<bool>,
+    /// With `--otlp`: replace literals in `db.query.text` with `?`.
+    #[arg(long, env = "SQLCOMMENTER_OTLP_NORMALIZE")]
+    pub otlp_normalize: Option<bool>,
 }
 
 /// The TOML file: the same keys as the flags (`listen`, `upstream`, `carrier`, `guc`, `placement`,
@@ -375,6 +384,10 @@ impl ProxyArgs {
             config.upstream_tls = m.parse()?;
         }
         config.upstream_ca = self.upstream_ca.clone().or(file.upstream_ca);
+        if self.otlp.unwrap_or(false) {
+            config.telemetry =
+                Some(crate::telemetry::TelemetryConfig { normalize_query: self.otlp_normalize.unwrap_or(false) });
+        }
         if config.require_tls && config.tls.is_none() {
             return Err(ProxyError::Config("require_tls needs tls_cert and tls_key".into()));
         }

@@ -34,6 +34,7 @@ pub mod server;
 pub mod session;
 pub mod startup;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 
 pub use config::{CarrierTarget, InjectConfig, ProxyArgs, ProxyConfig, TlsFiles, Upstream};

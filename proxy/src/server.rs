@@ -34,6 +34,8 @@ struct Shared {
     upstream_tls: Option<crate::tls::UpstreamTls>,
     /// Flips to true when open sessions must close (shutdown timeout reached).
     close_tx: watch::Sender<bool>,
+    /// The span exporter, when `--otlp` is on.
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// A running proxy started with [`start`].
@@ -71,6 +73,9 @@ impl ProxyHandle {
             tracing::info!(sessions = self.shared.active.load(Ordering::SeqCst), "shutdown timeout: closing sessions");
             let _ = self.shared.close_tx.send(true);
             wait_idle(&self.shared).await;
+        }
+        if let Some(t) = &self.shared.telemetry {
+            t.shutdown();
         }
     }
 }
@@ -134,13 +139,25 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let upstream_tls = crate::tls::upstream(config.upstream_tls, config.upstream_ca.as_deref(), &config.upstream.host)?;
     probe_upstream(&config).await?;
+    let telemetry = match &config.telemetry {
+        Some(t) => Some(Arc::new(crate::telemetry::Telemetry::from_env(
+            t.clone(),
+            &config.upstream.host,
+            config.upstream.port,
+        )?)),
+        None => None,
+    };
+    let mut inject = config.inject.clone();
+    if let Some(r) = telemetry.as_ref().and_then(|t| t.root_ratio()) {
+        inject.sample_ratio = r;
+    }
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(ProxyError::Runtime)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (close_tx, _) = watch::channel(false);
     let shared = Arc::new(Shared {
-        inject: Arc::new(config.inject.clone()),
+        inject: Arc::new(inject),
         config,
         keys: Arc::new(CancelKeys::default()),
         active: AtomicUsize::new(0),
@@ -149,6 +166,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         close_tx,
         tls,
         upstream_tls,
+        telemetry,
     });
     tracing::info!(%addr, upstream = %shared.config.upstream, "proxy listening");
     let threads = shared
@@ -379,7 +397,13 @@ where
         Err(_) => return refuse(cw, shared, "connect timeout".into()).await,
     };
     let salt = shared.counter.fetch_add(1, Ordering::Relaxed);
-    let session = Mutex::new(Session::new(shared.inject.clone(), &info, salt).with_keys(shared.keys.clone()));
+    let mut session = Session::new(shared.inject.clone(), &info, salt).with_keys(shared.keys.clone());
+    if let Some(t) = &shared.telemetry {
+        let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let database = param("database").or_else(|| param("user")).unwrap_or("");
+        session = session.with_spans(crate::telemetry::SpanTracker::new(t.clone(), database));
+    }
+    let session = Mutex::new(session);
     match upstream {
         UpStream::Plain(mut up) => {
             up.write_all(&raw).await?;

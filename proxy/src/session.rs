@@ -110,6 +110,8 @@ pub struct Session {
     server_stream: Stream,
     /// What the session did so far.
     pub counters: Counters,
+    /// Statement spans, when export is on.
+    spans: Option<crate::telemetry::SpanTracker>,
 }
 
 impl Session {
@@ -138,6 +140,7 @@ impl Session {
             client_stream: Stream::default(),
             server_stream: Stream::default(),
             counters: Counters::default(),
+            spans: None,
             cfg,
         }
     }
@@ -145,6 +148,12 @@ impl Session {
     /// Replaces the id generator (deterministic tests).
     pub fn with_ids(mut self, ids: IdGenerator) -> Self {
         self.ids = ids;
+        self
+    }
+
+    /// Records a span per statement execution (see [`crate::telemetry`]).
+    pub fn with_spans(mut self, spans: crate::telemetry::SpanTracker) -> Self {
+        self.spans = Some(spans);
         self
     }
 
@@ -229,11 +238,18 @@ impl Session {
             self.proto.client_extended(tag, body);
         }
         self.proto.client_message(tag);
+        if self.spans.is_some() {
+            self.span_frame(tag, body);
+        }
         match tag {
             frame::QUERY if inject && !self.proto.in_copy() => {
                 let sql = frame::text_body(body);
                 self.track_guc(sql);
-                let ctx = self.current_ctx();
+                let mut ctx = self.current_ctx();
+                if let Some(t) = &mut self.spans {
+                    let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
+                    ctx = t.query(sql, ctx, client, &mut self.ids);
+                }
                 match std::str::from_utf8(sql).ok().map(|s| self.commenter.inject(s, Some(&ctx))) {
                     Some(Injected::Commented(s)) => {
                         self.counters.commented += 1;
@@ -248,8 +264,15 @@ impl Session {
             frame::PARSE if inject => match frame::parse_body(body) {
                 Some(p) => {
                     self.track_guc(p.query);
+                    if let Some(t) = &mut self.spans {
+                        t.statement(p.name, p.query);
+                    }
                     if p.name.is_empty() {
-                        let ctx = self.current_ctx();
+                        let mut ctx = self.current_ctx();
+                        if let Some(t) = &mut self.spans {
+                            let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
+                            ctx = t.parse_unnamed(p.query, ctx, client, &mut self.ids);
+                        }
                         match std::str::from_utf8(p.query).ok().map(|s| self.commenter.inject(s, Some(&ctx))) {
                             Some(Injected::Commented(s)) => {
                                 self.counters.commented += 1;
@@ -293,6 +316,23 @@ impl Session {
         }
     }
 
+    /// Span bookkeeping for extended-protocol frames (Parse and Query are handled where they are rewritten).
+    fn span_frame(&mut self, tag: u8, body: &[u8]) {
+        if !matches!(tag, frame::BIND | frame::CLOSE | frame::EXECUTE | frame::SYNC) {
+            return;
+        }
+        let ctx = (tag == frame::EXECUTE).then(|| self.current_ctx());
+        let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
+        let Some(t) = &mut self.spans else { return };
+        match (tag, ctx) {
+            (frame::BIND, _) => t.bind(body),
+            (frame::CLOSE, _) => t.close(body),
+            (frame::EXECUTE, Some(ctx)) => t.execute(body, &ctx, client, &mut self.ids),
+            (frame::SYNC, _) => t.sync(),
+            _ => {}
+        }
+    }
+
     fn track_guc(&mut self, sql: &[u8]) {
         match guc_change(sql, &self.cfg.session_guc) {
             Some(GucChange::Set(tp)) => self.guc_ctx = Some(TraceContext::new(tp)),
@@ -307,10 +347,13 @@ impl Session {
             return;
         }
         let Some(stmt) = first_named_bind(ahead) else { return };
-        let ctx = match self.named_ctx.get(stmt) {
-            Some(c) => c.clone(),
-            None => self.current_ctx(),
+        let (mut ctx, client) = match self.named_ctx.get(stmt) {
+            Some(c) => (c.clone(), true),
+            None => (self.current_ctx(), self.guc_ctx.is_some() || self.startup_ctx.is_some()),
         };
+        if let Some(t) = &mut self.spans {
+            ctx = t.carrier(ctx, client, &mut self.ids);
+        }
         self.write_carrier(&ctx, out);
     }
 
@@ -427,6 +470,9 @@ impl Session {
         }
         match self.proto.server_message(tag, body) {
             ServerEvent::Relay => {
+                if let Some(t) = &mut self.spans {
+                    t.server(tag, body);
+                }
                 if tag == frame::READY_FOR_QUERY && self.proto.txn_status() == IDLE {
                     self.txn_ctx = None;
                 }
