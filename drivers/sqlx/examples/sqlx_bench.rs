@@ -23,11 +23,25 @@ enum Variant {
     Carrier100,
     Carrier10,
     Comment100,
+    Sticky100,
+    Sticky10,
 }
 
 impl Variant {
-    const ALL: [Variant; 5] =
-        [Variant::Plain, Variant::Control, Variant::Carrier100, Variant::Carrier10, Variant::Comment100];
+    const ALL: [Variant; 7] = [
+        Variant::Plain,
+        Variant::Control,
+        Variant::Carrier100,
+        Variant::Carrier10,
+        Variant::Comment100,
+        Variant::Sticky100,
+        Variant::Sticky10,
+    ];
+
+    /// Sticky pool connections only matter for pools.
+    fn pool_only(self) -> bool {
+        matches!(self, Variant::Sticky100 | Variant::Sticky10)
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -36,6 +50,8 @@ impl Variant {
             Variant::Carrier100 => "wrapper, session carrier, 100% sampled",
             Variant::Carrier10 => "wrapper, session carrier, 10% sampled",
             Variant::Comment100 => "wrapper, per-query comment, 100% sampled",
+            Variant::Sticky100 => "wrapper, session carrier + sticky pool connections, 100% sampled",
+            Variant::Sticky10 => "wrapper, session carrier + sticky pool connections, 10% sampled",
         }
     }
 
@@ -44,13 +60,16 @@ impl Variant {
             Variant::Plain | Variant::Control => None,
             Variant::Carrier100 | Variant::Carrier10 => Some(Config::default()),
             Variant::Comment100 => Config::builder().mode(Mode::PerQueryComment).build().ok(),
+            Variant::Sticky100 | Variant::Sticky10 => {
+                Config::builder().sticky_pool_connections(std::time::Duration::from_millis(250)).build().ok()
+            }
         }
     }
 
     /// Whether request `n` is sampled.
     fn sampled(self, n: u64) -> bool {
         match self {
-            Variant::Carrier10 => n % 10 == 0,
+            Variant::Carrier10 | Variant::Sticky10 => n % 10 == 0,
             _ => true,
         }
     }
@@ -273,6 +292,10 @@ fn main() -> Result<()> {
                 let mut by_variant = vec![0.0; Variant::ALL.len()];
                 for &i in &order {
                     let v = Variant::ALL[i];
+                    if topology == 0 && v.pool_only() {
+                        by_variant[i] = f64::NAN;
+                        continue;
+                    }
                     let (r, p) = if topology == 0 {
                         one_connection(&url, v, requests, round as u64).await?
                     } else {
@@ -293,6 +316,9 @@ fn main() -> Result<()> {
             );
             println!("|---|---|---|---|---|---|");
             for (i, v) in Variant::ALL.iter().enumerate() {
+                if topology == 0 && v.pool_only() {
+                    continue;
+                }
                 let (med, min, max) = stats(ratios[i].clone());
                 let carrier = carrier_per_query(&url, &pg, *v, 1000, topology).await?;
                 println!("| {} | {med:.3} | {min:.3} | {max:.3} | {carrier:.3} | {} |", v.name(), prepared[i]);
