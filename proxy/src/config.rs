@@ -169,6 +169,12 @@ pub struct ProxyConfig {
     pub upstream_ca: Option<PathBuf>,
     /// Export a span per statement over OTLP (`None`: off, no span objects at all).
     pub telemetry: Option<crate::telemetry::TelemetryConfig>,
+    /// Address of the admin endpoint (`/metrics`, `/health`); `None`: off.
+    pub admin: Option<SocketAddr>,
+    /// Most client connections at once; beyond, clients get SQLSTATE 53300 (`None`: no limit).
+    pub max_clients: Option<usize>,
+    /// How long a client may take from connecting to a complete startup packet.
+    pub startup_timeout: Duration,
 }
 
 impl ProxyConfig {
@@ -186,6 +192,9 @@ impl ProxyConfig {
             upstream_tls: crate::tls::UpstreamTlsMode::Disable,
             upstream_ca: None,
             telemetry: None,
+            admin: None,
+            max_clients: None,
+            startup_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -256,6 +265,18 @@ pub struct ProxyArgs {
     /// With `--otlp`: replace literals in `db.query.text` with `?`.
     #[arg(long, env = "SQLCOMMENTER_OTLP_NORMALIZE")]
     pub otlp_normalize: Option<bool>,
+    /// Admin endpoint address (`/metrics`, `/health`), or `off` [default: 127.0.0.1:9187].
+    #[arg(long, env = "SQLCOMMENTER_ADMIN", value_name = "ADDR|off")]
+    pub admin: Option<String>,
+    /// Most client connections at once (beyond: SQLSTATE 53300) [default: no limit].
+    #[arg(long, env = "SQLCOMMENTER_MAX_CLIENTS")]
+    pub max_clients: Option<usize>,
+    /// Seconds a client may take to send its startup packet [default: 10].
+    #[arg(long, env = "SQLCOMMENTER_STARTUP_TIMEOUT", value_name = "SECS")]
+    pub startup_timeout: Option<f64>,
+    /// Log format: human or json (level from RUST_LOG, default info) [default: human].
+    #[arg(long, env = "SQLCOMMENTER_LOG_FORMAT")]
+    pub log_format: Option<String>,
 }
 
 /// The TOML file: the same keys as the flags (`listen`, `upstream`, `carrier`, `guc`, `placement`,
@@ -387,6 +408,16 @@ impl ProxyArgs {
         if self.otlp.unwrap_or(false) {
             config.telemetry =
                 Some(crate::telemetry::TelemetryConfig { normalize_query: self.otlp_normalize.unwrap_or(false) });
+        }
+        match self.admin.as_deref().unwrap_or("127.0.0.1:9187") {
+            "off" => config.admin = None,
+            a => {
+                config.admin = Some(a.parse().map_err(|_| ProxyError::Config(format!("invalid admin address {a:?}")))?)
+            }
+        }
+        config.max_clients = self.max_clients;
+        if let Some(s) = self.startup_timeout {
+            config.startup_timeout = seconds("startup_timeout", s)?;
         }
         if config.require_tls && config.tls.is_none() {
             return Err(ProxyError::Config("require_tls needs tls_cert and tls_key".into()));

@@ -25,10 +25,13 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod frame;
+pub mod logging;
+pub mod metrics;
 pub mod relay;
 pub mod server;
 pub mod session;

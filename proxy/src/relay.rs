@@ -37,9 +37,15 @@ where
         if inbuf.capacity() < need {
             inbuf.reserve(need - inbuf.len());
         }
-        if rd.read_buf(&mut inbuf).await? == 0 {
+        let n = rd.read_buf(&mut inbuf).await?;
+        if n == 0 {
             return Ok(());
         }
+        let counter = match dir {
+            Direction::Upstream => &crate::metrics::METRICS.bytes_from_clients,
+            Direction::Downstream => &crate::metrics::METRICS.bytes_from_servers,
+        };
+        counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         let consumed = {
             let mut s = session.lock().unwrap_or_else(|p| p.into_inner());
             match dir {

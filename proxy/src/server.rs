@@ -14,6 +14,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::{InjectConfig, ProxyArgs, ProxyConfig};
 use crate::error::ProxyError;
+use crate::metrics::{GaugeGuard, METRICS};
 use crate::relay::{pump, Direction};
 use crate::session::{CancelKeys, Session};
 use crate::startup::{classify, read_packet, FirstPacket};
@@ -41,6 +42,7 @@ struct Shared {
 /// A running proxy started with [`start`].
 pub struct ProxyHandle {
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     stop_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
@@ -56,6 +58,11 @@ impl ProxyHandle {
     /// The address the proxy listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin endpoint's address (`/metrics`, `/health`), when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// Number of client sessions open right now.
@@ -174,8 +181,12 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
     let workers = Workers::spawn(threads, &shared)?;
+    let admin = match shared.config.admin {
+        Some(a) => Some(crate::admin::start(a, stop_rx.clone()).await?),
+        None => None,
+    };
     let task = tokio::spawn(accept_loop(listener, shared.clone(), workers, stop_rx));
-    Ok(ProxyHandle { addr, stop_tx, task, shared })
+    Ok(ProxyHandle { addr, admin, stop_tx, task, shared })
 }
 
 /// Runs the proxy until `shutdown` completes, then shuts down gracefully.
@@ -191,6 +202,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
 /// binary: print the error (one line) and exit non-zero on `Err`.
 pub fn run_blocking(args: ProxyArgs) -> Result<(), ProxyError> {
     let config = args.resolve()?;
+    crate::logging::init(args.log_format.as_deref())?;
     // The control plane (accept loop, signals) needs little; sessions run on their own threads.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ProxyError::Runtime)?;
     rt.block_on(async move {
@@ -256,6 +268,7 @@ async fn worker(mut rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStrea
     while let Some((sock, peer)) = rx.recv().await {
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _open = GaugeGuard::new(&METRICS.client_connections, &METRICS.client_connections_total);
             let mut close = shared.close_tx.subscribe();
             match TcpStream::from_std(sock) {
                 Ok(sock) => {
@@ -315,8 +328,9 @@ async fn accept_loop(
 async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), ProxyError> {
     // Negotiation: SSLRequest gets `S` and a TLS handshake when TLS is configured, else `N`; GSSENCRequest
     // always gets `N`; then the real first packet.
+    let deadline = tokio::time::Instant::now() + shared.config.startup_timeout;
     let first = loop {
-        let packet = match read_packet(&mut client).await {
+        let packet = match within(deadline, read_packet(&mut client)).await {
             Ok(p) => p,
             Err(e @ ProxyError::Protocol(_)) => {
                 reject(&mut client, &e).await;
@@ -328,8 +342,8 @@ async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), Pro
             Ok(FirstPacket::Ssl) => {
                 if let Some(acceptor) = &shared.tls {
                     client.write_all(b"S").await?;
-                    let mut stream = acceptor.accept(client).await?;
-                    let packet = read_packet(&mut stream).await?;
+                    let mut stream = within(deadline, async { Ok(acceptor.accept(client).await?) }).await?;
+                    let packet = within(deadline, read_packet(&mut stream)).await?;
                     let first = match classify(&packet) {
                         Ok(f @ (FirstPacket::Startup { .. } | FirstPacket::Cancel { .. })) => f,
                         Ok(_) => return Err(ProxyError::Protocol("encryption request inside TLS".into())),
@@ -350,6 +364,16 @@ async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), Pro
     };
     let (cr, cw) = client.into_split();
     serve(cr, cw, first, shared, false).await
+}
+
+/// Runs a negotiation step, failing with a protocol error at the startup deadline.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    step: impl Future<Output = Result<T, ProxyError>>,
+) -> Result<T, ProxyError> {
+    tokio::time::timeout_at(deadline, step)
+        .await
+        .unwrap_or_else(|_| Err(ProxyError::Protocol("startup packet not received in time".into())))
 }
 
 /// Sends a FATAL protocol-violation error and ends the connection without a reset: unread input would
@@ -390,12 +414,23 @@ where
         let _ = cw.write_all(&out).await;
         return Ok(());
     }
+    if let Some(max) = shared.config.max_clients {
+        if shared.active.load(Ordering::SeqCst) > max {
+            METRICS.clients_refused.fetch_add(1, Ordering::Relaxed);
+            let mut out = BytesMut::new();
+            crate::frame::write_error(&mut out, "FATAL", "53300", "sqlcommenter proxy: too many connections");
+            let _ = cw.write_all(&out).await;
+            let _ = cw.shutdown().await;
+            return Ok(());
+        }
+    }
     let info = FirstPacket::startup_info(&params);
     let upstream = match tokio::time::timeout(shared.config.connect_timeout, connect_upstream(shared)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return refuse(cw, shared, e.to_string()).await,
         Err(_) => return refuse(cw, shared, "connect timeout".into()).await,
     };
+    let _server = GaugeGuard::new(&METRICS.server_connections, &METRICS.server_connections_total);
     let salt = shared.counter.fetch_add(1, Ordering::Relaxed);
     let mut session = Session::new(shared.inject.clone(), &info, salt).with_keys(shared.keys.clone());
     if let Some(t) = &shared.telemetry {
@@ -418,24 +453,43 @@ where
     }
 }
 
-async fn relay<CR, CW, UR, UW>(cr: CR, cw: CW, ur: UR, uw: UW, session: &Mutex<Session>) -> Result<(), ProxyError>
+async fn relay<CR, CW, UR, UW>(cr: CR, mut cw: CW, ur: UR, uw: UW, session: &Mutex<Session>) -> Result<(), ProxyError>
 where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
     UR: AsyncRead + Unpin,
     UW: AsyncWrite + Unpin,
 {
-    let up = pump(Direction::Upstream, cr, uw, session);
-    let down = pump(Direction::Downstream, ur, cw, session);
-    tokio::select! {
-        r = up => r?,
-        r = down => r?,
+    let outcome = {
+        let up = pump(Direction::Upstream, cr, uw, session);
+        let down = pump(Direction::Downstream, ur, &mut cw, session);
+        tokio::select! {
+            r = up => r.map_err(|e| (Direction::Upstream, e)),
+            r = down => r.map_err(|e| (Direction::Downstream, e)),
+        }
+    };
+    match outcome {
+        Ok(()) => Ok(()),
+        // The client sent a frame that cannot be framed: tell it why before closing.
+        Err((Direction::Upstream, e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            tracing::debug!(error = %e, "malformed client frame");
+            let mut out = BytesMut::new();
+            crate::frame::write_error(&mut out, "FATAL", "08P01", &format!("sqlcommenter proxy: {e}"));
+            let _ = cw.write_all(&out).await;
+            let _ = cw.shutdown().await;
+            Err(e.into())
+        }
+        Err((Direction::Downstream, e)) => {
+            METRICS.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            Err(e.into())
+        }
+        Err((_, e)) => Err(e.into()),
     }
-    Ok(())
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(mut client: W, shared: &Shared, reason: String) -> Result<(), ProxyError> {
     let addr = shared.config.upstream.to_string();
+    METRICS.upstream_errors.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(upstream = %addr, %reason, "upstream connect failed");
     let mut out = BytesMut::new();
     crate::frame::write_error(

@@ -14,10 +14,15 @@ use sqlcommenter::{carrier, Commenter, Injected, TraceContext, TraceParent};
 use crate::config::{CarrierTarget, InjectConfig};
 use crate::context::{guc_change, guc_from_options, GucChange, IdGenerator};
 use crate::frame::{self, FrameError, HEADER_LEN};
+use crate::metrics::{SkipReason, METRICS};
 use crate::state::{InjectedPart, ProtocolState, ServerEvent, IDLE};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Largest frame the proxy decodes (to rewrite or read it); larger frames are streamed through untouched.
 pub const MAX_DECODE: usize = 1 << 20;
+
+/// Client frames claiming this many bytes or more are refused (ErrorResponse 08P01, disconnect).
+pub const MAX_CLIENT_FRAME: usize = 1 << 30;
 
 /// Name of the proxy's reserved prepared statement on each server connection.
 pub const RESERVED_STATEMENT: &[u8] = b"__sqlc_tc";
@@ -112,6 +117,10 @@ pub struct Session {
     pub counters: Counters,
     /// Statement spans, when export is on.
     spans: Option<crate::telemetry::SpanTracker>,
+    /// When each unanswered client request (Query, Sync, FunctionCall) was forwarded, for the latency
+    /// histogram; `unmeasured` counts later requests not recorded because the queue was full.
+    requests: std::collections::VecDeque<std::time::Instant>,
+    unmeasured: usize,
 }
 
 impl Session {
@@ -141,6 +150,8 @@ impl Session {
             server_stream: Stream::default(),
             counters: Counters::default(),
             spans: None,
+            requests: std::collections::VecDeque::new(),
+            unmeasured: 0,
             cfg,
         }
     }
@@ -190,6 +201,10 @@ impl Session {
                 continue;
             }
             let Some(h) = frame::header(&input[pos..])? else { break };
+            if h.frame_len > MAX_CLIENT_FRAME {
+                // No valid message is this large (PostgreSQL values stop at 1 GB): a lying length.
+                return Err(FrameError::BadLength { tag: h.tag as char, len: (h.frame_len - 1) as i32 });
+            }
             let avail = input.len() - pos;
             let decode = matches!(h.tag, frame::QUERY | frame::PARSE | frame::BIND | frame::CLOSE);
             if avail < h.frame_len {
@@ -199,11 +214,13 @@ impl Session {
                 // Too large to decode, or not needed: stream it.
                 if self.cfg.enabled && self.proto.is_ready() && h.tag == frame::QUERY {
                     self.counters.comment_skipped += 1;
+                    METRICS.skip(SkipReason::TooLarge);
                 }
                 if matches!(h.tag, frame::PARSE | frame::BIND | frame::DESCRIBE | frame::EXECUTE | frame::CLOSE) {
                     self.proto.client_extended(h.tag, &[]);
                 }
                 self.proto.client_message(h.tag);
+                self.request_started(h.tag);
                 out.put_slice(&input[pos..]);
                 self.client_stream = Stream { left: h.frame_len - avail, relay: true };
                 pos = input.len();
@@ -238,6 +255,10 @@ impl Session {
             self.proto.client_extended(tag, body);
         }
         self.proto.client_message(tag);
+        self.request_started(tag);
+        if tag == frame::EXECUTE {
+            METRICS.statements_extended.fetch_add(1, Relaxed);
+        }
         if self.spans.is_some() {
             self.span_frame(tag, body);
         }
@@ -253,10 +274,12 @@ impl Session {
                 match std::str::from_utf8(sql).ok().map(|s| self.commenter.inject(s, Some(&ctx))) {
                     Some(Injected::Commented(s)) => {
                         self.counters.commented += 1;
+                        METRICS.comments.fetch_add(1, Relaxed);
                         frame::write_query(out, s.as_bytes());
                     }
-                    _ => {
+                    other => {
                         self.counters.comment_skipped += 1;
+                        METRICS.skip(other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped())));
                         out.put_slice(f);
                     }
                 }
@@ -276,10 +299,12 @@ impl Session {
                         match std::str::from_utf8(p.query).ok().map(|s| self.commenter.inject(s, Some(&ctx))) {
                             Some(Injected::Commented(s)) => {
                                 self.counters.commented += 1;
+                                METRICS.comments.fetch_add(1, Relaxed);
                                 frame::write_parse(out, p.name, s.as_bytes(), p.rest);
                             }
-                            _ => {
+                            other => {
                                 self.counters.comment_skipped += 1;
+                                METRICS.skip(other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped())));
                                 out.put_slice(f);
                             }
                         }
@@ -313,6 +338,29 @@ impl Session {
                 out.put_slice(f);
             }
             _ => out.put_slice(f),
+        }
+    }
+
+    /// Notes when a request the server answers with ReadyForQuery was forwarded.
+    fn request_started(&mut self, tag: u8) {
+        if !matches!(tag, frame::QUERY | frame::SYNC | frame::FUNCTION_CALL) || !self.proto.is_ready() {
+            return;
+        }
+        if tag == frame::QUERY {
+            METRICS.statements_simple.fetch_add(1, Relaxed);
+        }
+        if self.requests.len() < crate::telemetry::MAX_OPEN && self.unmeasured == 0 {
+            self.requests.push_back(std::time::Instant::now());
+        } else {
+            self.unmeasured += 1;
+        }
+    }
+
+    /// A ReadyForQuery reached the client: the oldest request is answered.
+    fn request_done(&mut self) {
+        match self.requests.pop_front() {
+            Some(t) => METRICS.observe(t.elapsed()),
+            None => self.unmeasured = self.unmeasured.saturating_sub(1),
         }
     }
 
@@ -401,6 +449,7 @@ impl Session {
         self.carrier_sent = Some(value);
         self.carrier_for = Some(ctx.traceparent);
         self.counters.carriers += 1;
+        METRICS.carriers.fetch_add(1, Relaxed);
     }
 
     /// Processes server bytes; appends what goes to the client to `out`; returns the bytes consumed.
@@ -472,6 +521,9 @@ impl Session {
             ServerEvent::Relay => {
                 if let Some(t) = &mut self.spans {
                     t.server(tag, body);
+                }
+                if tag == frame::READY_FOR_QUERY {
+                    self.request_done();
                 }
                 if tag == frame::READY_FOR_QUERY && self.proto.txn_status() == IDLE {
                     self.txn_ctx = None;
