@@ -181,8 +181,15 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
     let workers = Workers::spawn(threads, &shared)?;
+    // The admin endpoint is auxiliary: a busy port (e.g. a second proxy on one host) must not stop the proxy.
     let admin = match shared.config.admin {
-        Some(a) => Some(crate::admin::start(a, stop_rx.clone()).await?),
+        Some(a) => match crate::admin::start(a, stop_rx.clone()).await {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                tracing::warn!(error = %e, "admin endpoint disabled (use --admin ADDR or --admin off)");
+                None
+            }
+        },
         None => None,
     };
     let task = tokio::spawn(accept_loop(listener, shared.clone(), workers, stop_rx));
