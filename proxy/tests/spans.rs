@@ -226,3 +226,61 @@ async fn errors_unsampled_contexts_and_normalized_text() {
     assert!(!logged.is_sampled(), "unsampled downstream: {}", lines[0]);
     assert_eq!(logged.to_string(), CLIENT_TP.replace("-01", "-00"), "passed on unchanged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_extended_statement_under_a_session_variable_context() {
+    let proxy = traced_proxy(false).await;
+    let c = connect(proxy.local_addr().port(), "spanguc").await;
+    c.simple_query(&format!("SET sqlcommenter.traceparent = '{CLIENT_TP}'")).await.unwrap();
+    let rows = c.query_typed("SELECT g AS marker_span_unnamed FROM generate_series(1, 3) g", &[]).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    drop(c);
+    proxy.shutdown().await;
+
+    let spans = spans_with("marker_span_unnamed", 1);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let s = &spans[0];
+    let tp: TraceParent = CLIENT_TP.parse().unwrap();
+    assert_eq!(s.trace_id, tp.trace_id().to_vec());
+    assert_eq!(s.parent_span_id, tp.parent_id().to_vec());
+    assert_eq!(attr_int(s, "db.response.returned_rows"), 3);
+    let lines = exec_lines("marker_span_unnamed", 1);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(comment_tp(&lines[0]).parent_id().to_vec(), s.span_id);
+}
+
+/// Random well-framed and random raw bytes through a session that records spans: no panic, bounded state.
+#[test]
+fn random_frames_with_spans_never_panic() {
+    use proptest::prelude::*;
+    use sqlcommenter_proxy::session::{Session, StartupInfo};
+    let (endpoint, _) = receiver();
+    std::env::set_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint);
+    let t = std::sync::Arc::new(
+        sqlcommenter_proxy::telemetry::Telemetry::from_env(Default::default(), "127.0.0.1", 5432).unwrap(),
+    );
+    let frame = |tag: u8, body: &[u8]| {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    };
+    let tags = b"QPBEDCSHFdcfXpZSCEN123tTnIsGHWAKv".to_vec();
+    let strategy = (
+        proptest::collection::vec((prop::sample::select(tags), proptest::collection::vec(any::<u8>(), 0..48)), 0..60),
+        proptest::collection::vec(any::<u8>(), 0..512),
+        1usize..97,
+    );
+    proptest!(ProptestConfig::with_cases(200), |((msgs, raw, chunk) in strategy)| {
+        let mut s = Session::new(Default::default(), &StartupInfo::default(), 1)
+            .with_spans(sqlcommenter_proxy::telemetry::SpanTracker::new(t.clone(), "db"));
+        let mut out = bytes::BytesMut::new();
+        s.server_bytes(&frame(b'Z', b"I"), &mut out).unwrap();
+        let bytes: Vec<u8> = msgs.iter().flat_map(|(t, b)| frame(*t, b)).chain(raw).collect();
+        for (client, piece) in bytes.chunks(chunk).enumerate().map(|(i, p)| (i % 2 == 0, p)) {
+            let mut out = bytes::BytesMut::new();
+            let _ = if client { s.client_bytes(piece, &mut out) } else { s.server_bytes(piece, &mut out) };
+        }
+    });
+    t.shutdown();
+}
