@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sqlcommenter::{lexer, parse_tags, Commenter, Dialect, TraceContext};
+use sqlcommenter::{lexer, parse_tags, Dialect, TraceContext};
 
 #[path = "inputs.rs"]
 mod inputs;

@@ -21,6 +21,17 @@ pub const DEFAULT_GUC: &str = "sqlcommenter.traceparent";
 /// pg_tracing's GUC.
 pub const PG_TRACING_GUC: &str = "pg_tracing.trace_context";
 
+/// Whether `name` is a custom setting name a carrier may write: two or more dot-separated parts, each
+/// `[a-z_][a-z0-9_]*` (what PostgreSQL accepts for placeholder settings, without quoting).
+pub fn is_valid_guc_name(name: &str) -> bool {
+    let part = |p: &str| {
+        let mut bytes = p.bytes();
+        matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b == b'_')
+            && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    name.contains('.') && name.split('.').all(part)
+}
+
 /// The longest prefix of `s` that fits in `max` bytes and ends on a char boundary.
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -105,6 +116,16 @@ mod tests {
         assert_eq!(decode_application_name("psql"), None);
         assert_eq!(decode_application_name(&format!("x{TP}")), None);
         assert_eq!(decode_application_name(&TP.replace("-01", "-0x")), None);
+    }
+
+    #[test]
+    fn guc_names() {
+        assert!(is_valid_guc_name(DEFAULT_GUC));
+        assert!(is_valid_guc_name("pg_tracing.trace_context"));
+        assert!(is_valid_guc_name("a.b.c_1"));
+        for bad in ["", "plain", "a.", ".b", "a.1b", "A.b", "a.b;drop", "a b.c", "a.b'"] {
+            assert!(!is_valid_guc_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

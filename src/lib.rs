@@ -60,6 +60,7 @@ pub mod encode;
 pub mod lexer;
 pub mod normalize;
 pub mod parse;
+pub mod sampling;
 pub mod traceparent;
 pub mod tracestate;
 
@@ -68,6 +69,7 @@ pub use context::{ContextSource, TraceContext};
 pub use lexer::{Construct, Dialect};
 pub use normalize::normalize;
 pub use parse::{parse_context, parse_tags, Tags};
+pub use sampling::{RatioError, Sampling};
 pub use traceparent::{TraceParent, TraceParentError};
 pub use tracestate::{TraceState, TraceStateError};
 

@@ -112,9 +112,8 @@ impl SeaCommenterBuilder {
 
     /// Validates the configuration.
     pub fn build(self) -> Result<SeaCommenter, ConfigError> {
-        if !(0.0..=1.0).contains(&self.ratio) {
-            return Err(ConfigError::SampleRatio(self.ratio));
-        }
+        let sampling = sqlcommenter::Sampling::new(self.sampled_only, self.ratio)
+            .map_err(|sqlcommenter::RatioError(r)| ConfigError::SampleRatio(r))?;
         let mut b = Commenter::builder().placement(self.placement).sampled_only(false);
         if let Some(d) = self.db_driver.filter(|_| !self.tags.iter().any(|(k, _)| k == "db_driver")) {
             b = b.tag("db_driver", d);
@@ -122,8 +121,7 @@ impl SeaCommenterBuilder {
         for (k, v) in self.tags {
             b = b.tag(k, v);
         }
-        let threshold = if self.ratio >= 1.0 { None } else { Some((self.ratio * u64::MAX as f64) as u64) };
-        Ok(SeaCommenter { commenter: b.build()?, sampled_only: self.sampled_only, threshold, source: self.source })
+        Ok(SeaCommenter { commenter: b.build()?, sampling, source: self.source })
     }
 }
 
@@ -131,8 +129,7 @@ impl SeaCommenterBuilder {
 #[derive(Debug, Clone)]
 pub struct SeaCommenter {
     commenter: Commenter,
-    sampled_only: bool,
-    threshold: Option<u64>,
+    sampling: sqlcommenter::Sampling,
     source: ContextSource,
 }
 
@@ -163,18 +160,7 @@ impl SeaCommenter {
     }
 
     fn eligible(&self, ctx: &TraceContext) -> bool {
-        if self.sampled_only && !ctx.is_sampled() {
-            return false;
-        }
-        match self.threshold {
-            None => true,
-            Some(t) => {
-                let id = ctx.traceparent.trace_id();
-                let mut low = [0u8; 8];
-                low.copy_from_slice(&id[8..]);
-                u64::from_be_bytes(low) < t
-            }
-        }
+        self.sampling.carries(&ctx.traceparent)
     }
 
     /// Comments an already built SQL text with `ctx` (sampling applied) and `extra` per-call tags.

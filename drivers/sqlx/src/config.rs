@@ -178,11 +178,10 @@ impl ConfigBuilder {
 
     /// Validates everything.
     pub fn build(self) -> Result<Config, ConfigError> {
-        if !(0.0..=1.0).contains(&self.ratio) {
-            return Err(ConfigError::SampleRatio(self.ratio));
-        }
+        let sampling = sqlcommenter::Sampling::new(self.sampled_only, self.ratio)
+            .map_err(|sqlcommenter::RatioError(r)| ConfigError::SampleRatio(r))?;
         if let Carrier::Guc(name) = &self.carrier {
-            if !valid_guc(name) {
+            if !sqlcommenter::carrier::is_valid_guc_name(name) {
                 return Err(ConfigError::GucName(name.clone()));
             }
         }
@@ -194,29 +193,18 @@ impl ConfigBuilder {
             b = b.tag(k, v);
         }
         let commenter = b.build()?;
-        let threshold = if self.ratio >= 1.0 { None } else { Some((self.ratio * u64::MAX as f64) as u64) };
         Ok(Config {
             shared: Arc::new(Shared {
                 commenter,
                 mode: self.mode,
                 carrier: self.carrier,
-                sampled_only: self.sampled_only,
-                threshold,
+                sampling,
                 source: self.source,
                 base_name: self.base_name,
                 sticky: self.sticky,
             }),
         })
     }
-}
-
-fn valid_guc(name: &str) -> bool {
-    let part = |p: &str| {
-        !p.is_empty()
-            && !p.starts_with(|c: char| c.is_ascii_digit())
-            && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    };
-    matches!(name.split_once('.'), Some((a, b)) if part(a) && part(b))
 }
 
 /// A validated configuration, cheap to clone and share between wrappers.
@@ -257,8 +245,7 @@ pub(crate) struct Shared {
     pub(crate) commenter: Commenter,
     pub(crate) mode: Mode,
     pub(crate) carrier: Carrier,
-    sampled_only: bool,
-    threshold: Option<u64>,
+    sampling: sqlcommenter::Sampling,
     source: ContextSource,
     base_name: Option<String>,
     pub(crate) sticky: Option<std::time::Duration>,
@@ -272,18 +259,7 @@ impl Shared {
 
     /// Whether a context passes `sampled_only` and the ratio.
     pub(crate) fn eligible(&self, tp: &TraceParent) -> bool {
-        if self.sampled_only && !tp.is_sampled() {
-            return false;
-        }
-        match self.threshold {
-            None => true,
-            Some(t) => {
-                let id = tp.trace_id();
-                let mut low = [0u8; 8];
-                low.copy_from_slice(&id[8..]);
-                u64::from_be_bytes(low) < t
-            }
-        }
+        self.sampling.carries(tp)
     }
 
     /// The carrier value for `tp`.

@@ -186,11 +186,10 @@ impl ConfigBuilder {
 
     /// Validates everything and encodes the static tags once.
     pub fn build(self) -> Result<Config, ConfigError> {
-        if !(0.0..=1.0).contains(&self.sample_ratio) {
-            return Err(ConfigError::SampleRatio(self.sample_ratio));
-        }
+        let sampling = sqlcommenter::Sampling::new(self.sampled_only, self.sample_ratio)
+            .map_err(|sqlcommenter::RatioError(r)| ConfigError::SampleRatio(r))?;
         if let Carrier::Guc(name) = &self.carrier {
-            if !valid_guc(name) {
+            if !sqlcommenter::carrier::is_valid_guc_name(name) {
                 return Err(ConfigError::GucName(name.clone()));
             }
         }
@@ -212,8 +211,6 @@ impl ConfigBuilder {
             builder = builder.tag("application", self.application_name.clone());
         }
         let commenter = builder.sampled_only(false).build()?;
-        // Threshold on the trace id's low 64 bits, as OpenTelemetry's TraceIdRatioBased sampler does.
-        let threshold = (self.sample_ratio * 18_446_744_073_709_551_616.0) as u64;
         Ok(Config {
             inner: Arc::new(Settings {
                 mode: self.mode,
@@ -221,25 +218,12 @@ impl ConfigBuilder {
                 carrier_statement: self.carrier_statement,
                 application_name: self.application_name,
                 commenter,
-                sampled_only: self.sampled_only,
-                ratio_all: self.sample_ratio >= 1.0,
-                threshold,
+                sampling,
                 source: self.source,
                 context_fn: self.context_fn,
             }),
         })
     }
-}
-
-fn valid_guc(name: &str) -> bool {
-    let mut parts = name.split('.');
-    let ident = |s: &str| {
-        let mut chars = s.chars();
-        matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    };
-    let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else { return false };
-    ident(a) && ident(b)
 }
 
 /// A validated wrapper configuration. Cheap to clone; share one across clients and pools.
@@ -289,9 +273,7 @@ pub(crate) struct Settings {
     pub(crate) carrier_statement: CarrierStatement,
     pub(crate) application_name: String,
     pub(crate) commenter: Commenter,
-    sampled_only: bool,
-    ratio_all: bool,
-    threshold: u64,
+    sampling: sqlcommenter::Sampling,
     source: ContextSource,
     context_fn: Option<ContextFn>,
 }
@@ -307,16 +289,7 @@ impl Settings {
     }
 
     pub(crate) fn carries(&self, tp: &TraceParent) -> bool {
-        if self.sampled_only && !tp.is_sampled() {
-            return false;
-        }
-        if self.ratio_all {
-            return true;
-        }
-        let id = tp.trace_id();
-        let mut low = [0u8; 8];
-        low.copy_from_slice(&id[8..]);
-        u64::from_be_bytes(low) < self.threshold
+        self.sampling.carries(tp)
     }
 }
 
