@@ -175,6 +175,8 @@ pub struct ProxyConfig {
     pub max_clients: Option<usize>,
     /// How long a client may take from connecting to a complete startup packet.
     pub startup_timeout: Duration,
+    /// Close a session idle this long (no bytes either way, no request pending); `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl ProxyConfig {
@@ -195,6 +197,7 @@ impl ProxyConfig {
             admin: None,
             max_clients: None,
             startup_timeout: Duration::from_secs(10),
+            idle_timeout: None,
         }
     }
 }
@@ -274,6 +277,9 @@ pub struct ProxyArgs {
     /// Seconds a client may take to send its startup packet [default: 10].
     #[arg(long, env = "SQLCOMMENTER_STARTUP_TIMEOUT", value_name = "SECS")]
     pub startup_timeout: Option<f64>,
+    /// Close sessions idle (no bytes either way, nothing pending) this many seconds (FATAL 57P05) [default: never].
+    #[arg(long, env = "SQLCOMMENTER_IDLE_TIMEOUT", value_name = "SECS")]
+    pub idle_timeout: Option<f64>,
     /// Log format: human or json (level from RUST_LOG, default info) [default: human].
     #[arg(long, env = "SQLCOMMENTER_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -418,6 +424,9 @@ impl ProxyArgs {
         config.max_clients = self.max_clients;
         if let Some(s) = self.startup_timeout {
             config.startup_timeout = seconds("startup_timeout", s)?;
+        }
+        if let Some(s) = self.idle_timeout {
+            config.idle_timeout = Some(seconds("idle_timeout", s)?);
         }
         if config.require_tls && config.tls.is_none() {
             return Err(ProxyError::Config("require_tls needs tls_cert and tls_key".into()));

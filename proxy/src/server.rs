@@ -445,22 +445,32 @@ where
         let database = param("database").or_else(|| param("user")).unwrap_or("");
         session = session.with_spans(crate::telemetry::SpanTracker::new(t.clone(), database));
     }
+    if shared.config.idle_timeout.is_some() {
+        session.track_idle();
+    }
     let session = Mutex::new(session);
     match upstream {
         UpStream::Plain(mut up) => {
             up.write_all(&raw).await?;
             let (ur, uw) = up.split();
-            relay(cr, cw, ur, uw, &session).await
+            relay(cr, cw, ur, uw, &session, shared.config.idle_timeout).await
         }
         UpStream::Tls(up) => {
             let (ur, mut uw) = tokio::io::split(*up);
             uw.write_all(&raw).await?;
-            relay(cr, cw, ur, uw, &session).await
+            relay(cr, cw, ur, uw, &session, shared.config.idle_timeout).await
         }
     }
 }
 
-async fn relay<CR, CW, UR, UW>(cr: CR, mut cw: CW, ur: UR, uw: UW, session: &Mutex<Session>) -> Result<(), ProxyError>
+async fn relay<CR, CW, UR, UW>(
+    cr: CR,
+    mut cw: CW,
+    ur: UR,
+    uw: UW,
+    session: &Mutex<Session>,
+    idle_timeout: Option<Duration>,
+) -> Result<(), ProxyError>
 where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
@@ -471,12 +481,21 @@ where
         let up = pump(Direction::Upstream, cr, uw, session);
         let down = pump(Direction::Downstream, ur, &mut cw, session);
         tokio::select! {
-            r = up => r.map_err(|e| (Direction::Upstream, e)),
-            r = down => r.map_err(|e| (Direction::Downstream, e)),
+            r = up => r.map_err(|e| (Direction::Upstream, e)).map(|()| false),
+            r = down => r.map_err(|e| (Direction::Downstream, e)).map(|()| false),
+            () = idle_watch(session, idle_timeout) => Ok(true),
         }
     };
     match outcome {
-        Ok(()) => Ok(()),
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            tracing::debug!("closing an idle session");
+            let mut out = BytesMut::new();
+            crate::frame::write_error(&mut out, "FATAL", "57P05", "sqlcommenter proxy: idle session timeout");
+            let _ = cw.write_all(&out).await;
+            let _ = cw.shutdown().await;
+            Ok(())
+        }
         // The client sent a frame that cannot be framed: tell it why before closing.
         Err((Direction::Upstream, e)) if e.kind() == std::io::ErrorKind::InvalidData => {
             tracing::debug!(error = %e, "malformed client frame");
@@ -491,6 +510,19 @@ where
             Err(e.into())
         }
         Err((_, e)) => Err(e.into()),
+    }
+}
+
+/// Completes when the session has been idle (see [`Session::idle_for`]) for `timeout`; never without one.
+async fn idle_watch(session: &Mutex<Session>, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else { return std::future::pending().await };
+    let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(tick).await;
+        let idle = session.lock().unwrap_or_else(|p| p.into_inner()).idle_for();
+        if idle.is_some_and(|d| d >= timeout) {
+            return;
+        }
     }
 }
 

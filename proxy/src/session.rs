@@ -121,6 +121,8 @@ pub struct Session {
     /// histogram; `unmeasured` counts later requests not recorded because the queue was full.
     requests: std::collections::VecDeque<std::time::Instant>,
     unmeasured: usize,
+    /// When bytes last arrived from either side (kept only when an idle timeout is configured).
+    last_io: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -152,6 +154,7 @@ impl Session {
             spans: None,
             requests: std::collections::VecDeque::new(),
             unmeasured: 0,
+            last_io: None,
             cfg,
         }
     }
@@ -188,9 +191,24 @@ impl Session {
         self.txn_ctx.get_or_insert_with(|| ids.root(ratio)).clone()
     }
 
+    /// Tracks activity for [`Session::idle_for`] (off until called once).
+    pub fn track_idle(&mut self) {
+        self.last_io = Some(std::time::Instant::now());
+    }
+
+    /// How long the session has been idle: nothing arrived from either side and no request is pending.
+    /// `None` while busy (or when idle tracking is off).
+    pub fn idle_for(&self) -> Option<std::time::Duration> {
+        let t = self.last_io?;
+        (self.proto.is_ready() && self.proto.pending() == 0 && self.requests.is_empty()).then(|| t.elapsed())
+    }
+
     /// Processes client bytes; appends what goes upstream to `out`; returns the bytes consumed. Unconsumed
     /// bytes are an incomplete frame: call again with more; [`Session::need`] says how much to buffer.
     pub fn client_bytes(&mut self, input: &[u8], out: &mut BytesMut) -> Result<usize, FrameError> {
+        if self.last_io.is_some() {
+            self.track_idle();
+        }
         let mut pos = 0;
         while pos < input.len() {
             if self.client_stream.left > 0 {
@@ -454,6 +472,9 @@ impl Session {
 
     /// Processes server bytes; appends what goes to the client to `out`; returns the bytes consumed.
     pub fn server_bytes(&mut self, input: &[u8], out: &mut BytesMut) -> Result<usize, FrameError> {
+        if self.last_io.is_some() {
+            self.track_idle();
+        }
         let mut pos = 0;
         while pos < input.len() {
             if self.server_stream.left > 0 {

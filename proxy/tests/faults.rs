@@ -219,3 +219,31 @@ async fn a_client_that_stops_reading_does_not_stall_others() {
 async fn state(d: &tokio_postgres::Client, pid: i32) -> Option<String> {
     d.query_opt("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid]).await.unwrap().map(|r| r.get(0))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_closed_but_long_statements_are_not() {
+    let proxy = proxy_with(|c| c.idle_timeout = Some(Duration::from_millis(400))).await;
+    let port = proxy.local_addr().port();
+    let mut s = session(port, "f_idle").await;
+    // A statement running longer than the timeout is not idle.
+    s.write_all(&msg(b'Q', b"SELECT pg_sleep(1)\0")).await.unwrap();
+    let tags: String = until_ready(&mut s).await.iter().map(|(t, _)| *t as char).collect();
+    assert_eq!(tags, "TDCZ");
+    let pid = {
+        s.write_all(&msg(b'Q', b"SELECT pg_backend_pid()\0")).await.unwrap();
+        let m = until_ready(&mut s).await;
+        let row = &m.iter().find(|(t, _)| *t == b'D').unwrap().1;
+        String::from_utf8_lossy(&row[6..]).parse::<i32>().unwrap()
+    };
+    // Then idle: FATAL 57P05 and the server session ends.
+    let reply = read_all(&mut s).await;
+    assert_eq!(reply.first(), Some(&b'E'), "{reply:?}");
+    assert!(String::from_utf8_lossy(&reply).contains("57P05"));
+    let direct = connect(pg().port(), "f_idle_observer").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state(&direct, pid).await.is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state(&direct, pid).await, None);
+    proxy.shutdown().await;
+}
