@@ -284,3 +284,40 @@ fn random_frames_with_spans_never_panic() {
     });
     t.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_statements_each_get_their_own_span_even_after_an_error() {
+    let proxy = traced_proxy(false).await;
+    let c = connect(proxy.local_addr().port(), "spanpipe").await;
+    let int4 = tokio_postgres::types::Type::INT4;
+    // tokio-postgres pipelines concurrent requests: one write, three Sync-terminated batches.
+    let (pa, pc) = ([(&1i32 as &(dyn tokio_postgres::types::ToSql + Sync), int4.clone())], [(&4i32 as _, int4)]);
+    let (a, b, d) = futures_util::join!(
+        c.query_typed("SELECT $1::int AS marker_pipe_a", &pa),
+        c.query_typed("SELECT 1/0 AS marker_pipe_b", &[]),
+        c.query_typed("SELECT g AS marker_pipe_c FROM generate_series(1, $1::int) g", &pc),
+    );
+    assert_eq!(a.unwrap().len(), 1);
+    assert_eq!(b.unwrap_err().code().map(|c| c.code()), Some("22012"));
+    assert_eq!(d.unwrap().len(), 4);
+    drop(c);
+    proxy.shutdown().await;
+
+    let one = |m: &str| {
+        let s = spans_with(m, 1);
+        assert_eq!(s.len(), 1, "{m}: {s:#?}");
+        s.into_iter().next().unwrap()
+    };
+    let (sa, sb, sc) = (one("marker_pipe_a"), one("marker_pipe_b"), one("marker_pipe_c"));
+    assert_eq!(attr_int(&sa, "db.response.returned_rows"), 1);
+    assert!(attr(&sa, "db.response.status_code").is_none());
+    assert_eq!(attr_str(&sb, "db.response.status_code"), "22012");
+    assert_eq!(attr_int(&sc, "db.response.returned_rows"), 4);
+    assert!(attr(&sc, "db.response.status_code").is_none(), "the error stays with its own statement");
+    assert!(sa.end_time_unix_nano <= sc.end_time_unix_nano);
+    for (m, s) in [("marker_pipe_a", &sa), ("marker_pipe_c", &sc)] {
+        let lines = exec_lines(m, 1);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert_eq!(comment_tp(&lines[0]).parent_id().to_vec(), s.span_id, "{m}");
+    }
+}
