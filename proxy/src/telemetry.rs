@@ -15,7 +15,9 @@ use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer, TracerProvider,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{IdGenerator as SdkIdGenerator, Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator as SdkIdGenerator, Sampler, SdkTracer, SdkTracerProvider,
+};
 use opentelemetry_sdk::Resource;
 use sqlcommenter::{Dialect, TraceContext};
 
@@ -120,9 +122,23 @@ impl Telemetry {
             if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
                 resource = resource.with_service_name("sqlcommenter-proxy");
             }
+            // A proxy emits a span per statement (thousands per second): unless the OTEL_BSP_* variables say
+            // otherwise, queue more and export larger batches sooner than the SDK defaults (2048 / 512 / 5 s),
+            // which drop spans at a few thousand statements per second.
+            let mut batch = BatchConfigBuilder::default();
+            if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+                batch = batch.with_max_queue_size(65_536);
+            }
+            if std::env::var_os("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
+                batch = batch.with_max_export_batch_size(4096);
+            }
+            if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+                batch = batch.with_scheduled_delay(std::time::Duration::from_millis(500));
+            }
+            let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch.build()).build();
             Ok::<_, String>(
                 SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
+                    .with_span_processor(processor)
                     .with_resource(resource.build())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
                     .with_id_generator(PresetIds)
