@@ -560,6 +560,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sampler_variables() {
+        // The only unit test reading these variables.
+        std::env::remove_var("OTEL_TRACES_SAMPLER_ARG");
+        std::env::remove_var("OTEL_TRACES_SAMPLER");
+        assert_eq!(sampler_ratio_from_env().unwrap(), None);
+        std::env::set_var("OTEL_TRACES_SAMPLER", "parentbased_traceidratio");
+        std::env::set_var("OTEL_TRACES_SAMPLER_ARG", "0.25");
+        assert_eq!(sampler_ratio_from_env().unwrap(), Some(0.25));
+        std::env::set_var("OTEL_TRACES_SAMPLER_ARG", "2");
+        assert!(sampler_ratio_from_env().is_err());
+        std::env::set_var("OTEL_TRACES_SAMPLER", "always_off");
+        assert_eq!(sampler_ratio_from_env().unwrap(), Some(0.0));
+        std::env::set_var("OTEL_TRACES_SAMPLER", "jaeger_remote");
+        assert!(sampler_ratio_from_env().is_err());
+        std::env::remove_var("OTEL_TRACES_SAMPLER_ARG");
+        std::env::remove_var("OTEL_TRACES_SAMPLER");
+    }
+
+    #[test]
     fn row_counts_and_operations() {
         assert_eq!(rows(b"SELECT 5"), Some(5));
         assert_eq!(rows(b"INSERT 0 7"), Some(7));
