@@ -268,6 +268,9 @@ pub struct ProxyArgs {
     /// With `--otlp`: replace literals in `db.query.text` with `?`.
     #[arg(long, env = "SQLCOMMENTER_OTLP_NORMALIZE")]
     pub otlp_normalize: Option<bool>,
+    /// With `--otlp`: `grpc` or `http/protobuf` [default: `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`, else http/protobuf].
+    #[arg(long, env = "SQLCOMMENTER_OTLP_PROTOCOL", value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
     /// Admin endpoint address (`/metrics`, `/health`), or `off` [default: 127.0.0.1:9187].
     #[arg(long, env = "SQLCOMMENTER_ADMIN", value_name = "ADDR|off")]
     pub admin: Option<String>,
@@ -412,8 +415,10 @@ impl ProxyArgs {
         }
         config.upstream_ca = self.upstream_ca.clone().or(file.upstream_ca);
         if self.otlp.unwrap_or(false) {
-            config.telemetry =
-                Some(crate::telemetry::TelemetryConfig { normalize_query: self.otlp_normalize.unwrap_or(false) });
+            config.telemetry = Some(crate::telemetry::TelemetryConfig {
+                normalize_query: self.otlp_normalize.unwrap_or(false),
+                protocol: self.otlp_protocol.as_deref().map(str::parse).transpose()?,
+            });
         }
         match self.admin.as_deref().unwrap_or("127.0.0.1:9187") {
             "off" => config.admin = None,
@@ -484,5 +489,16 @@ mod tests {
         assert!(bad.resolve().is_err());
         let bad = ProxyArgs { upstream: Some("h".into()), tags: vec!["traceparent=x".into()], ..Default::default() };
         assert!(bad.resolve().is_err());
+        let otlp = |p: &str| {
+            let a = ProxyArgs {
+                upstream: Some("h".into()),
+                otlp: Some(true),
+                otlp_protocol: Some(p.into()),
+                ..Default::default()
+            };
+            a.resolve().map(|c| c.telemetry.and_then(|t| t.protocol))
+        };
+        assert_eq!(otlp("grpc").unwrap(), Some(crate::telemetry::OtlpProtocol::Grpc));
+        assert!(otlp("http/json").is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! Proxy spans: one client span per statement execution (simple Query, or Execute), with OpenTelemetry
-//! database semantic conventions, exported over OTLP (HTTP/protobuf).
+//! database semantic conventions, exported over OTLP (HTTP/protobuf, or gRPC on a runtime thread of its own).
 //!
 //! The per-session [`SpanTracker`] is sans-I/O: it is fed client and server frames and hands finished
 //! [`SpanRecord`]s to [`Telemetry::export`]. When export is off there is no tracker, so the hot path
@@ -34,6 +34,76 @@ pub const MAX_OPEN: usize = 16 * 1024;
 pub struct TelemetryConfig {
     /// Replace literals in `db.query.text` with `?` (`sqlcommenter::normalize`), so values never leave.
     pub normalize_query: bool,
+    /// OTLP transport; `None`: `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`, else HTTP/protobuf.
+    pub protocol: Option<OtlpProtocol>,
+}
+
+/// OTLP transport for spans.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf` (the default, as in the OpenTelemetry specification).
+    #[default]
+    HttpProtobuf,
+    /// `grpc` (tonic).
+    Grpc,
+}
+
+impl std::str::FromStr for OtlpProtocol {
+    type Err = ProxyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+            "grpc" => Ok(OtlpProtocol::Grpc),
+            other => {
+                Err(ProxyError::Config(format!("OTLP protocol {other:?} is not supported (use grpc or http/protobuf)")))
+            }
+        }
+    }
+}
+
+/// The protocol `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` (else `OTEL_EXPORTER_OTLP_PROTOCOL`) asks for.
+pub fn protocol_from_env() -> Result<OtlpProtocol, ProxyError> {
+    match std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+    {
+        Ok(p) => p.parse(),
+        Err(_) => Ok(OtlpProtocol::HttpProtobuf),
+    }
+}
+
+/// Keeps the gRPC exporter's Tokio runtime thread alive: tonic's channel runs on it, while the SDK's batch
+/// processor calls the exporter from its own plain thread. Dropping this ends the runtime thread.
+struct GrpcRuntime {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Builds the tonic exporter on a new current-thread runtime thread that keeps driving its channel.
+fn grpc_exporter() -> Result<(opentelemetry_otlp::SpanExporter, GrpcRuntime), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("otlp-grpc".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let built = opentelemetry_otlp::SpanExporter::builder().with_tonic().build().map_err(|e| e.to_string());
+                let ok = built.is_ok();
+                let _ = tx.send(built);
+                if ok {
+                    // Drive the channel until the telemetry is dropped.
+                    let _ = stopped.await;
+                }
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    let exporter = rx.recv().map_err(|_| "gRPC runtime thread ended".to_string())??;
+    Ok((exporter, GrpcRuntime { _stop: stop }))
 }
 
 thread_local! {
@@ -73,6 +143,8 @@ pub struct Telemetry {
     server_address: String,
     server_port: i64,
     root_ratio: Option<f64>,
+    /// Declared last: dropped after the provider, whose final export may still need it.
+    _grpc: Option<GrpcRuntime>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -103,21 +175,26 @@ pub fn sampler_ratio_from_env() -> Result<Option<f64>, ProxyError> {
 }
 
 impl Telemetry {
-    /// Builds the OTLP/HTTP exporter from the standard `OTEL_*` variables (endpoint, headers, timeout,
-    /// service name, resource attributes, sampler). `OTEL_SERVICE_NAME` defaults to `sqlcommenter-proxy`.
+    /// Builds the OTLP exporter (HTTP/protobuf or gRPC, see [`TelemetryConfig::protocol`]) from the standard
+    /// `OTEL_*` variables (endpoint, headers, timeout, service name, resource attributes, sampler).
+    /// `OTEL_SERVICE_NAME` defaults to `sqlcommenter-proxy`.
     pub fn from_env(cfg: TelemetryConfig, server_address: &str, server_port: u16) -> Result<Self, ProxyError> {
-        if let Ok(p) = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        {
-            if p.trim() != "http/protobuf" {
-                return Err(ProxyError::Config(format!("OTLP protocol {p:?} is not supported (use http/protobuf)")));
-            }
-        }
+        let protocol = match cfg.protocol {
+            Some(p) => p,
+            None => protocol_from_env()?,
+        };
         let root_ratio = sampler_ratio_from_env()?;
         // The blocking HTTP client must not be created (or dropped) on a runtime thread.
-        let built = std::thread::spawn(|| {
-            let exporter =
-                opentelemetry_otlp::SpanExporter::builder().with_http().build().map_err(|e| e.to_string())?;
+        let built = std::thread::spawn(move || {
+            let (exporter, grpc) = match protocol {
+                OtlpProtocol::HttpProtobuf => {
+                    (opentelemetry_otlp::SpanExporter::builder().with_http().build().map_err(|e| e.to_string())?, None)
+                }
+                OtlpProtocol::Grpc => {
+                    let (e, rt) = grpc_exporter()?;
+                    (e, Some(rt))
+                }
+            };
             let mut resource = Resource::builder();
             if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
                 resource = resource.with_service_name("sqlcommenter-proxy");
@@ -136,18 +213,20 @@ impl Telemetry {
                 batch = batch.with_scheduled_delay(std::time::Duration::from_millis(500));
             }
             let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch.build()).build();
-            Ok::<_, String>(
+            Ok::<_, String>((
                 SdkTracerProvider::builder()
                     .with_span_processor(processor)
                     .with_resource(resource.build())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
                     .with_id_generator(PresetIds)
                     .build(),
-            )
+                grpc,
+            ))
         })
         .join()
         .map_err(|_| ProxyError::Config("OTLP exporter setup panicked".into()))?
         .map_err(|e| ProxyError::Config(format!("OTLP exporter: {e}")))?;
+        let (built, grpc) = built;
         let tracer = built.tracer("sqlcommenter-proxy");
         Ok(Telemetry {
             provider: built,
@@ -156,6 +235,7 @@ impl Telemetry {
             server_address: server_address.to_owned(),
             server_port: i64::from(server_port),
             root_ratio,
+            _grpc: grpc,
         })
     }
 
@@ -164,7 +244,8 @@ impl Telemetry {
         self.root_ratio
     }
 
-    /// Sends everything queued and stops the exporter (on a plain thread: the HTTP client blocks).
+    /// Sends everything queued and stops the exporter (on a plain thread: the HTTP client blocks, and the
+    /// gRPC exporter's runtime thread stays up until the telemetry is dropped).
     pub fn shutdown(&self) {
         let provider = self.provider.clone();
         let _ = std::thread::spawn(move || {

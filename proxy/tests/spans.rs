@@ -79,8 +79,11 @@ async fn traced_proxy(normalize: bool) -> sqlcommenter_proxy::ProxyHandle {
     std::env::set_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint);
     std::env::set_var("OTEL_SERVICE_NAME", "proxy-under-test");
     std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
-    proxy_with(|c| c.telemetry = Some(sqlcommenter_proxy::telemetry::TelemetryConfig { normalize_query: normalize }))
-        .await
+    proxy_with(|c| {
+        c.telemetry =
+            Some(sqlcommenter_proxy::telemetry::TelemetryConfig { normalize_query: normalize, protocol: None })
+    })
+    .await
 }
 
 fn attr(span: &Span, key: &str) -> Option<Value> {
