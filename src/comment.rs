@@ -368,6 +368,16 @@ impl Commenter {
         }
     }
 
+    /// What goes between the statement and an appended comment: a space, except after MySQL's `--`,
+    /// which a space would turn into a line comment swallowing ours.
+    fn lead(&self, before: &str) -> &'static str {
+        if self.dialect == Dialect::MySql && before.ends_with("--") {
+            ""
+        } else {
+            " "
+        }
+    }
+
     /// Adds the static tags and `ctx` to `sql`.
     pub fn inject<'q>(&self, sql: &'q str, ctx: Option<&TraceContext>) -> Injected<'q> {
         let ctx = self.effective(ctx);
@@ -387,12 +397,13 @@ impl Commenter {
             out.push_str(sql);
         } else {
             out.push_str(&sql[..at]);
-            out.push_str(" /*");
+            out.push_str(self.lead(&sql[..at]));
+            out.push_str("/*");
             self.write_body(&mut out, ctx);
             out.push_str("*/");
             out.push_str(&sql[at..]);
         }
-        debug_assert_eq!(out.len(), sql.len() + body + 5);
+        debug_assert!(out.len() <= sql.len() + body + 5);
         Injected::Commented(out)
     }
 
@@ -424,8 +435,11 @@ impl Commenter {
         }
         pairs.sort_unstable();
         let body = pairs.join(",");
-        let out =
-            if prepend { format!("/*{body}*/ {sql}") } else { format!("{} /*{body}*/{}", &sql[..at], &sql[at..]) };
+        let out = if prepend {
+            format!("/*{body}*/ {sql}")
+        } else {
+            format!("{}{}/*{body}*/{}", &sql[..at], self.lead(&sql[..at]), &sql[at..])
+        };
         Injected::Commented(out)
     }
 }
@@ -504,6 +518,11 @@ mod tests {
         let strict = Commenter::builder().tag("a", "b").existing_comments(ExistingComments::Skip).build().unwrap();
         assert_eq!(strict.inject("select /* x */ 1", None).skipped(), Some(Skip::ExistingComment));
         assert_eq!(Commenter::default().inject("select 1", None).skipped(), Some(Skip::NothingToAdd));
+        // MySQL: "--" followed by a space starts a comment, so none is inserted after a trailing "--".
+        let my = Commenter::builder().dialect(Dialect::MySql).tag("a", "b").build().unwrap();
+        assert_eq!(my.inject("SELECT 1--#x", None).as_str(), "SELECT 1--/*a='b'*/#x");
+        assert_eq!(my.inject_with("SELECT 1--#", None, &[("c", "d")]).as_str(), "SELECT 1--/*a='b',c='d'*/#");
+        assert_eq!(my.inject("SELECT 1--", None).as_str(), "SELECT 1 /*a='b'*/--");
     }
 
     #[test]
