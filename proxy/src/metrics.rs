@@ -97,26 +97,37 @@ pub struct Metrics {
 const ZERO: AtomicU64 = AtomicU64::new(0);
 
 /// The process's metrics.
-pub static METRICS: Metrics = Metrics {
-    client_connections_total: ZERO,
-    client_connections: AtomicI64::new(0),
-    server_connections_total: ZERO,
-    server_connections: AtomicI64::new(0),
-    statements_simple: ZERO,
-    statements_extended: ZERO,
-    comments: ZERO,
-    carriers: ZERO,
-    skips: [ZERO; 6],
-    bytes_from_clients: ZERO,
-    bytes_from_servers: ZERO,
-    upstream_errors: ZERO,
-    clients_refused: ZERO,
-    buckets: [ZERO; LATENCY_BUCKETS.len()],
-    latency_count: ZERO,
-    latency_sum_us: ZERO,
-};
+pub static METRICS: Metrics = Metrics::new();
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
 
 impl Metrics {
+    /// All counters at zero.
+    pub const fn new() -> Self {
+        Metrics {
+            client_connections_total: ZERO,
+            client_connections: AtomicI64::new(0),
+            server_connections_total: ZERO,
+            server_connections: AtomicI64::new(0),
+            statements_simple: ZERO,
+            statements_extended: ZERO,
+            comments: ZERO,
+            carriers: ZERO,
+            skips: [ZERO; 6],
+            bytes_from_clients: ZERO,
+            bytes_from_servers: ZERO,
+            upstream_errors: ZERO,
+            clients_refused: ZERO,
+            buckets: [ZERO; LATENCY_BUCKETS.len()],
+            latency_count: ZERO,
+            latency_sum_us: ZERO,
+        }
+    }
+
     /// Counts a statement left without a comment.
     pub fn skip(&self, reason: SkipReason) {
         self.skips[reason as usize].fetch_add(1, Relaxed);
@@ -235,24 +246,7 @@ mod tests {
 
     #[test]
     fn histogram_is_cumulative() {
-        let m = Metrics {
-            client_connections_total: ZERO,
-            client_connections: AtomicI64::new(0),
-            server_connections_total: ZERO,
-            server_connections: AtomicI64::new(0),
-            statements_simple: ZERO,
-            statements_extended: ZERO,
-            comments: ZERO,
-            carriers: ZERO,
-            skips: [ZERO; 6],
-            bytes_from_clients: ZERO,
-            bytes_from_servers: ZERO,
-            upstream_errors: ZERO,
-            clients_refused: ZERO,
-            buckets: [ZERO; LATENCY_BUCKETS.len()],
-            latency_count: ZERO,
-            latency_sum_us: ZERO,
-        };
+        let m = Metrics::new();
         m.observe(Duration::from_micros(50));
         m.observe(Duration::from_millis(3));
         m.observe(Duration::from_secs(20));

@@ -2,14 +2,14 @@
 //! span each statement ran under.
 
 mod common;
+mod otlp;
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use otlp::{attr, attr_int, attr_str};
 use prost::Message;
 use sqlcommenter::{carrier, TraceParent};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -86,44 +86,9 @@ async fn traced_proxy(normalize: bool) -> sqlcommenter_proxy::ProxyHandle {
     .await
 }
 
-fn attr(span: &Span, key: &str) -> Option<Value> {
-    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone()?.value)
-}
-
-fn attr_str(span: &Span, key: &str) -> String {
-    match attr(span, key) {
-        Some(Value::StringValue(s)) => s,
-        other => panic!("{key}: {other:?} in {span:#?}"),
-    }
-}
-
-fn attr_int(span: &Span, key: &str) -> i64 {
-    match attr(span, key) {
-        Some(Value::IntValue(i)) => i,
-        other => panic!("{key}: {other:?} in {span:#?}"),
-    }
-}
-
 /// Spans whose `db.query.text` contains `marker`, waiting up to 5 s for at least `min`.
 fn spans_with(marker: &str, min: usize) -> Vec<Span> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let spans: Vec<Span> = receiver()
-            .1
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r.resource_spans.iter())
-            .flat_map(|rs| rs.scope_spans.iter())
-            .flat_map(|ss| ss.spans.iter())
-            .filter(|s| matches!(attr(s, "db.query.text"), Some(Value::StringValue(t)) if t.contains(marker)))
-            .cloned()
-            .collect();
-        if spans.len() >= min || Instant::now() > deadline {
-            return spans;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    otlp::spans_with(&receiver().1, marker, min)
 }
 
 /// The traceparent in a log line's comment.

@@ -2,15 +2,16 @@
 //! log says which span the statement ran under. (Its own test binary: the `OTEL_*` variables are per process.)
 
 mod common;
+mod otlp;
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use otlp::attr_str;
 use sqlcommenter::{carrier, TraceParent};
 use sqlcommenter_proxy::telemetry::{OtlpProtocol, TelemetryConfig};
 
@@ -53,37 +54,9 @@ fn receiver() -> &'static (String, Received) {
     })
 }
 
-fn attr(span: &Span, key: &str) -> Option<Value> {
-    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone()?.value)
-}
-
-fn attr_str(span: &Span, key: &str) -> String {
-    match attr(span, key) {
-        Some(Value::StringValue(s)) => s,
-        other => panic!("{key}: {other:?} in {span:#?}"),
-    }
-}
-
 /// Spans whose `db.query.text` contains `marker`, waiting up to 5 s for at least `min`.
 fn spans_with(marker: &str, min: usize) -> Vec<Span> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let spans: Vec<Span> = receiver()
-            .1
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r.resource_spans.iter())
-            .flat_map(|rs| rs.scope_spans.iter())
-            .flat_map(|ss| ss.spans.iter())
-            .filter(|s| matches!(attr(s, "db.query.text"), Some(Value::StringValue(t)) if t.contains(marker)))
-            .cloned()
-            .collect();
-        if spans.len() >= min || Instant::now() > deadline {
-            return spans;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    otlp::spans_with(&receiver().1, marker, min)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
