@@ -12,6 +12,7 @@ use crate::parser::{self, InputFormat, ParseStats, RecordParser};
 use crate::prefix::{Prefix, DEFAULT_PREFIX};
 use crate::report::{Aggregate, SortBy};
 use crate::statement::{AssembleStats, Assembler, Statement};
+use crate::time::Zones;
 use crate::LogsError;
 
 /// Output format.
@@ -111,12 +112,30 @@ fn add(a: &mut ParseStats, b: ParseStats) {
     a.unknown += b.unknown;
 }
 
+/// The warning when most lines were not understood, with advice that fits the formats read.
+pub fn unreadable_warning(formats: &[InputFormat], parse: &ParseStats, prefix: &Prefix) -> Option<String> {
+    if parse.lines == 0 || parse.unknown * 2 <= parse.lines {
+        return None;
+    }
+    let head = format!("warning: {} of {} lines were not understood", parse.unknown, parse.lines);
+    let advice = if formats.iter().all(|f| *f == InputFormat::Stderr) {
+        format!("pass the server's log_line_prefix with --prefix (now {:?})", prefix.source())
+    } else if formats.contains(&InputFormat::Json) {
+        "they are not PostgreSQL jsonlog entries (one JSON object per line with timestamp and error_severity); \
+         check the file, or name its source with --source"
+            .to_owned()
+    } else {
+        "check the file, or name its source with --source".to_owned()
+    };
+    Some(format!("{head}: {advice}"))
+}
+
 /// Builds the parser for a format.
-pub fn make_parser(format: InputFormat, prefix: &Prefix) -> Box<dyn RecordParser> {
+pub fn make_parser(format: InputFormat, prefix: &Prefix, zones: &Zones) -> Box<dyn RecordParser> {
     match format {
-        InputFormat::Stderr => Box::new(parser::stderr::StderrParser::new(prefix.clone())),
-        InputFormat::Csv => Box::new(parser::csv::CsvParser::new()),
-        InputFormat::Json => Box::new(parser::json::JsonParser::new()),
+        InputFormat::Stderr => Box::new(parser::stderr::StderrParser::new(prefix.clone(), zones.clone())),
+        InputFormat::Csv => Box::new(parser::csv::CsvParser::new(zones.clone())),
+        InputFormat::Json => Box::new(parser::json::JsonParser::new(zones.clone())),
     }
 }
 
@@ -180,6 +199,7 @@ pub fn run(args: LogsArgs) -> Result<(), LogsError> {
 /// Like [`run`], returning the totals; a `--follow` run ends when `stop` becomes true.
 pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsError> {
     let prefix = Prefix::new(&args.prefix)?;
+    let zones = Zones::new();
     let trace = match &args.trace {
         Some(t) => {
             let t = t.trim().to_ascii_lowercase();
@@ -243,6 +263,7 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
     let mut stats = RunStats::default();
     let mut carries: Vec<Vec<u8>> = (0..inputs.len()).map(|_| Vec::new()).collect();
     let mut parsers: Vec<Option<Box<dyn RecordParser>>> = (0..inputs.len()).map(|_| None).collect();
+    let mut formats: Vec<Option<InputFormat>> = vec![None; inputs.len()];
     let forced = match args.log_format {
         LogFormatArg::Auto => None,
         LogFormatArg::Stderr => Some(InputFormat::Stderr),
@@ -269,7 +290,8 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
                         parser::detect_format(&first)
                     }
                 };
-                parsers[i] = Some(make_parser(fmt, &prefix));
+                parsers[i] = Some(make_parser(fmt, &prefix, &zones));
+                formats[i] = Some(fmt);
             }
             let Some(p) = parsers[i].as_mut() else { continue };
             // Read a batch of lines from this input.
@@ -350,14 +372,12 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
-    if stats.parse.lines > 0 && stats.parse.unknown * 2 > stats.parse.lines {
-        eprintln!(
-            "warning: {} of {} lines were not understood; for stderr logs pass the server's log_line_prefix \
-             with --prefix (now {:?})",
-            stats.parse.unknown,
-            stats.parse.lines,
-            prefix.source()
-        );
+    let formats: Vec<InputFormat> = formats.into_iter().flatten().collect();
+    if let Some(w) = unreadable_warning(&formats, &stats.parse, &prefix) {
+        eprintln!("{w}");
+    }
+    for (e, n) in zones.refused() {
+        eprintln!("warning: {n} timestamps left empty: {e}");
     }
     if let Some(j) = sinks.jsonl.as_mut() {
         j.flush().map_err(LogsError::Output)?;
@@ -402,4 +422,21 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
     }
     out.flush().map_err(LogsError::Output)?;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_advice_fits_the_format() {
+        let stats = ParseStats { lines: 10, records: 1, unknown: 9 };
+        let prefix = Prefix::new(DEFAULT_PREFIX).unwrap();
+        let json = unreadable_warning(&[InputFormat::Json], &stats, &prefix).unwrap();
+        assert!(!json.contains("--prefix") && json.contains("jsonlog"), "{json}");
+        let stderr = unreadable_warning(&[InputFormat::Stderr], &stats, &prefix).unwrap();
+        assert!(stderr.contains("--prefix"), "{stderr}");
+        assert!(unreadable_warning(&[InputFormat::Json], &ParseStats { lines: 10, records: 9, unknown: 1 }, &prefix)
+            .is_none());
+    }
 }

@@ -87,7 +87,7 @@ pub enum LogsError {
 pub fn parse_str(text: &str, format: Option<InputFormat>, prefix: &Prefix) -> (Vec<Statement>, RunStats) {
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let fmt = format.unwrap_or_else(|| detect_format(first.as_bytes()));
-    let mut parser = cli::make_parser(fmt, prefix);
+    let mut parser = cli::make_parser(fmt, prefix, &time::Zones::new());
     let mut asm = Assembler::new();
     let mut out = Vec::new();
     for line in text.lines() {
@@ -111,7 +111,7 @@ pub fn parse_file(
         Some(f) => f,
         None => detect_format(&input.peek_first_line().map_err(io_err)?),
     };
-    let mut parser = cli::make_parser(fmt, prefix);
+    let mut parser = cli::make_parser(fmt, prefix, &time::Zones::new());
     let mut asm = Assembler::new();
     let mut out = Vec::new();
     let mut buf = Vec::new();

@@ -56,7 +56,8 @@ pub fn detect_format(first_line: &[u8]) -> InputFormat {
         return InputFormat::Json;
     }
     if let Some(comma) = memchr::memchr(b',', l) {
-        if comma >= 19 && crate::time::parse_timestamp(&l[..comma]).is_some() {
+        let ts = crate::time::parse_timestamp(&l[..comma], &crate::time::Zones::new());
+        if comma >= 19 && ts != Err(crate::time::TimeError::Malformed) {
             return InputFormat::Csv;
         }
     }

@@ -8,7 +8,7 @@
 
 use crate::parser::Src;
 use crate::record::{parse_i64, push_lossy, LogRecord, Severity};
-use crate::time::{parse_epoch, parse_timestamp};
+use crate::time::{parse_epoch, parse_timestamp, Zones};
 
 /// An error in a `log_line_prefix`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,12 +161,18 @@ impl Prefix {
 
     /// Matches `line` (without its newline). On success fills the prefix fields of `rec` (which the caller has
     /// cleared) and returns the severity and the offset where the message text starts.
-    pub fn parse_line(&self, line: &[u8], rec: &mut LogRecord) -> Option<(Severity, usize)> {
-        self.parse_src(&Src::new(line), line, rec)
+    pub fn parse_line(&self, line: &[u8], rec: &mut LogRecord, zones: &Zones) -> Option<(Severity, usize)> {
+        self.parse_src(&Src::new(line), line, rec, zones)
     }
 
     /// [`Prefix::parse_line`] on a line already checked for UTF-8.
-    pub(crate) fn parse_src(&self, src: &Src<'_>, line: &[u8], rec: &mut LogRecord) -> Option<(Severity, usize)> {
+    pub(crate) fn parse_src(
+        &self,
+        src: &Src<'_>,
+        line: &[u8],
+        rec: &mut LogRecord,
+        zones: &Zones,
+    ) -> Option<(Severity, usize)> {
         let mut caps = [(0u32, 0u32); MAX_ITEMS];
         let (end_items, msg_pos) = self.match_from(0, line, 0, &mut caps)?;
         let (sev, msg_start) = severity_at(line, msg_pos)?;
@@ -179,7 +185,7 @@ impl Prefix {
                 while e > s && line[e - 1] == b' ' {
                     e -= 1;
                 }
-                fill(rec, *esc, &line[s..e], src, (s, e));
+                fill(rec, *esc, &line[s..e], src, (s, e), zones);
             }
         }
         Some((sev, msg_start))
@@ -240,14 +246,21 @@ impl Prefix {
                         end = e + 1;
                     }
                 } else {
-                    let mut e = scan_fixed(*esc, line, start)?;
-                    caps[idx] = (start as u32, e as u32);
-                    if *padded {
-                        while e < line.len() && line[e] == b' ' {
-                            e += 1;
+                    let mut ends = [0usize; MAX_CANDIDATES];
+                    let n = scan_fixed(*esc, line, start, &mut ends);
+                    for &end in &ends[..n] {
+                        let mut e = end;
+                        caps[idx] = (start as u32, e as u32);
+                        if *padded {
+                            while e < line.len() && line[e] == b' ' {
+                                e += 1;
+                            }
+                        }
+                        if let Some(r) = self.match_from(idx + 1, line, e, caps) {
+                            return Some(r);
                         }
                     }
-                    self.match_from(idx + 1, line, e, caps)
+                    None
                 }
             }
         }
@@ -271,8 +284,68 @@ fn scan_digits(line: &[u8], mut i: usize, allow_neg: bool) -> usize {
     i
 }
 
-/// Scans a fixed-shape field starting at `i`; `None` when the shape does not match.
-fn scan_fixed(esc: Escape, line: &[u8], i: usize) -> Option<usize> {
+/// Most ends a fixed-shape field can have (a time: with its zone, a shorter numeric zone, without zone).
+const MAX_CANDIDATES: usize = 3;
+
+/// Scans a fixed-shape field starting at `i`: writes the possible ends into `ends`, longest first, and
+/// returns how many there are (0 when the shape does not match).
+fn scan_fixed(esc: Escape, line: &[u8], i: usize, ends: &mut [usize; MAX_CANDIDATES]) -> usize {
+    let one = |ends: &mut [usize; MAX_CANDIDATES], e: Option<usize>| match e {
+        Some(e) => {
+            ends[0] = e;
+            1
+        }
+        None => 0,
+    };
+    match esc {
+        Escape::Millis | Escape::Time | Escape::SessionStart => time_ends(line, i, ends),
+        _ => one(ends, scan_fixed_one(esc, line, i)),
+    }
+}
+
+/// The ends of `YYYY-MM-DD HH:MM:SS[.fff][ ZONE]` at `i`. `%Z` prints a zone as letters (`UTC`, `CEST`) or
+/// a sign and 2 or 4 digits (`+03`, `-0530`), so a zone never runs into a following `-` or digit separator.
+fn time_ends(line: &[u8], i: usize, ends: &mut [usize; MAX_CANDIDATES]) -> usize {
+    let Some(s) = line.get(i..i + 19) else { return 0 };
+    if s[4] != b'-' || s[7] != b'-' || s[10] != b' ' || s[13] != b':' || s[16] != b':' {
+        return 0;
+    }
+    let mut e = i + 19;
+    if line.get(e) == Some(&b'.') {
+        e = scan_digits(line, e + 1, false);
+    }
+    let mut n = 0;
+    if line.get(e) == Some(&b' ') {
+        let z = e + 1;
+        match line.get(z) {
+            Some(b'+' | b'-') => {
+                let d = scan_digits(line, z + 1, false) - (z + 1);
+                if d >= 4 {
+                    ends[n] = z + 5;
+                    n += 1;
+                }
+                if d >= 2 {
+                    ends[n] = z + 3;
+                    n += 1;
+                }
+            }
+            Some(c) if c.is_ascii_alphabetic() => {
+                let mut j = z;
+                while j < line.len() && line[j].is_ascii_alphabetic() {
+                    j += 1;
+                }
+                ends[n] = j;
+                n += 1;
+            }
+            _ => {}
+        }
+    }
+    ends[n] = e;
+    n + 1
+}
+
+/// Scans a single-shape fixed field starting at `i`; `None` when the shape does not match.
+fn scan_fixed_one(esc: Escape, line: &[u8], i: usize) -> Option<usize> {
     match esc {
         Escape::Pid | Escape::LineNum => {
             let e = scan_digits(line, i, false);
@@ -293,28 +366,6 @@ fn scan_fixed(esc: Escape, line: &[u8], i: usize) -> Option<usize> {
             }
             let b = hex(a + 1);
             (b > a + 1).then_some(b)
-        }
-        Escape::Millis | Escape::Time | Escape::SessionStart => {
-            let s = line.get(i..i + 19)?;
-            if s[4] != b'-' || s[7] != b'-' || s[10] != b' ' || s[13] != b':' || s[16] != b':' {
-                return None;
-            }
-            let mut e = i + 19;
-            if line.get(e) == Some(&b'.') {
-                e = scan_digits(line, e + 1, false);
-            }
-            if line.get(e) == Some(&b' ') {
-                // zone abbreviation: letters, digits, sign (`UTC`, `CEST`, `+03`, `-0530`)
-                let z = e + 1;
-                let mut j = z;
-                while j < line.len() && (line[j].is_ascii_alphanumeric() || line[j] == b'+' || line[j] == b'-') {
-                    j += 1;
-                }
-                if j > z {
-                    e = j;
-                }
-            }
-            Some(e)
         }
         Escape::Epoch => {
             let e = scan_digits(line, i, false);
@@ -342,7 +393,10 @@ fn scan_fixed(esc: Escape, line: &[u8], i: usize) -> Option<usize> {
             }
             Some(scan_digits(line, a + 1, true))
         }
-        Escape::App
+        Escape::Millis
+        | Escape::Time
+        | Escape::SessionStart
+        | Escape::App
         | Escape::User
         | Escape::Db
         | Escape::Tag
@@ -367,7 +421,7 @@ pub fn severity_at(line: &[u8], pos: usize) -> Option<(Severity, usize)> {
     }
 }
 
-fn fill(rec: &mut LogRecord, esc: Escape, v: &[u8], src: &Src<'_>, range: (usize, usize)) {
+fn fill(rec: &mut LogRecord, esc: Escape, v: &[u8], src: &Src<'_>, range: (usize, usize), zones: &Zones) {
     match esc {
         Escape::App => src.push(&mut rec.application_name, range),
         Escape::User => src.push(&mut rec.user, range),
@@ -383,7 +437,7 @@ fn fill(rec: &mut LogRecord, esc: Escape, v: &[u8], src: &Src<'_>, range: (usize
         }
         Escape::Session => src.push(&mut rec.session_id, range),
         Escape::LineNum => rec.line_num = parse_i64(v).and_then(|n| u64::try_from(n).ok()),
-        Escape::Millis | Escape::Time => rec.time_us = parse_timestamp(v),
+        Escape::Millis | Escape::Time => rec.time_us = parse_timestamp(v, zones).ok(),
         Escape::Epoch => rec.time_us = parse_epoch(v),
         Escape::SqlState => push_lossy(&mut rec.sql_state, v),
         Escape::QueryId => rec.query_id = parse_i64(v),
@@ -399,7 +453,7 @@ mod tests {
     fn parse(prefix: &str, line: &str) -> Option<(LogRecord, Severity, String)> {
         let p = Prefix::new(prefix).unwrap();
         let mut rec = LogRecord::default();
-        let (sev, at) = p.parse_line(line.as_bytes(), &mut rec)?;
+        let (sev, at) = p.parse_line(line.as_bytes(), &mut rec, &Zones::new())?;
         Some((rec, sev, line[at..].to_owned()))
     }
 
@@ -478,6 +532,52 @@ mod tests {
         // epoch prefix and no separator after the pid
         let (r, _, _) = parse("%n %p", "1714550400.123 77LOG:  x").unwrap();
         assert_eq!(r.pid, Some(77));
+    }
+
+    #[test]
+    fn time_followed_by_a_dash() {
+        // Azure Single Server's fixed prefix.
+        let (r, sev, msg) =
+            parse("%t-%c-", "2019-05-24 17:19:22 UTC-5ce8e95a.30a8-LOG:  duration: 1.5 ms  statement: select 1")
+                .unwrap();
+        assert_eq!(
+            (sev, r.session_id.as_str(), msg.as_str()),
+            (Severity::Log, "5ce8e95a.30a8", "duration: 1.5 ms  statement: select 1")
+        );
+        assert_eq!(crate::time::format_rfc3339(r.time_us.unwrap()), "2019-05-24T17:19:22.000Z");
+        let (r, _, _) = parse("%m-%p ", "2024-05-01 10:00:00.123 UTC-4242 LOG:  x").unwrap();
+        assert_eq!(r.pid, Some(4242));
+        // numeric zones, 2 and 4 digits, followed by `-`
+        let (r, _, _) = parse("%m-%p ", "2024-05-01 13:00:00.123 +03-4242 LOG:  x").unwrap();
+        assert_eq!(
+            (r.pid, crate::time::format_rfc3339(r.time_us.unwrap()).as_str()),
+            (Some(4242), "2024-05-01T10:00:00.123Z")
+        );
+        let (r, _, _) = parse("%m-%p ", "2024-05-01 04:30:00.123 -0530-4242 LOG:  x").unwrap();
+        assert_eq!(
+            (r.pid, crate::time::format_rfc3339(r.time_us.unwrap()).as_str()),
+            (Some(4242), "2024-05-01T10:00:00.123Z")
+        );
+        let prefix = "%p-%s-%c-%l-%h-%u-%d-%m ";
+        let line =
+            "4242-2024-05-01 09:00:00 UTC-6631f0a0.1092-3-10.0.0.1-bob-shop-2024-05-01 12:00:00.123 CEST LOG:  hi";
+        let (r, _, msg) = parse(prefix, line).unwrap();
+        assert_eq!(r.pid, Some(4242));
+        assert_eq!(r.session_id, "6631f0a0.1092");
+        assert_eq!(r.line_num, Some(3));
+        assert_eq!((r.remote_host.as_str(), r.user.as_str(), r.database.as_str()), ("10.0.0.1", "bob", "shop"));
+        assert_eq!(crate::time::format_rfc3339(r.time_us.unwrap()), "2024-05-01T10:00:00.123Z");
+        assert_eq!(msg, "hi");
+    }
+
+    #[test]
+    fn refused_zones_leave_the_time_empty() {
+        let p = Prefix::new("%m [%p] ").unwrap();
+        let zones = Zones::new();
+        let mut rec = LogRecord::default();
+        assert!(p.parse_line(b"2024-05-01 10:00:00.123 IST [1] LOG:  x", &mut rec, &zones).is_some());
+        assert_eq!((rec.time_us, rec.pid), (None, Some(1)));
+        assert_eq!(zones.refused().len(), 1);
     }
 
     #[test]

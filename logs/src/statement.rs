@@ -484,7 +484,7 @@ mod tests {
     const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
     fn run(log: &str) -> (Vec<Statement>, AssembleStats) {
-        let mut p = StderrParser::new(Prefix::new("%m [%p] %a: ").unwrap());
+        let mut p = StderrParser::new(Prefix::new("%m [%p] %a: ").unwrap(), crate::time::Zones::new());
         let mut a = Assembler::new();
         let mut out = Vec::new();
         for line in log.lines() {

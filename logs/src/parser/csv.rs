@@ -3,7 +3,7 @@
 
 use super::{push_capped, set_pid, set_severity, ParseStats, RecordParser, Src, MAX_FIELD};
 use crate::record::{parse_i64, LogRecord};
-use crate::time::parse_timestamp;
+use crate::time::{parse_timestamp, TimeError, Zones};
 
 const MAX_COLS: usize = 32;
 
@@ -18,14 +18,15 @@ pub struct CsvParser {
     in_quotes: bool,
     rec: LogRecord,
     stats: ParseStats,
+    zones: Zones,
     /// Set once a row grew past the limit; the row is dropped when it ends.
     oversized: bool,
 }
 
 impl CsvParser {
-    /// A new parser.
-    pub fn new() -> Self {
-        Self::default()
+    /// A new parser; `zones` resolves time zone abbreviations.
+    pub fn new(zones: Zones) -> Self {
+        CsvParser { zones, ..Self::default() }
     }
 
     fn reset_row(&mut self) {
@@ -89,7 +90,7 @@ impl CsvParser {
     }
 
     fn build(&mut self) -> bool {
-        build_record(&self.row, &self.fields, &mut self.rec)
+        build_record(&self.row, &self.fields, &mut self.rec, &self.zones)
     }
 
     /// A row on one line with no doubled quotes (the common case): fields are taken straight from the line.
@@ -133,7 +134,7 @@ impl CsvParser {
 }
 
 /// Fills `rec` from a csvlog row; false when the row is not a csvlog entry.
-fn build_record(row: &[u8], fields: &[(usize, usize)], rec: &mut LogRecord) -> bool {
+fn build_record(row: &[u8], fields: &[(usize, usize)], rec: &mut LogRecord, zones: &Zones) -> bool {
     {
         let n = fields.len();
         if !(23..=MAX_COLS).contains(&n) {
@@ -145,8 +146,13 @@ fn build_record(row: &[u8], fields: &[(usize, usize)], rec: &mut LogRecord) -> b
         };
         let src = Src::new(row);
         rec.clear();
-        rec.time_us = parse_timestamp(f(0));
-        if rec.time_us.is_none() || !set_severity(rec, f(11)) {
+        rec.time_us = match parse_timestamp(f(0), zones) {
+            Ok(t) => Some(t),
+            // counted by `zones`; the row is still an entry
+            Err(TimeError::Zone(_)) => None,
+            Err(TimeError::Malformed) => return false,
+        };
+        if !set_severity(rec, f(11)) {
             return false;
         }
         src.push(&mut rec.user, fields[1]);
@@ -185,7 +191,7 @@ impl RecordParser for CsvParser {
                 return;
             }
             if self.scan_in_place(line) {
-                if build_record(line, &self.fields, &mut self.rec) {
+                if build_record(line, &self.fields, &mut self.rec, &self.zones) {
                     self.stats.records += 1;
                     emit(&self.rec);
                 } else {
@@ -233,7 +239,7 @@ mod tests {
     fn multi_line_quoted_fields_and_column_sets() {
         let pg15 = "2024-05-01 10:00:00.123 UTC,\"bob\",\"shop\",42,\"127.0.0.1:5555\",6631f0a0.2a,3,\"SELECT\",2024-05-01 09:59:00 UTC,3/4,0,LOG,00000,\"duration: 1.5 ms  statement: select \"\"a\"\"\nfrom t\",,,,,,,,,\"my app\",\"client backend\",,-77\n";
         let pg13 = "2024-05-01 10:00:00.123 UTC,\"bob\",\"shop\",42,\"[local]\",6631f0a0.2a,4,\"SELECT\",2024-05-01 09:59:00 UTC,3/4,0,ERROR,42P01,\"relation \"\"x\"\" does not exist\",,,,,,\"select * from x\",15,,\"psql\",\"client backend\"\n";
-        let mut p = CsvParser::new();
+        let mut p = CsvParser::new(Zones::new());
         let mut out = Vec::new();
         for line in pg15.lines().chain(pg13.lines()).chain(["not,a,csvlog,row"]) {
             p.push_line(line.as_bytes(), &mut |r| out.push(r.clone()));

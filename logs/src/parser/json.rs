@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use super::{push_capped, set_severity, ParseStats, RecordParser, Src};
 use crate::record::LogRecord;
-use crate::time::parse_timestamp;
+use crate::time::{parse_timestamp, TimeError, Zones};
 
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
@@ -135,7 +135,7 @@ fn num<T: std::str::FromStr>(v: Raw<'_>) -> Option<T> {
 
 /// Fast path for PostgreSQL's own jsonlog lines: one flat object of strings and numbers. `None` on
 /// anything else (the caller then uses serde_json).
-fn fast_parse(b: &[u8], rec: &mut LogRecord) -> Option<()> {
+fn fast_parse(b: &[u8], rec: &mut LogRecord, zones: &Zones) -> Option<()> {
     let src = Src::new(b);
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
@@ -179,7 +179,7 @@ fn fast_parse(b: &[u8], rec: &mut LogRecord) -> Option<()> {
         match key {
             b"timestamp" => {
                 let Raw::Str(t, _, false) = v else { return None };
-                rec.time_us = Some(parse_timestamp(t)?);
+                rec.time_us = read_time(t, zones)?;
                 have_time = true;
             }
             b"error_severity" => {
@@ -216,17 +216,27 @@ fn fast_parse(b: &[u8], rec: &mut LogRecord) -> Option<()> {
     (have_time && have_sev).then_some(())
 }
 
+/// A log time: `Some(None)` when its zone was refused (counted by `zones`), `None` when it is no time.
+fn read_time(t: &[u8], zones: &Zones) -> Option<Option<i64>> {
+    match parse_timestamp(t, zones) {
+        Ok(t) => Some(Some(t)),
+        Err(TimeError::Zone(_)) => Some(None),
+        Err(TimeError::Malformed) => None,
+    }
+}
+
 /// Parser for jsonlog files.
 #[derive(Debug, Default)]
 pub struct JsonParser {
     rec: LogRecord,
     stats: ParseStats,
+    zones: Zones,
 }
 
 impl JsonParser {
-    /// A new parser.
-    pub fn new() -> Self {
-        Self::default()
+    /// A new parser; `zones` resolves time zone abbreviations.
+    pub fn new(zones: Zones) -> Self {
+        JsonParser { zones, ..Self::default() }
     }
 }
 
@@ -244,7 +254,7 @@ impl RecordParser for JsonParser {
             return;
         }
         self.rec.clear();
-        if fast_parse(line, &mut self.rec).is_some() {
+        if fast_parse(line, &mut self.rec, &self.zones).is_some() {
             self.stats.records += 1;
             emit(&self.rec);
             return;
@@ -255,9 +265,10 @@ impl RecordParser for JsonParser {
         };
         let rec = &mut self.rec;
         rec.clear();
-        rec.time_us = e.timestamp.as_deref().and_then(|t| parse_timestamp(t.as_bytes()));
+        let time = e.timestamp.as_deref().and_then(|t| read_time(t.as_bytes(), &self.zones));
         let sev_ok = e.error_severity.as_deref().is_some_and(|s| set_severity(rec, s.as_bytes()));
-        if rec.time_us.is_none() || !sev_ok {
+        rec.time_us = time.flatten();
+        if time.is_none() || !sev_ok {
             self.stats.unknown += 1;
             return;
         }
@@ -293,7 +304,7 @@ mod tests {
 
     #[test]
     fn parses_entries_and_skips_garbage() {
-        let mut p = JsonParser::new();
+        let mut p = JsonParser::new(Zones::new());
         let mut out = Vec::new();
         let lines = [
             r#"{"timestamp":"2024-05-01 10:00:00.123 UTC","user":"bob","dbname":"shop","pid":42,"session_id":"a.b","line_num":3,"ps":"SELECT","error_severity":"LOG","message":"duration: 1.5 ms  statement: select \"a\"\nfrom t","application_name":"x@y","backend_type":"client backend","query_id":-5}"#,
@@ -317,7 +328,7 @@ mod tests {
         ];
         for l in lines {
             let mut fast = LogRecord::default();
-            assert!(fast_parse(l.as_bytes(), &mut fast).is_some(), "{l}");
+            assert!(fast_parse(l.as_bytes(), &mut fast, &Zones::new()).is_some(), "{l}");
             let e: Entry<'_> = serde_json::from_str(l).unwrap();
             assert_eq!(fast.message, e.message.as_deref().unwrap_or(""));
             assert_eq!(fast.statement, e.statement.as_deref().unwrap_or(""));
@@ -330,7 +341,7 @@ mod tests {
             "{",
             r#"{"a":"unterminated}"#,
         ] {
-            assert!(fast_parse(bad.as_bytes(), &mut r).is_none(), "{bad}");
+            assert!(fast_parse(bad.as_bytes(), &mut r, &Zones::new()).is_none(), "{bad}");
         }
     }
 }
