@@ -541,14 +541,45 @@ async fn refuse<W: AsyncWrite + Unpin>(mut client: W, shared: &Shared, reason: S
     Err(ProxyError::UpstreamUnreachable { addr, reason })
 }
 
+/// How long a forwarded CancelRequest may take: connecting upstream, and the server ending that connection.
+const CANCEL_BOUND: Duration = Duration::from_secs(5);
+
+/// Forwards a CancelRequest for a live session and returns only once the server has ended the forwarded
+/// connection (or [`CANCEL_BOUND`] passed). Clients (libpq's `PQcancel`, asyncpg) take the end of their
+/// cancel connection as "the cancel has been processed" and send their next statement at once; ending it
+/// before the server has signalled the backend lets the cancel hit that next statement instead. An unknown
+/// key ends the client's connection at once; nothing is held per session.
 async fn forward_cancel(shared: &Shared, raw: &[u8], key: &[u8]) -> Result<(), ProxyError> {
-    let known = shared.keys.contains(key);
-    if !known {
+    use tokio::io::AsyncReadExt;
+    if !shared.keys.contains(key) {
         tracing::debug!("cancel request for an unknown key ignored");
         return Ok(());
     }
-    let mut up = connect(&shared.config).await?;
-    up.write_all(raw).await?;
-    up.shutdown().await.ok();
-    Ok(())
+    let forward = async {
+        let mut up = connect(&shared.config).await?;
+        up.write_all(raw).await?;
+        // The server sends nothing back: read until it closes (bounded in bytes as in time).
+        let mut sink = [0u8; 256];
+        let mut total = 0usize;
+        loop {
+            match up.read(&mut sink).await? {
+                0 => return Ok::<(), std::io::Error>(()),
+                n => total += n,
+            }
+            if total > 4096 {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "upstream answered a cancel request"));
+            }
+        }
+    };
+    match tokio::time::timeout(CANCEL_BOUND, forward).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "forwarding a cancel request failed");
+            Err(e.into())
+        }
+        Err(_) => {
+            tracing::warn!("the upstream did not end a forwarded cancel request within {CANCEL_BOUND:?}");
+            Ok(())
+        }
+    }
 }

@@ -168,6 +168,47 @@ async fn asyncpg_named_statements_and_flush() {
     proxy.shutdown().await;
 }
 
+/// A cancel must reach only the statement it was meant for: libpq's and asyncpg's cancel calls return when
+/// the server has ended the cancel connection, and the client sends its next statement at once. If the proxy
+/// ends the client's cancel connection before the server processed the cancel, the cancel lands on that
+/// next statement. Checked by the clients and, from the far side, by the server log's cancel errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_only_the_statement_it_was_meant_for() {
+    if !available("python3 + psycopg 3 + asyncpg", Command::new("python3").args(["-c", "import psycopg, asyncpg"])) {
+        return;
+    }
+    const ROUNDS: usize = 8;
+    let proxy = proxy().await;
+    let out = run(Command::new("python3").arg(clients_dir().join("cancel_client.py")).args([
+        &proxy.local_addr().port().to_string(),
+        "cancl",
+        &ROUNDS.to_string(),
+    ]));
+    let expected: String =
+        [("idle", 0), ("running", ROUNDS), ("copy_in", ROUNDS), ("copy_out", ROUNDS), ("asyncpg", ROUNDS)]
+            .iter()
+            .map(|(kind, cancelled)| format!("{kind} cancelled={cancelled} next_ok={ROUNDS}\n"))
+            .collect();
+    assert_eq!(out, expected);
+    // The server cancelled exactly the intended statements: one error per cancelled statement, none
+    // for the statements that followed a cancel.
+    let cancels = lines_of("cancl", "canceling statement due to user request", 4 * ROUNDS);
+    assert_eq!(cancels.len(), 4 * ROUNDS, "{cancels:#?}");
+    let log = pg().read_log();
+    let mut lines = log.lines().filter(|l| app_of(l).starts_with("cancl"));
+    let mut next_cancelled = 0;
+    while let Some(line) = lines.next() {
+        if line.contains("canceling statement due to user request") {
+            // The STATEMENT line that follows names the statement that was cancelled.
+            if lines.next().is_some_and(|s| s.contains("marker_cancel_next")) {
+                next_cancelled += 1;
+            }
+        }
+    }
+    assert_eq!(next_cancelled, 0, "statements after a cancel were cancelled");
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_named_statements() {
     let dir = clients_dir().join("node");
