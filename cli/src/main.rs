@@ -24,6 +24,8 @@ enum Command {
     Proxy(sqlcommenter_proxy::ProxyArgs),
     /// Correlate PostgreSQL logs with traces: slow statements, per-trace views, propagation gaps.
     Logs(sqlcommenter_logs::LogsArgs),
+    /// What PostgreSQL is doing right now, by trace, and who blocks whom (interactive, --once, --otlp).
+    Top(sqlcommenter_top::TopArgs),
     /// Run the whole loop on a throwaway PostgreSQL: traced apps, the proxy, log correlation, and trace
     /// completeness per path (exits 1 when a path falls short of 100 %).
     Demo(sqlcommenter_demo::DemoArgs),
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Parse(args) => comment::parse(args),
         Command::Proxy(args) => sqlcommenter_proxy::run_blocking(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Logs(args) => sqlcommenter_logs::run(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        Command::Top(args) => sqlcommenter_top::run(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Demo(args) => match sqlcommenter_demo::run(args) {
             Ok(outcome) if outcome.passed() => Ok(ExitCode::SUCCESS),
             Ok(_) => Ok(ExitCode::from(1)),
