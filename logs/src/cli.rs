@@ -2,16 +2,17 @@
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::input::{Input, Read1};
+use crate::input::Input;
 use crate::output::{text_line, JsonlWriter};
-use crate::parser::{self, InputFormat, ParseStats, RecordParser};
-use crate::prefix::{Prefix, DEFAULT_PREFIX};
+use crate::parser::InputFormat;
+pub use crate::pipeline::RunStats;
+use crate::pipeline::{Pipeline, ReadOptions};
+use crate::prefix::Prefix;
 use crate::report::{Aggregate, SortBy};
-use crate::statement::{AssembleStats, Assembler, Statement};
+use crate::statement::Statement;
 use crate::time::Zones;
 use crate::LogsError;
 
@@ -24,17 +25,49 @@ pub enum OutputFormat {
     Jsonl,
 }
 
-/// Input format (`auto` detects it per input from the first line).
+/// `--source`: where the logs come from (`auto` detects it per input from its first lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormatArg {
+pub enum SourceArg {
     /// Detect.
     Auto,
     /// stderr with `--prefix`.
     Stderr,
     /// csvlog.
-    Csv,
+    #[value(alias = "csv")]
+    Csvlog,
     /// jsonlog.
-    Json,
+    #[value(alias = "json")]
+    Jsonlog,
+    /// syslog files (rsyslog, syslog-ng, journald).
+    Syslog,
+    /// CloudNativePG.
+    Cnpg,
+    /// Google Cloud SQL (Cloud Logging JSON).
+    Cloudsql,
+    /// Azure Database for PostgreSQL (diagnostic-log JSON, Event Hub batches).
+    Azure,
+    /// Heroku logplex.
+    Logplex,
+    /// Amazon RDS / Aurora: stderr with their fixed prefix `%t:%r:%u@%d:[%p]:`.
+    Rds,
+}
+
+impl SourceArg {
+    /// The format and the prefix the source implies.
+    pub fn resolve(self) -> (Option<InputFormat>, Option<&'static str>) {
+        match self {
+            SourceArg::Auto => (None, None),
+            SourceArg::Stderr => (Some(InputFormat::Stderr), None),
+            SourceArg::Csvlog => (Some(InputFormat::Csv), None),
+            SourceArg::Jsonlog => (Some(InputFormat::Json), None),
+            SourceArg::Syslog => (Some(InputFormat::Syslog), None),
+            SourceArg::Cnpg => (Some(InputFormat::Cnpg), None),
+            SourceArg::Cloudsql => (Some(InputFormat::CloudSql), None),
+            SourceArg::Azure => (Some(InputFormat::Azure), None),
+            SourceArg::Logplex => (Some(InputFormat::Logplex), None),
+            SourceArg::Rds => (Some(InputFormat::Stderr), Some(crate::parser::RDS_PREFIX)),
+        }
+    }
 }
 
 /// Correlate PostgreSQL logs with traces: slow statements by query with exemplar traces, per-trace views,
@@ -43,12 +76,17 @@ pub enum LogFormatArg {
 pub struct LogsArgs {
     /// Log files (plain or gzip); none or `-` reads standard input.
     pub files: Vec<PathBuf>,
-    /// Input format.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub log_format: LogFormatArg,
-    /// The server's `log_line_prefix` (stderr logs).
-    #[arg(long, default_value = DEFAULT_PREFIX)]
-    pub prefix: String,
+    /// Where the logs come from (their format); `auto` detects it per file from its first lines.
+    #[arg(long, visible_alias = "log-format", value_enum, default_value = "auto")]
+    pub source: SourceArg,
+    /// The server's `log_line_prefix` (stderr, syslog, logplex, Cloud SQL and Azure lines); default: the
+    /// source's fixed one, else PostgreSQL's `%m [%p] `.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// The server's `log_timezone` (IANA name, e.g. `Europe/Dublin`): resolves ambiguous zone abbreviations
+    /// (`IST`, `CST`) and places syslog headers written without a zone.
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutputFormat,
@@ -93,50 +131,6 @@ pub struct LogsArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
-}
-
-/// Totals of a run.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RunStats {
-    /// Parser counters, summed over inputs.
-    pub parse: ParseStats,
-    /// Assembler counters.
-    pub assemble: AssembleStats,
-    /// Spans exported.
-    pub exported: u64,
-}
-
-fn add(a: &mut ParseStats, b: ParseStats) {
-    a.lines += b.lines;
-    a.records += b.records;
-    a.unknown += b.unknown;
-}
-
-/// The warning when most lines were not understood, with advice that fits the formats read.
-pub fn unreadable_warning(formats: &[InputFormat], parse: &ParseStats, prefix: &Prefix) -> Option<String> {
-    if parse.lines == 0 || parse.unknown * 2 <= parse.lines {
-        return None;
-    }
-    let head = format!("warning: {} of {} lines were not understood", parse.unknown, parse.lines);
-    let advice = if formats.iter().all(|f| *f == InputFormat::Stderr) {
-        format!("pass the server's log_line_prefix with --prefix (now {:?})", prefix.source())
-    } else if formats.contains(&InputFormat::Json) {
-        "they are not PostgreSQL jsonlog entries (one JSON object per line with timestamp and error_severity); \
-         check the file, or name its source with --source"
-            .to_owned()
-    } else {
-        "check the file, or name its source with --source".to_owned()
-    };
-    Some(format!("{head}: {advice}"))
-}
-
-/// Builds the parser for a format.
-pub fn make_parser(format: InputFormat, prefix: &Prefix, zones: &Zones) -> Box<dyn RecordParser> {
-    match format {
-        InputFormat::Stderr => Box::new(parser::stderr::StderrParser::new(prefix.clone(), zones.clone())),
-        InputFormat::Csv => Box::new(parser::csv::CsvParser::new(zones.clone())),
-        InputFormat::Json => Box::new(parser::json::JsonParser::new(zones.clone())),
-    }
 }
 
 struct Sinks {
@@ -198,8 +192,15 @@ pub fn run(args: LogsArgs) -> Result<(), LogsError> {
 
 /// Like [`run`], returning the totals; a `--follow` run ends when `stop` becomes true.
 pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsError> {
-    let prefix = Prefix::new(&args.prefix)?;
-    let zones = Zones::new();
+    let (source, source_prefix) = args.source.resolve();
+    let prefix = match args.prefix.as_deref().or(source_prefix) {
+        Some(p) => Some(Prefix::new(p)?),
+        None => None,
+    };
+    let zones = match &args.timezone {
+        Some(z) => Zones::with_zone(z).map_err(|e| LogsError::TimeZone(z.clone(), e.to_string()))?,
+        None => Zones::new(),
+    };
     let trace = match &args.trace {
         Some(t) => {
             let t = t.trim().to_ascii_lowercase();
@@ -210,31 +211,30 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
         }
         None => None,
     };
-    let counter = Arc::new(AtomicU64::new(0));
-    let mut inputs = Vec::new();
+    let mut pipe = Pipeline::new(ReadOptions { source, prefix, zones });
+    let counter = pipe.byte_counter();
     let mut total_bytes = 0u64;
     let files: Vec<PathBuf> = if args.files.is_empty() { vec![PathBuf::from("-")] } else { args.files.clone() };
     for f in &files {
+        let io_err = |e| LogsError::Io { path: f.display().to_string(), source: e };
         if f.as_os_str() == "-" {
             if args.follow {
                 return Err(LogsError::FollowStdin);
             }
-            inputs.push(Input::stdin(counter.clone()));
+            pipe.add(Input::stdin(counter.clone()));
         } else if args.follow {
-            inputs.push(
-                Input::follow(f, args.from_start, counter.clone())
-                    .map_err(|e| LogsError::Io { path: f.display().to_string(), source: e })?,
-            );
+            pipe.add(Input::follow(f, args.from_start, counter.clone()).map_err(io_err)?);
         } else {
             total_bytes += std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
-            inputs.push(
-                Input::open(f, counter.clone())
-                    .map_err(|e| LogsError::Io { path: f.display().to_string(), source: e })?,
-            );
+            pipe.add(Input::open(f, counter.clone()).map_err(io_err)?);
         }
     }
     let want_agg =
         !args.follow && (args.format == OutputFormat::Text && trace.is_none() || args.gaps || args.html.is_some());
+    #[cfg(not(feature = "otlp"))]
+    if args.otlp {
+        return Err(LogsError::OtlpDisabled);
+    }
     let mut sinks = Sinks {
         args_trace: trace.clone(),
         include_carriers: args.include_carriers,
@@ -247,10 +247,6 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
         otlp: if args.otlp { Some(crate::otlp::OtlpExporter::from_env().map_err(LogsError::Otlp)?) } else { None },
         error: None,
     };
-    #[cfg(not(feature = "otlp"))]
-    if args.otlp {
-        return Err(LogsError::OtlpDisabled);
-    }
     let progress = (!args.no_progress && !args.follow && total_bytes > 0 && io::stderr().is_terminal()).then(|| {
         let pb = indicatif::ProgressBar::new(total_bytes);
         pb.set_style(
@@ -259,93 +255,29 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
         );
         pb
     });
-    let mut assembler = Assembler::new();
-    let mut stats = RunStats::default();
-    let mut carries: Vec<Vec<u8>> = (0..inputs.len()).map(|_| Vec::new()).collect();
-    let mut parsers: Vec<Option<Box<dyn RecordParser>>> = (0..inputs.len()).map(|_| None).collect();
-    let mut formats: Vec<Option<InputFormat>> = vec![None; inputs.len()];
-    let forced = match args.log_format {
-        LogFormatArg::Auto => None,
-        LogFormatArg::Stderr => Some(InputFormat::Stderr),
-        LogFormatArg::Csv => Some(InputFormat::Csv),
-        LogFormatArg::Json => Some(InputFormat::Json),
-    };
     let mut idle_since: Option<Instant> = None;
     let mut flushed_idle = false;
-    'outer: loop {
-        let mut any_line = false;
-        let mut all_eof = true;
-        for (i, input) in inputs.iter_mut().enumerate() {
-            if parsers[i].is_none() {
-                let fmt = match forced {
-                    Some(f) => f,
-                    None => {
-                        let first = input
-                            .peek_first_line()
-                            .map_err(|e| LogsError::Io { path: input.name().into(), source: e })?;
-                        if args.follow && first.is_empty() {
-                            all_eof = false;
-                            continue; // wait for content to detect the format
-                        }
-                        parser::detect_format(&first)
-                    }
-                };
-                parsers[i] = Some(make_parser(fmt, &prefix, &zones));
-                formats[i] = Some(fmt);
-            }
-            let Some(p) = parsers[i].as_mut() else { continue };
-            // Read a batch of lines from this input.
-            loop {
-                let (n, state) = input
-                    .read_lines(&mut carries[i], 65536, &mut |line| {
-                        p.push_line(line, &mut |r| assembler.push(r, &mut |s| sinks.handle(s)))
-                    })
-                    .map_err(|e| LogsError::Io { path: input.name().into(), source: e })?;
-                if n > 0 {
-                    any_line = true;
-                }
-                if let Some(pb) = &progress {
-                    pb.set_position(counter.load(Ordering::Relaxed));
-                }
-                match state {
-                    Read1::Line => {
-                        if args.follow {
-                            all_eof = false;
-                            break;
-                        }
-                    }
-                    Read1::Pending => {
-                        all_eof = false;
-                        break;
-                    }
-                    Read1::Eof => {
-                        if !args.follow {
-                            p.finish(&mut |r| assembler.push(r, &mut |s| sinks.handle(s)));
-                        }
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = sinks.error.take() {
-                return Err(LogsError::Output(e));
-            }
+    loop {
+        let step = pipe.step(args.follow, &mut |s| sinks.handle(s))?;
+        if let Some(e) = sinks.error.take() {
+            return Err(LogsError::Output(e));
+        }
+        if let Some(pb) = &progress {
+            pb.set_position(counter.load(Ordering::Relaxed));
         }
         if !args.follow {
-            if all_eof {
+            if step.exhausted {
                 break;
             }
             continue;
         }
-        if any_line {
+        if step.progressed {
             idle_since = None;
             flushed_idle = false;
-        } else {
+        } else if step.exhausted {
             let since = *idle_since.get_or_insert_with(Instant::now);
             if !flushed_idle && since.elapsed() >= Duration::from_millis(500) {
-                for p in parsers.iter_mut().flatten() {
-                    p.idle(&mut |r| assembler.push(r, &mut |s| sinks.handle(s)));
-                }
-                assembler.flush_plans(&mut |s| sinks.handle(s));
+                pipe.idle(&mut |s| sinks.handle(s));
                 if let Some(j) = sinks.jsonl.as_mut() {
                     j.flush().map_err(LogsError::Output)?;
                 }
@@ -353,7 +285,7 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
                 flushed_idle = true;
             }
             if stop.load(Ordering::Relaxed) {
-                break 'outer;
+                break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -361,23 +293,13 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
             break;
         }
     }
-    for p in parsers.iter_mut().flatten() {
-        if args.follow {
-            p.finish(&mut |r| assembler.push(r, &mut |s| sinks.handle(s)));
-        }
-        add(&mut stats.parse, p.stats());
-    }
-    assembler.finish(&mut |s| sinks.handle(s));
-    stats.assemble = assembler.stats();
+    pipe.finish(&mut |s| sinks.handle(s));
+    let mut stats = pipe.stats();
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
-    let formats: Vec<InputFormat> = formats.into_iter().flatten().collect();
-    if let Some(w) = unreadable_warning(&formats, &stats.parse, &prefix) {
+    for w in pipe.warnings() {
         eprintln!("{w}");
-    }
-    for (e, n) in zones.refused() {
-        eprintln!("warning: {n} timestamps left empty: {e}");
     }
     if let Some(j) = sinks.jsonl.as_mut() {
         j.flush().map_err(LogsError::Output)?;
@@ -422,21 +344,4 @@ pub fn run_until(args: LogsArgs, stop: &AtomicBool) -> Result<RunStats, LogsErro
     }
     out.flush().map_err(LogsError::Output)?;
     Ok(stats)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unreadable_advice_fits_the_format() {
-        let stats = ParseStats { lines: 10, records: 1, unknown: 9 };
-        let prefix = Prefix::new(DEFAULT_PREFIX).unwrap();
-        let json = unreadable_warning(&[InputFormat::Json], &stats, &prefix).unwrap();
-        assert!(!json.contains("--prefix") && json.contains("jsonlog"), "{json}");
-        let stderr = unreadable_warning(&[InputFormat::Stderr], &stats, &prefix).unwrap();
-        assert!(stderr.contains("--prefix"), "{stderr}");
-        assert!(unreadable_warning(&[InputFormat::Json], &ParseStats { lines: 10, records: 9, unknown: 1 }, &prefix)
-            .is_none());
-    }
 }

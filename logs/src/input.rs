@@ -8,6 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 const BUF: usize = 256 * 1024;
+/// Bytes looked at for format detection.
+const HEAD: usize = 64 * 1024;
+
+/// `head` cut after its last newline (the whole of it when it has none).
+fn whole_lines(mut head: Vec<u8>) -> Vec<u8> {
+    if let Some(p) = memchr::memrchr(b'\n', &head) {
+        head.truncate(p + 1);
+    }
+    head
+}
 
 /// What reading a line produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,22 +194,17 @@ impl Input {
         }
     }
 
-    /// Peeks at the first non-empty line without consuming it (for format detection); plain readers only.
-    pub fn peek_first_line(&mut self) -> io::Result<Vec<u8>> {
-        match &mut self.kind {
+    /// Peeks at the start of the input (up to 64 KiB, whole lines) without consuming it, for format
+    /// detection; followed files are read from their beginning.
+    pub fn peek_head(&mut self) -> io::Result<Vec<u8>> {
+        let head = match &mut self.kind {
             InputKind::Reader(r) => {
                 let buf = r.fill_buf()?;
-                let end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
-                let first = &buf[..end];
-                if first.trim_ascii().is_empty() && end < buf.len() {
-                    let rest = &buf[end + 1..];
-                    let e2 = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
-                    return Ok(rest[..e2].to_vec());
-                }
-                Ok(first.to_vec())
+                buf[..buf.len().min(HEAD)].to_vec()
             }
-            InputKind::Follow(f) => Ok(f.peek_first_line()),
-        }
+            InputKind::Follow(f) => f.peek_head(),
+        };
+        Ok(whole_lines(head))
     }
 }
 
@@ -248,13 +253,11 @@ impl Follower {
         }
     }
 
-    fn peek_first_line(&mut self) -> Vec<u8> {
+    fn peek_head(&mut self) -> Vec<u8> {
         let Ok(mut f) = File::open(&self.path) else { return Vec::new() };
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; HEAD];
         let n = f.read(&mut buf).unwrap_or(0);
         buf.truncate(n);
-        let end = memchr::memchr(b'\n', &buf).unwrap_or(buf.len());
-        buf.truncate(end);
         buf
     }
 

@@ -31,6 +31,7 @@ pub mod message;
 pub mod otlp;
 pub mod output;
 pub mod parser;
+pub mod pipeline;
 pub mod prefix;
 pub mod record;
 pub mod report;
@@ -40,14 +41,16 @@ pub mod time;
 
 use std::fmt::Write;
 
-pub use cli::{run, run_until, LogsArgs, OutputFormat, RunStats};
+pub use cli::{run, run_until, LogsArgs, OutputFormat, SourceArg};
 pub use correlate::{correlate, is_carrier_statement, Correlation, Source};
 pub use message::{Kind, PlanFormat};
-pub use parser::{detect_format, InputFormat, ParseStats, RecordParser};
+pub use parser::{detect, detect_format, Detection, InputFormat, ParseStats, RecordParser};
+pub use pipeline::{Pipeline, ReadOptions, RunStats};
 pub use prefix::{Prefix, PrefixError};
 pub use record::{LogRecord, Severity};
 pub use report::{Aggregate, SortBy};
 pub use statement::{AssembleStats, Assembler, Statement};
+pub use time::Zones;
 
 /// Errors of `sqlcommenter logs`.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,9 @@ pub enum LogsError {
     /// A bad `--trace` value.
     #[error("--trace: {0:?} is not a trace id (32 lowercase hex digits, not all zero)")]
     InvalidTraceId(String),
+    /// A bad `--timezone`.
+    #[error("--timezone {0:?}: {1}")]
+    TimeZone(String, String),
     /// `--follow` needs files.
     #[error("--follow needs file paths, not standard input")]
     FollowStdin,
@@ -83,45 +89,40 @@ pub enum LogsError {
 }
 
 /// Parses a whole log text into statements (carriers included, flagged), with the parser and assembler
-/// counters. `format: None` detects it from the first line.
+/// counters. `format: None` detects it from the first lines; `prefix` is the server's `log_line_prefix`.
 pub fn parse_str(text: &str, format: Option<InputFormat>, prefix: &Prefix) -> (Vec<Statement>, RunStats) {
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let fmt = format.unwrap_or_else(|| detect_format(first.as_bytes()));
-    let mut parser = cli::make_parser(fmt, prefix, &time::Zones::new());
-    let mut asm = Assembler::new();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        parser.push_line(line.as_bytes(), &mut |r| asm.push(r, &mut |s| out.push(s.clone())));
-    }
-    parser.finish(&mut |r| asm.push(r, &mut |s| out.push(s.clone())));
-    asm.finish(&mut |s| out.push(s.clone()));
-    let stats = RunStats { parse: parser.stats(), assemble: asm.stats(), exported: 0 };
-    (out, stats)
+    let opts = ReadOptions { source: format, prefix: Some(prefix.clone()), zones: time::Zones::new() };
+    parse_str_with(text, opts)
 }
 
-/// Reads and parses a log file (plain or gzip).
+/// [`parse_str`] with all options.
+pub fn parse_str_with(text: &str, opts: ReadOptions) -> (Vec<Statement>, RunStats) {
+    let reader = Box::new(std::io::Cursor::new(text.as_bytes().to_vec()));
+    collect(opts, input::Input::from_reader("-", reader)).unwrap_or_default()
+}
+
+/// Reads and parses a log file (plain or gzip) read with `prefix`.
 pub fn parse_file(
     path: &std::path::Path,
     format: Option<InputFormat>,
     prefix: &Prefix,
 ) -> Result<(Vec<Statement>, RunStats), LogsError> {
-    let io_err = |e| LogsError::Io { path: path.display().to_string(), source: e };
-    let mut input = input::Input::open(path, Default::default()).map_err(io_err)?;
-    let fmt = match format {
-        Some(f) => f,
-        None => detect_format(&input.peek_first_line().map_err(io_err)?),
-    };
-    let mut parser = cli::make_parser(fmt, prefix, &time::Zones::new());
-    let mut asm = Assembler::new();
+    parse_file_with(path, ReadOptions { source: format, prefix: Some(prefix.clone()), zones: time::Zones::new() })
+}
+
+/// Reads and parses a log file (plain or gzip) with all options.
+pub fn parse_file_with(path: &std::path::Path, opts: ReadOptions) -> Result<(Vec<Statement>, RunStats), LogsError> {
+    let input = input::Input::open(path, Default::default())
+        .map_err(|e| LogsError::Io { path: path.display().to_string(), source: e })?;
+    collect(opts, input)
+}
+
+fn collect(opts: ReadOptions, input: input::Input) -> Result<(Vec<Statement>, RunStats), LogsError> {
+    let mut pipe = Pipeline::new(opts);
+    pipe.add(input);
     let mut out = Vec::new();
-    let mut buf = Vec::new();
-    while input.read_line(&mut buf).map_err(io_err)? == input::Read1::Line {
-        parser.push_line(&buf, &mut |r| asm.push(r, &mut |s| out.push(s.clone())));
-    }
-    parser.finish(&mut |r| asm.push(r, &mut |s| out.push(s.clone())));
-    asm.finish(&mut |s| out.push(s.clone()));
-    let stats = RunStats { parse: parser.stats(), assemble: asm.stats(), exported: 0 };
-    Ok((out, stats))
+    pipe.run(&mut |s| out.push(s.clone()))?;
+    Ok((out, pipe.stats()))
 }
 
 /// The per-trace view: every statement of a trace in time order, with offsets and durations.

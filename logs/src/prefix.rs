@@ -154,6 +154,11 @@ impl Prefix {
         Ok(Prefix { items, source: prefix.to_owned() })
     }
 
+    /// The empty prefix: lines start with their severity.
+    pub fn empty() -> Self {
+        Prefix { items: Vec::new(), source: String::new() }
+    }
+
     /// The prefix as given.
     pub fn source(&self) -> &str {
         &self.source
