@@ -14,11 +14,14 @@
 pub mod conninfo;
 mod error;
 pub mod json;
+pub mod monitor;
 pub mod pgpass;
 pub mod sample;
 pub mod session;
 pub mod text;
 pub mod tree;
+mod ui;
+pub mod view;
 
 use std::io::Write;
 use std::time::Duration;
@@ -90,8 +93,8 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
         }
         return Ok(());
     }
-    let _ = Duration::from_secs_f64(args.interval);
-    Err(TopError::Usage("the interactive view is not built yet; use --once".into()))
+    let mut monitor = monitor::Monitor::connect(&rt, target)?;
+    ui::run(&rt, &mut monitor, Duration::from_secs_f64(args.interval), |_| {})
 }
 
 /// What the viewer misses without `pg_read_all_stats`.

@@ -1,0 +1,96 @@
+//! The sampling loop's connection: one [`Sampler`], reconnected after a loss. The first connection's
+//! failure is fatal (a wrong password will not fix itself); later losses are reported and retried at every
+//! refresh. Refused privileges are always fatal.
+
+use std::time::SystemTime;
+
+use tokio::runtime::Runtime;
+
+use crate::conninfo::Target;
+use crate::error::TopError;
+use crate::sample::{Sampler, Snapshot};
+
+/// The connection's state, for the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// The last sample succeeded.
+    Up,
+    /// The connection is gone; retried at each refresh.
+    Lost {
+        /// Why (the last error).
+        reason: String,
+        /// When it was first noticed.
+        since: SystemTime,
+        /// Reconnection attempts so far.
+        attempts: u32,
+    },
+}
+
+/// A sampler that survives lost connections.
+#[derive(Debug)]
+pub struct Monitor {
+    target: Target,
+    sampler: Option<Sampler>,
+    link: Link,
+}
+
+impl Monitor {
+    /// Connects for the first time.
+    ///
+    /// # Errors
+    /// Whatever [`Sampler::connect`] returns: at start-up nothing is retried.
+    pub fn connect(rt: &Runtime, target: Target) -> Result<Monitor, TopError> {
+        let sampler = rt.block_on(Sampler::connect(&target))?;
+        Ok(Monitor { target, sampler: Some(sampler), link: Link::Up })
+    }
+
+    /// `host:port/database as user`.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The connection's state after the last [`Monitor::sample`].
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// One sample, reconnecting first when the connection was lost. `Ok(None)` when the server could not
+    /// be reached this time ([`Monitor::link`] says why).
+    ///
+    /// # Errors
+    /// [`TopError::Privilege`]: refused privileges end the run.
+    pub fn sample(&mut self, rt: &Runtime) -> Result<Option<Snapshot>, TopError> {
+        if self.sampler.as_ref().is_none_or(Sampler::is_closed) {
+            self.sampler = None;
+            match rt.block_on(Sampler::connect(&self.target)) {
+                Ok(s) => self.sampler = Some(s),
+                Err(e @ TopError::Privilege { .. }) => return Err(e),
+                Err(e) => {
+                    self.lost(e.to_string(), true);
+                    return Ok(None);
+                }
+            }
+        }
+        let Some(sampler) = &self.sampler else { return Ok(None) };
+        match rt.block_on(sampler.sample()) {
+            Ok(snapshot) => {
+                self.link = Link::Up;
+                Ok(Some(snapshot))
+            }
+            Err(e @ TopError::Privilege { .. }) => Err(e),
+            Err(e) => {
+                self.sampler = None;
+                self.lost(e.to_string(), false);
+                Ok(None)
+            }
+        }
+    }
+
+    fn lost(&mut self, reason: String, attempted: bool) {
+        let attempts = u32::from(attempted);
+        self.link = match &self.link {
+            Link::Up => Link::Lost { reason, since: SystemTime::now(), attempts },
+            Link::Lost { since, attempts: n, .. } => Link::Lost { reason, since: *since, attempts: n + attempts },
+        };
+    }
+}

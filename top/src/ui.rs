@@ -1,0 +1,98 @@
+//! The interactive terminal view: ratatui on crossterm, refreshed every interval, keys between
+//! refreshes. The terminal is restored on every way out: `q`, Esc, Ctrl-C (a key in raw mode), SIGINT /
+//! SIGTERM / SIGHUP, an error (the guard drops before the caller prints it) and a panic (ratatui's hook).
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event, KeyEventKind};
+use ratatui::DefaultTerminal;
+use tokio::runtime::Runtime;
+
+use crate::error::TopError;
+use crate::monitor::Monitor;
+use crate::sample::Snapshot;
+use crate::view::{draw, Action, Status, View};
+
+/// Longest time between two checks of the signal flag.
+const POLL_SLICE: Duration = Duration::from_millis(100);
+
+/// Restores the terminal when dropped.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+/// Flips to true on SIGINT, SIGTERM or SIGHUP.
+pub(crate) fn quit_flag() -> Result<Arc<AtomicBool>, TopError> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(sig, flag.clone()).map_err(TopError::Terminal)?;
+    }
+    Ok(flag)
+}
+
+/// Runs the view until the user quits; `on_sample` sees every snapshot (exporters).
+///
+/// # Errors
+/// [`TopError::Usage`] when stdout is not a terminal, [`TopError::Terminal`] on terminal I/O failures,
+/// [`TopError::Privilege`] when the server refuses the query.
+pub fn run(
+    rt: &Runtime,
+    monitor: &mut Monitor,
+    interval: Duration,
+    mut on_sample: impl FnMut(&Snapshot),
+) -> Result<(), TopError> {
+    if !std::io::stdout().is_terminal() {
+        return Err(TopError::Usage(
+            "standard output is not a terminal: use --once (one sample), or --headless with --otlp/--prometheus".into(),
+        ));
+    }
+    let quit = quit_flag()?;
+    let mut terminal = ratatui::try_init().map_err(TopError::Terminal)?;
+    let _restore = Restore;
+    let mut view = View::default();
+    let mut snapshot: Option<Snapshot> = None;
+    let user = monitor.target().config.get_user().unwrap_or_default().to_owned();
+    loop {
+        let started = Instant::now();
+        if let Some(s) = monitor.sample(rt)? {
+            on_sample(&s);
+            snapshot = Some(s);
+        }
+        let target = monitor.target().display.clone();
+        let link = monitor.link().clone();
+        let status = Status { target: &target, link: &link, interval: interval.as_secs_f64(), user: &user };
+        let redraw = |terminal: &mut DefaultTerminal, view: &mut View| {
+            terminal.draw(|f| draw(f, view, snapshot.as_ref(), &status)).map(drop).map_err(TopError::Terminal)
+        };
+        redraw(&mut terminal, &mut view)?;
+        let deadline = started + interval;
+        loop {
+            if quit.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if !event::poll((deadline - now).min(POLL_SLICE)).map_err(TopError::Terminal)? {
+                continue;
+            }
+            match event::read().map_err(TopError::Terminal)? {
+                Event::Key(key) if key.kind != KeyEventKind::Release => match view.key(key) {
+                    Action::Quit => return Ok(()),
+                    Action::Redraw => redraw(&mut terminal, &mut view)?,
+                    Action::None => {}
+                },
+                Event::Resize(..) => redraw(&mut terminal, &mut view)?,
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The interactive view driven in tmux (send-keys, capture-pane): the blocking tree with the blocker's
+//! trace, the filter, a lost connection reported and retried, and a clean quit (`q`, Ctrl-C) that leaves
+//! the terminal as it found it.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A tmux server of this test's own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// `None` (after saying so loudly) when tmux is missing outside CI; under CI=true a missing tmux fails.
+    fn start() -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "tmux is required under CI (installed by .ci/run)");
+            eprintln!("\n*** SKIPPED: tmux is not installed; the interactive view was NOT tested ***\n");
+            return None;
+        }
+        Some(Tmux { socket: format!("sqlc-top-{}", std::process::id()) })
+    }
+
+    fn cmd(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().unwrap();
+        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `top_args` in a 230x40 window; after top exits the shell prints its exit code and whether the
+    /// terminal is back in canonical mode with echo.
+    fn run_top(&self, name: &str, top_args: &str) {
+        let script = format!(
+            "env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE -u PGPASSWORD {} {top_args}; \
+             echo TOP-EXIT=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; \
+             echo; sleep 120",
+            env!("CARGO_BIN_EXE_sqlcommenter-top")
+        );
+        self.cmd(&["new-session", "-d", "-x", "230", "-y", "40", "-s", name, &script]);
+    }
+
+    fn screen(&self, name: &str) -> String {
+        self.cmd(&["capture-pane", "-p", "-t", name])
+    }
+
+    /// Waits up to 10 s for the screen to satisfy `ok`.
+    fn wait_for(&self, name: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.screen(name);
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "waiting for {what}; screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn keys(&self, name: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", name];
+        args.extend_from_slice(keys);
+        self.cmd(&args);
+    }
+
+    fn alternate_on(&self, name: &str) -> bool {
+        self.cmd(&["display-message", "-p", "-t", name, "#{alternate_on}"]).trim() == "1"
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").arg("-L").arg(&self.socket).arg("kill-server").output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_tree_keys_lost_connection_and_clean_quit() {
+    let Some(tmux) = Tmux::start() else { return };
+    let pg = cluster();
+    let sc = start(&pg).await;
+    let conninfo = pg.keyword_conn_str("postgres");
+    tokio::task::block_in_place(|| {
+        tmux.run_top("main", &format!("--interval 0.3 '{conninfo}'"));
+        let a_row = format!("{} ", sc.a_pid);
+        let screen = tmux.wait_for("main", "the blocking tree", |s| s.contains("waiting 1"));
+        assert!(tmux.alternate_on("main"), "the view runs on the alternate screen");
+        let lines: Vec<&str> = screen.lines().collect();
+        let a = lines
+            .iter()
+            .position(|l| l.starts_with(&a_row) && l.contains("checkout") && l.contains(trace_id(TP_A)))
+            .unwrap_or_else(|| panic!("A's row:\n{screen}"));
+        let b = lines[a + 1];
+        assert!(b.starts_with(&format!("{} ", sc.b_pid)) && b.contains("└─ -"), "B right under A:\n{screen}");
+        assert!(b.contains(trace_id(TP_B)) && b.contains("app_name"), "B's own trace:\n{screen}");
+        assert!(b.contains(&format!("{} {}", sc.a_pid, trace_id(TP_A))), "B shows its blocker's trace:\n{screen}");
+        assert!(b.contains("Lock:transactionid"), "{screen}");
+        assert!(lines[a].contains("idle in transaction") && lines[a].contains("Client:ClientRead"), "{screen}");
+        let c = lines.iter().find(|l| l.starts_with(&format!("{} ", sc.c_pid))).expect("C's row");
+        assert!(c.contains("reports") && c.contains(trace_id(TP_C)) && c.contains("Timeout:PgSleep"), "{screen}");
+        assert!(screen.contains("active 2  idle in transaction 1  waiting 1  oldest transaction"), "{screen}");
+        assert!(screen.contains("q quit  s sort  r reverse  / filter"), "keys on screen:\n{screen}");
+
+        // Filter: only C's tree remains; Esc clears it.
+        tmux.keys("main", &["/", "reports", "Enter"]);
+        let screen = tmux.wait_for("main", "the filter", |s| s.contains("filter: reports"));
+        assert!(screen.contains(trace_id(TP_C)) && !screen.contains(trace_id(TP_A)), "{screen}");
+        tmux.keys("main", &["Escape"]);
+        tmux.wait_for("main", "the filter cleared", |s| s.contains(trace_id(TP_A)));
+
+        // The server goes away: reported, retried, and the view recovers when it is back.
+        pg.stop().unwrap();
+        tmux.wait_for("main", "the lost connection", |s| s.contains("connection lost:") && s.contains("retrying"));
+        pg.restart().unwrap();
+        tmux.wait_for("main", "the reconnection", |s| !s.contains("connection lost:") && s.contains("sessions 0"));
+
+        // `q` quits; the terminal is back: main screen, canonical mode, echo.
+        tmux.keys("main", &["q"]);
+        let screen = tmux.wait_for("main", "the exit", |s| s.contains("TOP-EXIT="));
+        assert!(screen.contains("TOP-EXIT=0"), "{screen}");
+        assert!(screen.contains("icanon echo"), "terminal modes restored:\n{screen}");
+        assert!(!tmux.alternate_on("main"));
+
+        // Ctrl-C quits the same way.
+        tmux.run_top("ctrlc", &format!("--interval 0.3 '{conninfo}'"));
+        tmux.wait_for("ctrlc", "the view", |s| s.contains("sessions "));
+        tmux.keys("ctrlc", &["C-c"]);
+        let screen = tmux.wait_for("ctrlc", "the exit", |s| s.contains("TOP-EXIT="));
+        assert!(screen.contains("TOP-EXIT=0") && screen.contains("icanon echo"), "{screen}");
+        assert!(!tmux.alternate_on("ctrlc"));
+
+        // A wrong password never touches the terminal: one line, exit 2.
+        tmux.run_top("bad", &format!("'host=127.0.0.1 port={} user=postgres dbname=nosuchdb'", pg.port()));
+        let screen = tmux.wait_for("bad", "the exit", |s| s.contains("TOP-EXIT="));
+        assert!(screen.contains("TOP-EXIT=2") && screen.contains("icanon echo"), "{screen}");
+        assert!(screen.starts_with("sqlcommenter top: could not connect") && screen.contains("nosuchdb"), "{screen}");
+    });
+    drop(sc);
+}
