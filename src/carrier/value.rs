@@ -1,9 +1,10 @@
-//! Session-variable carriers: how a traceparent travels outside the statement text, for named prepared
-//! statements whose text must not change. Shared by the drivers, the proxy and the log tool.
+//! The carrier values: how a traceparent is written into each target variable, and read back.
 //!
-//! - `application_name` (reaches `log_line_prefix` `%a`, csvlog/jsonlog and `pg_stat_activity`): the
-//!   client's own name cut to fit, then `@`, then the 55-character traceparent, at most 63 bytes in all;
-//!   a bare traceparent when the client has no name.
+//! - `application_name` (reaches `log_line_prefix` `%a`, csvlog/jsonlog and `pg_stat_activity`): by default
+//!   the bare 55-character W3C traceparent, the form the OpenTelemetry Collector's postgresql receiver and
+//!   OpenTelemetry's own instrumentations (Npgsql, instrumentation-pg) write and read; optionally
+//!   ([`AppNameFormat::Named`]) the client's own name cut to fit, `@`, then the traceparent (≤ 63 bytes).
+//!   Readers accept both.
 //! - A custom GUC (default `sqlcommenter.traceparent`): the bare traceparent.
 //! - `pg_tracing.trace_context`: `traceparent='<traceparent>'`, the format pg_tracing reads.
 
@@ -30,6 +31,17 @@ pub fn is_valid_guc_name(name: &str) -> bool {
             && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     };
     name.contains('.') && name.split('.').all(part)
+}
+
+/// How `application_name` carries a traceparent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum AppNameFormat {
+    /// The bare W3C traceparent (what OpenTelemetry's tools read): the client's name is replaced while a
+    /// context is carried.
+    #[default]
+    Bare,
+    /// `name@traceparent`: keeps up to 7 bytes of the client's name, read by this project's tools only.
+    Named,
 }
 
 /// The longest prefix of `s` that fits in `max` bytes and ends on a char boundary.
@@ -60,8 +72,9 @@ pub fn encode_application_name(client_name: &str, tp: &TraceParent) -> String {
     out
 }
 
-/// Reads an `application_name` carrier: the client's name part and the traceparent, or `None` when the
-/// value does not end in a valid traceparent in carrier form.
+/// Reads an `application_name` carrier in either form ([`AppNameFormat`]): the client's name part (empty
+/// for the bare form) and the traceparent, or `None` when the value does not end in a valid traceparent
+/// in carrier form.
 pub fn decode_application_name(value: &str) -> Option<(&str, TraceParent)> {
     if value.len() < TRACEPARENT_LEN || !value.is_char_boundary(value.len() - TRACEPARENT_LEN) {
         return None;
