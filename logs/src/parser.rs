@@ -167,7 +167,7 @@ pub fn detect(head: &[u8], prefix: &Prefix, zones: &Zones) -> Detection {
         let keyed = found.as_ref().and_then(|v| {
             let has = |k: &str| v.get(k).is_some();
             let record = v.get("records").and_then(|r| r.get(0)).unwrap_or(v);
-            Some(if has("record") && has("logger") {
+            Some(if has("logger") && (has("record") || has("msg")) {
                 InputFormat::Cnpg
             } else if has("textPayload") || (has("logName") && has("resource")) {
                 InputFormat::CloudSql
