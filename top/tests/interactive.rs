@@ -36,8 +36,8 @@ impl Tmux {
     fn run_top(&self, name: &str, top_args: &str) {
         let script = format!(
             "env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE -u PGPASSWORD {} {top_args}; \
-             echo TOP-EXIT=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; \
-             echo; sleep 120",
+             echo TOP-EXIT=$?; echo TTY: $(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo) END; \
+             sleep 120",
             env!("CARGO_BIN_EXE_sqlcommenter-top")
         );
         self.cmd(&["new-session", "-d", "-x", "230", "-y", "40", "-s", name, &script]);
@@ -119,23 +119,23 @@ async fn blocking_tree_keys_lost_connection_and_clean_quit() {
 
         // `q` quits; the terminal is back: main screen, canonical mode, echo.
         tmux.keys("main", &["q"]);
-        let screen = tmux.wait_for("main", "the exit", |s| s.contains("TOP-EXIT="));
+        let screen = tmux.wait_for("main", "the exit", |s| s.contains(" END"));
         assert!(screen.contains("TOP-EXIT=0"), "{screen}");
-        assert!(screen.contains("icanon echo"), "terminal modes restored:\n{screen}");
+        assert!(screen.contains("TTY: icanon echo END"), "terminal modes restored:\n{screen}");
         assert!(!tmux.alternate_on("main"));
 
         // Ctrl-C quits the same way.
         tmux.run_top("ctrlc", &format!("--interval 0.3 '{conninfo}'"));
         tmux.wait_for("ctrlc", "the view", |s| s.contains("sessions "));
         tmux.keys("ctrlc", &["C-c"]);
-        let screen = tmux.wait_for("ctrlc", "the exit", |s| s.contains("TOP-EXIT="));
-        assert!(screen.contains("TOP-EXIT=0") && screen.contains("icanon echo"), "{screen}");
+        let screen = tmux.wait_for("ctrlc", "the exit", |s| s.contains(" END"));
+        assert!(screen.contains("TOP-EXIT=0") && screen.contains("TTY: icanon echo END"), "{screen}");
         assert!(!tmux.alternate_on("ctrlc"));
 
         // A wrong password never touches the terminal: one line, exit 2.
         tmux.run_top("bad", &format!("'host=127.0.0.1 port={} user=postgres dbname=nosuchdb'", pg.port()));
-        let screen = tmux.wait_for("bad", "the exit", |s| s.contains("TOP-EXIT="));
-        assert!(screen.contains("TOP-EXIT=2") && screen.contains("icanon echo"), "{screen}");
+        let screen = tmux.wait_for("bad", "the exit", |s| s.contains(" END"));
+        assert!(screen.contains("TOP-EXIT=2") && screen.contains("TTY: icanon echo END"), "{screen}");
         assert!(screen.starts_with("sqlcommenter top: could not connect") && screen.contains("nosuchdb"), "{screen}");
     });
     drop(sc);
