@@ -94,6 +94,34 @@ pub enum HarnessError {
         waited: Duration,
     },
 
+    /// The `pgbouncer` binary was not found.
+    #[error(
+        "PgBouncer binary not found (looked at: {searched}). Build PgBouncer 1.24 with \
+         `shared/tools/pgbouncer-build.sh` (it prints the path), or set PGBOUNCER_BIN"
+    )]
+    PgBouncerNotFound {
+        /// The paths that were looked at.
+        searched: String,
+    },
+
+    /// The `pgbouncer` binary predates prepared-statement support in transaction pooling.
+    #[error("{binary} is {version:?}; the tests need PgBouncer 1.21 or later (max_prepared_statements)")]
+    PgBouncerTooOld {
+        /// The binary that was checked.
+        binary: String,
+        /// The first line of its `--version`.
+        version: String,
+    },
+
+    /// PgBouncer exited before accepting connections (after retrying on port collisions).
+    #[error("PgBouncer failed to start after {attempts} attempt(s)\n--- pgbouncer log ---\n{log}")]
+    PgBouncerStartFailed {
+        /// Number of start attempts made.
+        attempts: u32,
+        /// PgBouncer's log from the last attempt.
+        log: String,
+    },
+
     /// The process-wide shared cluster failed to start (the message of the original error).
     #[error("the shared test cluster failed to start: {0}")]
     SharedStartFailed(String),

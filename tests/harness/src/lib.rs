@@ -50,6 +50,29 @@
 //! preloaded libraries — must start their own [`Cluster`] and never use
 //! `DATABASE_URL`, since an external server's configuration is unknown.
 //!
+//! # PgBouncer
+//!
+//! [`PgBouncer::builder`]`(`[`PoolMode`]`)…start(&cluster)` starts PgBouncer (1.21+;
+//! the tests use 1.24) in front of a cluster on a free port of `127.0.0.1`: every
+//! database name routed to the cluster, trust authentication for `postgres`, pool of 2,
+//! `max_prepared_statements = 200`, admin console `pgbouncer`; other settings with
+//! [`PgBouncerBuilder::setting`]. The binary comes from `PGBOUNCER_BIN`, else
+//! [`DEFAULT_PGBOUNCER_BIN`] (where `shared/tools/pgbouncer-build.sh` installs it).
+//! Tests that need it start with [`pgbouncer_or_skip`]: a loud `SKIPPED` line when the
+//! binary is missing, a failure under `CI=true`. As root it runs as `postgres`;
+//! dropping it kills it and removes its directory (the watchdog does so after a crash).
+//!
+//! ```no_run
+//! use sqlcommenter_testpg::{pgbouncer_or_skip, Cluster, PgBouncer, PoolMode};
+//!
+//! let Some(bin) = pgbouncer_or_skip("my_test") else { return };
+//! let pg = Cluster::builder().start().unwrap();
+//! let bouncer = PgBouncer::builder(PoolMode::Transaction).binary(bin).start(&pg).unwrap();
+//! let url = bouncer.url("postgres"); // connect the client under test here
+//! assert_eq!(bouncer.query("postgres", "SHOW port").unwrap(), pg.port().to_string());
+//! println!("{}", bouncer.query("pgbouncer", "SHOW POOLS").unwrap());
+//! ```
+//!
 //! # Root, cleanup and environment
 //!
 //! * When the tests run as root, `initdb`, `pg_ctl` and the server run as the
@@ -64,18 +87,23 @@
 //!   watchdog are reaped when the next test process starts its first cluster.
 //! * `PG_BINDIR` overrides where the binaries are looked up (see [`find_bindir`]).
 //! * `SQLCOMMENTER_KEEP_PG=1` keeps cluster directories (servers are still stopped).
+//! * `PGBOUNCER_BIN` names the PgBouncer binary (see [`find_pgbouncer`]).
 //! * `DATABASE_URL` is only consulted by [`external_url`] and [`shared_url`].
 
 #![warn(missing_docs)]
 
 mod cluster;
 mod error;
+mod pgbouncer;
 mod sys;
 
 use std::sync::OnceLock;
 
 pub use cluster::{Cluster, ClusterBuilder, LogFormat, LogKind, DEFAULT_STDERR_PREFIX, HOST, USER};
 pub use error::{HarnessError, Result};
+pub use pgbouncer::{
+    find_pgbouncer, pgbouncer_or_skip, PgBouncer, PgBouncerBuilder, PoolMode, DEFAULT_PGBOUNCER_BIN, PGBOUNCER_BIN_ENV,
+};
 pub use sys::{find_bindir, KEEP_ENV, PG_BINDIR_ENV, SCRATCH_ENV};
 
 /// Environment variable naming an external server for [`external_url`] / [`shared_url`].

@@ -337,8 +337,8 @@ pub(crate) fn copy_data_dir(from: &Path, to: &Path) -> Result<()> {
 static WATCHDOG: Mutex<bool> = Mutex::new(false);
 
 /// Shell script run detached: waits for the test process to exit, then stops every
-/// server still running from `<root>/pgh-<pid>-*` (SIGQUIT = immediate shutdown) and
-/// removes those directories (unless keeping was requested).
+/// server still running from `<root>/pgh-<pid>-*` (SIGQUIT = immediate shutdown), kills
+/// every PgBouncer whose pid file is there, and removes those directories (unless keeping was requested).
 const WATCHDOG_SCRIPT: &str = r#"
 parent=$1; prefix=$2; keep=$3
 while kill -0 "$parent" 2>/dev/null; do sleep 0.25; done
@@ -353,6 +353,11 @@ for d in "$prefix"*; do
         sleep 0.1; i=$((i+1))
       done
     fi
+  fi
+  b="$d/pgbouncer.pid"
+  if [ -f "$b" ]; then
+    pid=$(head -n 1 "$b")
+    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
   fi
   [ "$keep" = 1 ] || rm -rf "$d"
 done
@@ -415,6 +420,13 @@ fn reap_stale_dirs() {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
             }
+        }
+        if let Some(pid) = fs::read_to_string(dir.join(crate::pgbouncer::PID_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .filter(|&pid| process_alive(pid))
+        {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
         }
         let _ = fs::remove_dir_all(&dir);
     }

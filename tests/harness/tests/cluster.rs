@@ -308,6 +308,14 @@ fn watchdog_child() {
     println!("CLUSTER {} {}", pg.pid().unwrap(), pg.base_dir().display());
     let leaked = Cluster::builder().start().unwrap();
     println!("CLUSTER {} {}", leaked.pid().unwrap(), leaked.base_dir().display());
+    if let Ok(bin) = sqlcommenter_testpg::find_pgbouncer() {
+        let bouncer = sqlcommenter_testpg::PgBouncer::builder(sqlcommenter_testpg::PoolMode::Session)
+            .binary(bin)
+            .start(&leaked)
+            .unwrap();
+        println!("CLUSTER {} {}", bouncer.pid().unwrap(), bouncer.dir().display());
+        std::mem::forget(bouncer);
+    }
     std::mem::forget(leaked);
 }
 
@@ -331,7 +339,8 @@ fn watchdog_cleans_up_after_process_exit() {
             (pid.parse().unwrap(), PathBuf::from(dir))
         })
         .collect();
-    assert_eq!(clusters.len(), 2, "{stdout}");
+    let expected = if sqlcommenter_testpg::find_pgbouncer().is_ok() { 3 } else { 2 };
+    assert_eq!(clusters.len(), expected, "{stdout}");
     for (pid, dir) in clusters {
         assert!(
             wait_until(|| !alive(pid) && !dir.exists(), Duration::from_secs(20)),
