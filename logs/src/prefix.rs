@@ -223,7 +223,9 @@ impl Prefix {
             }
             Item::Field(esc, padded) => {
                 let mut start = pos;
-                if *padded {
+                // A padded number is right-aligned (`%10p`): skip the spaces before it. Free text keeps
+                // them in its capture, which is trimmed.
+                if *padded && !is_free(*esc) {
                     while start < line.len() && line[start] == b' ' {
                         start += 1;
                     }
@@ -254,15 +256,23 @@ impl Prefix {
                     let mut ends = [0usize; MAX_CANDIDATES];
                     let n = scan_fixed(*esc, line, start, &mut ends);
                     for &end in &ends[..n] {
+                        caps[idx] = (start as u32, end as u32);
+                        // Left-aligned (`%-10p`): the padding spaces, all of them first, then fewer (the
+                        // separator may start with a space too).
                         let mut e = end;
-                        caps[idx] = (start as u32, e as u32);
                         if *padded {
                             while e < line.len() && line[e] == b' ' {
                                 e += 1;
                             }
                         }
-                        if let Some(r) = self.match_from(idx + 1, line, e, caps) {
-                            return Some(r);
+                        loop {
+                            if let Some(r) = self.match_from(idx + 1, line, e, caps) {
+                                return Some(r);
+                            }
+                            if e == end {
+                                break;
+                            }
+                            e -= 1;
                         }
                     }
                     None
@@ -304,6 +314,17 @@ fn scan_fixed(esc: Escape, line: &[u8], i: usize, ends: &mut [usize; MAX_CANDIDA
     };
     match esc {
         Escape::Millis | Escape::Time | Escape::SessionStart => time_ends(line, i, ends),
+        // `backend/local` or nothing (processes without a virtual transaction)
+        Escape::Vxid => {
+            let a = scan_digits(line, i, true);
+            let mut n = 0;
+            if a > i && line.get(a) == Some(&b'/') {
+                ends[n] = scan_digits(line, a + 1, true);
+                n += 1;
+            }
+            ends[n] = i;
+            n + 1
+        }
         _ => one(ends, scan_fixed_one(esc, line, i)),
     }
 }
@@ -388,17 +409,8 @@ fn scan_fixed_one(esc: Escape, line: &[u8], i: usize) -> Option<usize> {
             let s = line.get(i..e)?;
             s.iter().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()).then_some(e)
         }
-        Escape::Vxid => {
-            let a = scan_digits(line, i, true);
-            if a == i {
-                return Some(i);
-            }
-            if line.get(a) != Some(&b'/') {
-                return None;
-            }
-            Some(scan_digits(line, a + 1, true))
-        }
-        Escape::Millis
+        Escape::Vxid
+        | Escape::Millis
         | Escape::Time
         | Escape::SessionStart
         | Escape::App
@@ -427,26 +439,32 @@ pub fn severity_at(line: &[u8], pos: usize) -> Option<(Severity, usize)> {
 }
 
 fn fill(rec: &mut LogRecord, esc: Escape, v: &[u8], src: &Src<'_>, range: (usize, usize), zones: &Zones) {
+    // A prefix may repeat an escape: the last one is kept.
+    let set = |out: &mut String| {
+        out.clear();
+        src.push(out, range);
+    };
     match esc {
-        Escape::App => src.push(&mut rec.application_name, range),
-        Escape::User => src.push(&mut rec.user, range),
-        Escape::Db => src.push(&mut rec.database, range),
+        Escape::App => set(&mut rec.application_name),
+        Escape::User => set(&mut rec.user),
+        Escape::Db => set(&mut rec.database),
         Escape::Pid => rec.pid = parse_i64(v).and_then(|p| u32::try_from(p).ok()),
-        Escape::Host => push_lossy(&mut rec.remote_host, v),
+        Escape::Host => set(&mut rec.remote_host),
         Escape::HostPort => {
             let host = match memchr::memchr(b'(', v) {
                 Some(p) if v.ends_with(b")") => &v[..p],
                 _ => v,
             };
+            rec.remote_host.clear();
             push_lossy(&mut rec.remote_host, host);
         }
-        Escape::Session => src.push(&mut rec.session_id, range),
+        Escape::Session => set(&mut rec.session_id),
         Escape::LineNum => rec.line_num = parse_i64(v).and_then(|n| u64::try_from(n).ok()),
         Escape::Millis | Escape::Time => rec.time_us = parse_timestamp(v, zones).ok(),
         Escape::Epoch => rec.time_us = parse_epoch(v),
-        Escape::SqlState => push_lossy(&mut rec.sql_state, v),
+        Escape::SqlState => set(&mut rec.sql_state),
         Escape::QueryId => rec.query_id = parse_i64(v),
-        Escape::BackendType => push_lossy(&mut rec.backend_type, v),
+        Escape::BackendType => set(&mut rec.backend_type),
         Escape::LeaderPid | Escape::SessionStart | Escape::Tag | Escape::Vxid | Escape::Xid => {}
     }
 }
