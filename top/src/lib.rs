@@ -13,9 +13,13 @@
 
 pub mod conninfo;
 mod error;
+pub mod exporters;
+mod headless;
 pub mod json;
 pub mod monitor;
+pub mod otlp;
 pub mod pgpass;
+pub mod prometheus;
 pub mod sample;
 pub mod session;
 pub mod text;
@@ -26,7 +30,9 @@ pub mod view;
 use std::io::Write;
 use std::time::Duration;
 
+pub use conninfo::Target;
 pub use error::TopError;
+pub use exporters::Exporters;
 pub use sample::{Sampler, Snapshot, Totals};
 pub use session::{Session, State, Trace, TraceSource};
 
@@ -56,6 +62,28 @@ pub struct TopArgs {
     /// Output of --once.
     #[arg(long, value_enum, default_value_t = Format::Text, requires = "once")]
     pub format: Format,
+    /// Sample without a view until SIGINT/SIGTERM (for --otlp / --prometheus as a service).
+    #[arg(long, conflicts_with = "once")]
+    pub headless: bool,
+    /// Export each sample as OpenTelemetry log records (`db.server.query_sample`) over OTLP/HTTP,
+    /// configured by the standard OTEL_* variables; plus a `sqlcommenter.lock_wait` event naming both
+    /// traces for lock waits longer than --lock-threshold.
+    #[arg(long)]
+    pub otlp: bool,
+    /// Seconds a backend must be seen waiting for a lock before --otlp reports the wait.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_threshold)]
+    pub lock_threshold: f64,
+    /// Serve Prometheus metrics (sessions by state and wait event, samples with and without trace
+    /// context) on http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR", conflicts_with = "once")]
+    pub prometheus: Option<std::net::SocketAddr>,
+}
+
+fn parse_threshold(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: expected seconds between 0 and 86400")),
+    }
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
@@ -74,27 +102,56 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
     for w in &target.warnings {
         eprintln!("sqlcommenter top: warning: {w}");
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(TopError::Runtime)?;
-    if args.once {
-        let snapshot = rt.block_on(async {
-            let sampler = Sampler::connect(&target).await?;
-            sampler.sample().await
-        })?;
-        let out = match args.format {
-            Format::Json => json::render(&snapshot) + "\n",
-            Format::Text => text::render(&snapshot, |_| true),
-        };
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(out.as_bytes()).map_err(TopError::Output)?;
-        stdout.flush().map_err(TopError::Output)?;
-        let hidden = snapshot.totals().hidden;
-        if hidden > 0 {
-            eprintln!("{}", hidden_note(hidden, target.config.get_user().unwrap_or_default()));
-        }
-        return Ok(());
+    if args.headless && !args.otlp && args.prometheus.is_none() {
+        return Err(TopError::Usage("--headless only makes sense with --otlp or --prometheus".into()));
     }
-    let mut monitor = monitor::Monitor::connect(&rt, target)?;
-    ui::run(&rt, &mut monitor, Duration::from_secs_f64(args.interval), |_| {})
+    // Exporters are set up outside the runtime: the OTLP exporter's blocking HTTP client must not be
+    // created (or dropped) inside async code.
+    let mut exporters =
+        Exporters::start(&target, args.otlp, Duration::from_secs_f64(args.lock_threshold), args.prometheus)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(TopError::Runtime)?;
+    let interval = Duration::from_secs_f64(args.interval);
+    let result = if args.once {
+        once(&rt, &target, args.format, &mut exporters)
+    } else {
+        monitor::Monitor::connect(&rt, target).and_then(|mut m| {
+            let on_sample = |s: Option<&Snapshot>| exporters.record(s);
+            if args.headless {
+                headless::run(&rt, &mut m, interval, on_sample)
+            } else {
+                ui::run(&rt, &mut m, interval, on_sample)
+            }
+        })
+    };
+    drop(rt);
+    let finished = exporters.finish();
+    result?;
+    finished
+}
+
+fn once(
+    rt: &tokio::runtime::Runtime,
+    target: &Target,
+    format: Format,
+    exporters: &mut Exporters,
+) -> Result<(), TopError> {
+    let snapshot = rt.block_on(async {
+        let sampler = Sampler::connect(target).await?;
+        sampler.sample().await
+    })?;
+    exporters.record(Some(&snapshot));
+    let out = match format {
+        Format::Json => json::render(&snapshot) + "\n",
+        Format::Text => text::render(&snapshot, |_| true),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes()).map_err(TopError::Output)?;
+    stdout.flush().map_err(TopError::Output)?;
+    let hidden = snapshot.totals().hidden;
+    if hidden > 0 {
+        eprintln!("{}", hidden_note(hidden, target.config.get_user().unwrap_or_default()));
+    }
+    Ok(())
 }
 
 /// What the viewer misses without `pg_read_all_stats`.

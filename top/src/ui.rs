@@ -3,8 +3,7 @@
 //! SIGTERM / SIGHUP, an error (the guard drops before the caller prints it) and a panic (ratatui's hook).
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
@@ -28,15 +27,6 @@ impl Drop for Restore {
     }
 }
 
-/// Flips to true on SIGINT, SIGTERM or SIGHUP.
-pub(crate) fn quit_flag() -> Result<Arc<AtomicBool>, TopError> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
-        signal_hook::flag::register(sig, flag.clone()).map_err(TopError::Terminal)?;
-    }
-    Ok(flag)
-}
-
 /// Runs the view until the user quits; `on_sample` sees every snapshot (exporters).
 ///
 /// # Errors
@@ -46,14 +36,14 @@ pub fn run(
     rt: &Runtime,
     monitor: &mut Monitor,
     interval: Duration,
-    mut on_sample: impl FnMut(&Snapshot),
+    mut on_sample: impl FnMut(Option<&Snapshot>),
 ) -> Result<(), TopError> {
     if !std::io::stdout().is_terminal() {
         return Err(TopError::Usage(
             "standard output is not a terminal: use --once (one sample), or --headless with --otlp/--prometheus".into(),
         ));
     }
-    let quit = quit_flag()?;
+    let quit = crate::headless::quit_flag()?;
     let mut terminal = ratatui::try_init().map_err(TopError::Terminal)?;
     let _restore = Restore;
     let mut view = View::default();
@@ -61,9 +51,10 @@ pub fn run(
     let user = monitor.target().config.get_user().unwrap_or_default().to_owned();
     loop {
         let started = Instant::now();
-        if let Some(s) = monitor.sample(rt)? {
-            on_sample(&s);
-            snapshot = Some(s);
+        let sample = monitor.sample(rt)?;
+        on_sample(sample.as_ref());
+        if sample.is_some() {
+            snapshot = sample;
         }
         let target = monitor.target().display.clone();
         let link = monitor.link().clone();
