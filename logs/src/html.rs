@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::parser::ParseStats;
-use crate::report::{Aggregate, SortBy, GAP_DIMENSIONS};
+use crate::report::{fmt_ms, fmt_pct, Aggregate, SortBy, TopRow, GAP_DIMENSIONS};
 use crate::statement::AssembleStats;
 use crate::text::one_line;
 use crate::time::format_rfc3339;
@@ -110,6 +110,7 @@ fn top_chart(agg: &Aggregate) -> String {
          aria-label=\"top queries by total time\"><rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>"
     );
     let max = groups.iter().map(|g| g.total_ms).fold(0.0f64, f64::max).max(0.001);
+    let groups: Vec<_> = groups.into_iter().filter(|g| g.timed > 0).collect();
     for (i, g) in groups.iter().enumerate() {
         let y = 10.0 + i as f64 * (bar + gap);
         let bw = g.total_ms / max * (w - label_w - 90.0);
@@ -130,6 +131,37 @@ fn top_chart(agg: &Aggregate) -> String {
     s
 }
 
+/// The slowest-statements table (the same rows and cells as the terminal's).
+pub fn top_table(rows: &[TopRow], trace_url: Option<&str>) -> String {
+    let mut s = String::from(
+        "<table id=\"top-queries\"><thead><tr><th>#</th><th>kind</th><th>count</th><th>p50 ms</th><th>p95 ms</th>\
+         <th>max ms</th><th>total ms</th><th>with context</th><th>query</th><th>exemplar traces</th></tr></thead><tbody>",
+    );
+    for r in rows {
+        let ex: Vec<String> =
+            r.exemplars.iter().map(|(d, t)| format!("{} ({d:.3} ms)", trace_link(trace_url, t))).collect();
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"q\">{}</td><td class=\"q\">{}</td></tr>",
+            r.rank,
+            r.kind.as_str(),
+            r.count,
+            fmt_ms(r.p50),
+            fmt_ms(r.p95),
+            fmt_ms(r.max),
+            fmt_ms(r.total),
+            fmt_pct(r.with_context, r.count),
+            match &r.tag {
+                Some((k, v)) => format!("<b>{}={}</b> {}", esc(k), esc(v), esc(&r.query)),
+                None => esc(&r.query),
+            },
+            ex.join("<br>")
+        );
+    }
+    s.push_str("</tbody></table>");
+    s
+}
+
 /// Renders the whole page.
 pub fn render(
     agg: &Aggregate,
@@ -147,23 +179,25 @@ pub fn render(
          th{background:#f3f3f3}h2{margin-top:32px}.none{color:#b00}</style></head><body>",
     );
     s.push_str("<h1>PostgreSQL statements and traces</h1>");
-    let c = agg.by_source;
+    let m = agg.summary(parse, asm);
+    let c = m.by_source;
     let _ = write!(
         s,
         "<section id=\"summary\"><p><span id=\"statement-count\">{}</span> statements \
-         ({} carrier statements left out), {} log lines, {} unknown lines skipped.</p>\
+         ({} carrier statements left out), {} log lines, {} unknown lines skipped{}.</p>\
          <p>Trace context: <span id=\"ctx-comment\">{}</span> from comments, <span id=\"ctx-app\">{}</span> from \
          application_name, <span id=\"ctx-none\">{}</span> without. auto_explain plans attached: {}.</p>",
-        agg.statements,
-        agg.carriers,
-        parse.lines,
-        parse.unknown,
+        m.statements,
+        m.carriers,
+        m.lines,
+        m.unknown,
+        if m.foreign > 0 { format!(", {} lines of other programs", m.foreign) } else { String::new() },
         c.comment,
         c.application_name,
         c.none,
-        asm.plans_attached
+        m.plans_attached
     );
-    if let Some((a, b)) = agg.time_range {
+    if let Some((a, b)) = m.time_range {
         let _ = write!(s, "<p>From {} to {}.</p>", format_rfc3339(a), format_rfc3339(b));
     }
     s.push_str("</section>");
@@ -171,32 +205,8 @@ pub fn render(
     s.push_str(&time_chart(agg));
     s.push_str("<h2>Top queries by total time</h2>");
     s.push_str(&top_chart(agg));
-    let _ = write!(s, "<h2>Slowest statements (by {sort:?})</h2><table id=\"top-queries\"><thead><tr><th>#</th><th>kind</th><th>count</th><th>p50 ms</th><th>p95 ms</th><th>max ms</th><th>total ms</th><th>with context</th><th>query</th><th>exemplar traces</th></tr></thead><tbody>");
-    for (i, g) in agg.top_groups(sort, limit).iter().enumerate() {
-        let ex: Vec<String> =
-            g.exemplars.iter().map(|(d, t)| format!("{} ({d:.3} ms)", trace_link(trace_url, t))).collect();
-        let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
-        let _ = write!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{}/{}</td><td class=\"q\">{}</td><td class=\"q\">{}</td></tr>",
-            i + 1,
-            g.kind.as_str(),
-            g.count,
-            f(g.p50()),
-            f(g.p95()),
-            g.max_ms,
-            g.total_ms,
-            g.with_context,
-            g.count,
-            if let Some(k) = agg.group_tag() {
-                format!("<b>{}={}</b> {}", esc(k), esc(&g.tag), esc(&g.query))
-            } else {
-                esc(&g.query)
-            },
-            ex.join("<br>")
-        );
-    }
-    s.push_str("</tbody></table>");
+    let _ = write!(s, "<h2>Slowest statements (by {sort:?})</h2>");
+    s.push_str(&top_table(&agg.top_rows(sort, limit), trace_url));
     s.push_str("<h2>Propagation gaps</h2><section id=\"gaps\">");
     for (dim, name) in GAP_DIMENSIONS.iter().enumerate() {
         let _ = write!(
@@ -207,13 +217,13 @@ pub fn render(
             let label = if v.is_empty() { "(empty)" } else { v };
             let _ = write!(
                 s,
-                "<tr><td class=\"q\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"none\">{}</td><td>{:.1}%</td></tr>",
+                "<tr><td class=\"q\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"none\">{}</td><td>{}</td></tr>",
                 esc(label),
                 c.total(),
                 c.comment,
                 c.application_name,
                 c.none,
-                c.share() * 100.0
+                fmt_pct(c.comment + c.application_name, c.total())
             );
         }
         s.push_str("</tbody></table>");

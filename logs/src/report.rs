@@ -93,8 +93,8 @@ pub struct Group {
     pub errors: u64,
     /// Sum of durations (ms).
     pub total_ms: f64,
-    /// Slowest duration (ms).
-    pub max_ms: f64,
+    /// Slowest duration (ms), when any execution was timed.
+    pub max_ms: Option<f64>,
     /// Duration histogram.
     pub hist: Histogram,
     /// Slowest correlated executions: (duration ms, trace id).
@@ -104,11 +104,18 @@ pub struct Group {
 impl Group {
     /// Median duration.
     pub fn p50(&self) -> Option<f64> {
-        self.hist.quantile(0.5).map(|v| v.min(self.max_ms))
+        self.quantile(0.5)
     }
     /// 95th percentile duration.
     pub fn p95(&self) -> Option<f64> {
-        self.hist.quantile(0.95).map(|v| v.min(self.max_ms))
+        self.quantile(0.95)
+    }
+    fn quantile(&self, q: f64) -> Option<f64> {
+        Some(self.hist.quantile(q)?.min(self.max_ms?))
+    }
+    /// Sum of durations, when any execution was timed.
+    pub fn total(&self) -> Option<f64> {
+        (self.timed > 0).then_some(self.total_ms)
     }
 }
 
@@ -262,7 +269,7 @@ impl Aggregate {
         if let Some(d) = st.duration_ms {
             g.timed += 1;
             g.total_ms += d;
-            g.max_ms = g.max_ms.max(d);
+            g.max_ms = Some(g.max_ms.map_or(d, |m| m.max(d)));
             g.hist.record(d);
             if let Some(ctx) = &st.context {
                 let slot = g.exemplars.len() < EXEMPLARS || g.exemplars.last().is_some_and(|(m, _)| *m < d);
@@ -322,7 +329,7 @@ impl Aggregate {
                         with_context: 0,
                         errors: 0,
                         total_ms: 0.0,
-                        max_ms: 0.0,
+                        max_ms: None,
                         hist: Histogram::default(),
                         exemplars: Vec::new(),
                     });
@@ -382,7 +389,7 @@ impl Aggregate {
     pub fn top_groups(&self, sort: SortBy, limit: usize) -> Vec<&Group> {
         let mut v: Vec<&Group> = self.groups.iter().collect();
         let key = |g: &Group| match sort {
-            SortBy::Max => g.max_ms,
+            SortBy::Max => g.max_ms.unwrap_or(-1.0),
             SortBy::Total => g.total_ms,
             SortBy::Count => g.count as f64,
             SortBy::P95 => g.p95().unwrap_or(0.0),
@@ -435,6 +442,114 @@ fn bump(c: &mut Coverage, s: Source) {
     }
 }
 
+/// A duration cell, the same in every report: milliseconds with three decimals, `-` when not logged.
+pub fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
+}
+
+/// A share cell: `n/d` as a percentage with one decimal, `-` when `d` is 0.
+pub fn fmt_pct(n: u64, d: u64) -> String {
+    if d == 0 {
+        "-".into()
+    } else {
+        format!("{:.1}%", n as f64 * 100.0 / d as f64)
+    }
+}
+
+/// One row of the slowest-statements table, as every report shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopRow {
+    /// 1-based rank.
+    pub rank: usize,
+    /// Protocol step.
+    pub kind: Kind,
+    /// Executions.
+    pub count: u64,
+    /// Median, 95th percentile, slowest and total duration (ms), when timed.
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// Slowest.
+    pub max: Option<f64>,
+    /// Sum.
+    pub total: Option<f64>,
+    /// Executions with trace context.
+    pub with_context: u64,
+    /// Failed executions.
+    pub errors: u64,
+    /// `--group-tag` key and this group's value.
+    pub tag: Option<(String, String)>,
+    /// Normalized query.
+    pub query: String,
+    /// Slowest correlated executions: (duration ms, trace id).
+    pub exemplars: Vec<(f64, String)>,
+}
+
+/// The summary every report opens with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// Statements (carriers left out).
+    pub statements: u64,
+    /// Carrier statements left out.
+    pub carriers: u64,
+    /// Log lines read.
+    pub lines: u64,
+    /// Log records.
+    pub records: u64,
+    /// Lines not understood.
+    pub unknown: u64,
+    /// Lines of other programs/loggers.
+    pub foreign: u64,
+    /// Statements by context source.
+    pub by_source: Coverage,
+    /// Earliest and latest log time.
+    pub time_range: Option<(i64, i64)>,
+    /// auto_explain plans attached to their statement.
+    pub plans_attached: u64,
+    /// Bare `duration:` lines without a statement.
+    pub unpaired_durations: u64,
+}
+
+impl Aggregate {
+    /// The slowest-statements table.
+    pub fn top_rows(&self, sort: SortBy, limit: usize) -> Vec<TopRow> {
+        self.top_groups(sort, limit)
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| TopRow {
+                rank: i + 1,
+                kind: g.kind,
+                count: g.count,
+                p50: g.p50(),
+                p95: g.p95(),
+                max: g.max_ms,
+                total: g.total(),
+                with_context: g.with_context,
+                errors: g.errors,
+                tag: self.group_tag.as_ref().map(|k| (k.clone(), g.tag.clone())),
+                query: g.query.clone(),
+                exemplars: g.exemplars.clone(),
+            })
+            .collect()
+    }
+
+    /// The summary.
+    pub fn summary(&self, parse: &crate::parser::ParseStats, asm: &crate::statement::AssembleStats) -> Summary {
+        Summary {
+            statements: self.statements,
+            carriers: self.carriers,
+            lines: parse.lines,
+            records: parse.records,
+            unknown: parse.unknown,
+            foreign: parse.foreign,
+            by_source: self.by_source,
+            time_range: self.time_range,
+            plans_attached: asm.plans_attached,
+            unpaired_durations: asm.unpaired_durations,
+        }
+    }
+}
+
 /// Order of the top-queries table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SortBy {
@@ -451,6 +566,21 @@ pub enum SortBy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_never_timed_shows_no_durations() {
+        let mut agg = Aggregate::new(0.0);
+        let st = Statement { query: "select 1".into(), error: "boom".into(), ..Statement::default() };
+        agg.add(&st);
+        let rows = agg.top_rows(SortBy::Max, 10);
+        assert_eq!((rows[0].max, rows[0].total, rows[0].p50), (None, None, None));
+        assert_eq!((fmt_ms(rows[0].max), fmt_ms(Some(0.0))), ("-".to_owned(), "0.000".to_owned()));
+        // text and HTML render the same cell
+        let text = crate::text::top_table(&agg, SortBy::Max, 10);
+        let html = crate::html::top_table(&rows, None);
+        assert!(text.contains("         -            -"), "{text}");
+        assert!(html.contains("<td>-</td><td>-</td><td>-</td><td>-</td>") && !html.contains("0.000"), "{html}");
+    }
 
     #[test]
     fn histogram_quantiles_within_bucket_width() {

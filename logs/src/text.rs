@@ -3,21 +3,9 @@
 use std::fmt::Write;
 
 use crate::parser::ParseStats;
-use crate::report::{Aggregate, SortBy, GAP_DIMENSIONS};
+use crate::report::{fmt_ms as ms, fmt_pct as pct, Aggregate, SortBy, GAP_DIMENSIONS};
 use crate::statement::AssembleStats;
 use crate::time::format_rfc3339;
-
-fn ms(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.3}"))
-}
-
-fn pct(n: u64, d: u64) -> String {
-    if d == 0 {
-        "-".into()
-    } else {
-        format!("{:.1}%", n as f64 * 100.0 / d as f64)
-    }
-}
 
 /// One-line-per-query text, whitespace collapsed, cut to `max` chars.
 pub fn one_line(q: &str, max: usize) -> String {
@@ -32,24 +20,30 @@ pub fn one_line(q: &str, max: usize) -> String {
 
 /// Summary lines.
 pub fn summary(agg: &Aggregate, parse: &ParseStats, asm: &AssembleStats) -> String {
+    let m = agg.summary(parse, asm);
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{} statements ({} carrier statements left out), {} log lines, {} records, {} unknown lines skipped",
-        agg.statements, agg.carriers, parse.lines, parse.records, parse.unknown
+        "{} statements ({} carrier statements left out), {} log lines, {} records, {} unknown lines skipped{}",
+        m.statements,
+        m.carriers,
+        m.lines,
+        m.records,
+        m.unknown,
+        if m.foreign > 0 { format!(", {} lines of other programs", m.foreign) } else { String::new() }
     );
-    if let Some((a, b)) = agg.time_range {
+    if let Some((a, b)) = m.time_range {
         let _ = writeln!(s, "time range: {} .. {}", format_rfc3339(a), format_rfc3339(b));
     }
-    let c = agg.by_source;
+    let c = m.by_source;
     let _ = writeln!(
         s,
         "trace context: comment {}, application_name {}, none {}  (plans attached: {}, unpaired durations: {})",
         pct(c.comment, c.total()),
         pct(c.application_name, c.total()),
         pct(c.none, c.total()),
-        asm.plans_attached,
-        asm.unpaired_durations
+        m.plans_attached,
+        m.unpaired_durations
     );
     s
 }
@@ -63,30 +57,29 @@ pub fn top_table(agg: &Aggregate, sort: SortBy, limit: usize) -> String {
         "{:>3}  {:<9} {:>8} {:>10} {:>10} {:>10} {:>12} {:>6}  query",
         "#", "kind", "count", "p50 ms", "p95 ms", "max ms", "total ms", "ctx"
     );
-    for (i, g) in agg.top_groups(sort, limit).iter().enumerate() {
+    for r in agg.top_rows(sort, limit) {
         let _ = writeln!(
             s,
-            "{:>3}  {:<9} {:>8} {:>10} {:>10} {:>10} {:>12.3} {:>6}  {}",
-            i + 1,
-            g.kind.as_str(),
-            g.count,
-            ms(g.p50()),
-            ms(g.p95()),
-            if g.timed > 0 { format!("{:.3}", g.max_ms) } else { "-".into() },
-            g.total_ms,
-            pct(g.with_context, g.count),
-            if g.tag.is_empty() && agg.group_tag().is_none() {
-                one_line(&g.query, 100)
-            } else {
-                format!("[{}={}] {}", agg.group_tag().unwrap_or(""), g.tag, one_line(&g.query, 90))
+            "{:>3}  {:<9} {:>8} {:>10} {:>10} {:>10} {:>12} {:>6}  {}",
+            r.rank,
+            r.kind.as_str(),
+            r.count,
+            ms(r.p50),
+            ms(r.p95),
+            ms(r.max),
+            ms(r.total),
+            pct(r.with_context, r.count),
+            match &r.tag {
+                None => one_line(&r.query, 100),
+                Some((k, v)) => format!("[{k}={v}] {}", one_line(&r.query, 90)),
             }
         );
-        if !g.exemplars.is_empty() {
-            let ex: Vec<String> = g.exemplars.iter().map(|(d, t)| format!("{t} ({d:.3} ms)")).collect();
+        if !r.exemplars.is_empty() {
+            let ex: Vec<String> = r.exemplars.iter().map(|(d, t)| format!("{t} ({d:.3} ms)")).collect();
             let _ = writeln!(s, "     exemplar traces: {}", ex.join(", "));
         }
-        if g.errors > 0 {
-            let _ = writeln!(s, "     errors: {}", g.errors);
+        if r.errors > 0 {
+            let _ = writeln!(s, "     errors: {}", r.errors);
         }
     }
     s
@@ -117,7 +110,7 @@ pub fn gaps_table(agg: &Aggregate, limit: usize) -> String {
                 c.comment,
                 c.application_name,
                 c.none,
-                format!("{:.1}%", c.share() * 100.0)
+                pct(c.comment + c.application_name, c.total())
             );
         }
     }
