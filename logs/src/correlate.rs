@@ -95,15 +95,15 @@ pub struct Correlation {
     pub source: Source,
     /// Comment tags other than `traceparent`/`tracestate`.
     pub tags: Tags,
-    /// Byte range of the sqlcommenter comment in the query (`(0, 0)` when none or not located).
-    pub comment_range: (usize, usize),
+    /// Byte range of the sqlcommenter comment in the query, when located.
+    pub comment_range: Option<(usize, usize)>,
 }
 
 /// Correlates a statement from its text and the `application_name` it ran under.
 pub fn correlate(query: &str, application_name: &str) -> Correlation {
-    let mut out = Correlation { context: None, source: Source::None, tags: Tags::new(), comment_range: (0, 0) };
+    let mut out = Correlation { context: None, source: Source::None, tags: Tags::new(), comment_range: None };
     if let Some(found) = find_comment(query) {
-        out.comment_range = found.range;
+        out.comment_range = (found.range != (0, 0)).then_some(found.range);
         let mut tags = found.tags;
         let tp = tags.remove("traceparent");
         let ts = tags.remove("tracestate");

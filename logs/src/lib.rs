@@ -49,7 +49,7 @@ pub use pipeline::{Pipeline, ReadOptions, RunStats};
 pub use prefix::{Prefix, PrefixError};
 pub use record::{LogRecord, Severity};
 pub use report::{Aggregate, SortBy};
-pub use statement::{AssembleStats, Assembler, Statement};
+pub use statement::{AssembleStats, Assembler, SqlError, Statement};
 pub use time::Zones;
 
 /// Errors of `sqlcommenter logs`.

@@ -77,9 +77,9 @@ impl OtlpExporter {
         );
         let parent = Context::new().with_remote_span_context(parent_sc);
         let op = operation_name(&st.query);
-        let name = match (op.is_empty(), st.database.is_empty()) {
-            (false, false) => format!("{op} {}", st.database),
-            (false, true) => op.clone(),
+        let name = match (op.is_empty(), &st.database) {
+            (false, Some(db)) => format!("{op} {db}"),
+            (false, None) => op.clone(),
             _ => "postgresql".to_owned(),
         };
         let mut attrs = vec![
@@ -91,11 +91,11 @@ impl OtlpExporter {
         if !op.is_empty() {
             attrs.push(KeyValue::new("db.operation.name", op));
         }
-        if !st.database.is_empty() {
-            attrs.push(KeyValue::new("db.namespace", st.database.clone()));
+        if let Some(db) = &st.database {
+            attrs.push(KeyValue::new("db.namespace", db.clone()));
         }
-        if !st.user.is_empty() {
-            attrs.push(KeyValue::new("db.user", st.user.clone()));
+        if let Some(user) = &st.user {
+            attrs.push(KeyValue::new("db.user", user.clone()));
         }
         if !st.application_name.is_empty() {
             attrs.push(KeyValue::new("db.postgresql.application_name", st.application_name.clone()));
@@ -121,9 +121,12 @@ impl OtlpExporter {
         for (k, v) in &st.tags {
             attrs.push(KeyValue::new(format!("db.sqlcommenter.{k}"), v.clone()));
         }
-        if !st.error.is_empty() {
-            attrs.push(KeyValue::new("db.response.status_code", st.sql_state.clone()));
-            attrs.push(KeyValue::new("error.type", st.sql_state.clone()));
+        if let Some(e) = &st.error {
+            let code = e.sql_state.clone().unwrap_or_else(|| "_OTHER".to_owned());
+            if e.sql_state.is_some() {
+                attrs.push(KeyValue::new("db.response.status_code", code.clone()));
+            }
+            attrs.push(KeyValue::new("error.type", code));
         }
         let span = self
             .tracer
@@ -133,8 +136,8 @@ impl OtlpExporter {
             .with_attributes(attrs)
             .start_with_context(&self.tracer, &parent);
         let cx = Context::current_with_span(span);
-        if !st.error.is_empty() {
-            cx.span().set_status(Status::error(st.error.clone()));
+        if let Some(e) = &st.error {
+            cx.span().set_status(Status::error(e.message.clone()));
         }
         cx.span().end_with_timestamp(end);
         self.exported += 1;

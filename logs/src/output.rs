@@ -178,8 +178,8 @@ pub fn write_json(st: &Statement, out: &mut Vec<u8>, times: &mut TimeFormatter) 
     }
     out.push(b'}');
     opt_str(out, "application_name", &st.application_name);
-    opt_str(out, "user", &st.user);
-    opt_str(out, "database", &st.database);
+    opt_str(out, "user", st.user.as_deref().unwrap_or(""));
+    opt_str(out, "database", st.database.as_deref().unwrap_or(""));
     match st.pid {
         Some(p) => {
             out.extend_from_slice(b",\"pid\":");
@@ -187,7 +187,7 @@ pub fn write_json(st: &Statement, out: &mut Vec<u8>, times: &mut TimeFormatter) 
         }
         None => out.extend_from_slice(b",\"pid\":null"),
     }
-    opt_str(out, "session_id", &st.session_id);
+    opt_str(out, "session_id", st.session_id.as_deref().unwrap_or(""));
     out.extend_from_slice(b",\"kind\":\"");
     out.extend_from_slice(st.kind.as_str().as_bytes());
     out.push(b'"');
@@ -203,8 +203,8 @@ pub fn write_json(st: &Statement, out: &mut Vec<u8>, times: &mut TimeFormatter) 
         None => out.extend_from_slice(b",\"query_id\":null"),
     }
     opt_str(out, "parameters", &st.parameters);
-    opt_str(out, "error", &st.error);
-    opt_str(out, "sql_state", &st.sql_state);
+    opt_str(out, "error", st.error.as_ref().map_or("", |e| e.message.as_str()));
+    opt_str(out, "sql_state", st.error.as_ref().and_then(|e| e.sql_state.as_deref()).unwrap_or(""));
     opt_str(out, "plan", &st.plan);
     opt_str(out, "plan_format", st.plan_format.map_or("", |f| f.as_str()));
     out.extend_from_slice(if st.carrier { b",\"carrier\":true}" } else { b",\"carrier\":false}" });
@@ -260,8 +260,8 @@ pub fn text_line(st: &Statement) -> String {
         st.pid.map_or("-".into(), |p| p.to_string()),
         st.source.as_str()
     ));
-    if !st.error.is_empty() {
-        s.push_str(&format!("  ERROR {}: {}", st.sql_state, st.error));
+    if let Some(e) = &st.error {
+        s.push_str(&format!("  ERROR {}: {}", e.sql_state.as_deref().unwrap_or("-"), e.message));
     }
     s
 }

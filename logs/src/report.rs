@@ -236,7 +236,8 @@ impl Aggregate {
         self.statements += 1;
         bump(&mut self.by_source, st.source);
         let app = carrier::strip_carrier(&st.application_name);
-        for (i, v) in [app, st.user.as_str(), st.database.as_str(), st.kind.as_str()].into_iter().enumerate() {
+        let (user, db) = (st.user.as_deref().unwrap_or(""), st.database.as_deref().unwrap_or(""));
+        for (i, v) in [app, user, db, st.kind.as_str()].into_iter().enumerate() {
             let map = &mut self.gaps[i];
             if let Some(c) = map.get_mut(v) {
                 bump(c, st.source);
@@ -263,7 +264,7 @@ impl Aggregate {
         if st.context.is_some() {
             g.with_context += 1;
         }
-        if !st.error.is_empty() {
+        if st.error.is_some() {
             g.errors += 1;
         }
         if let Some(d) = st.duration_ms {
@@ -570,7 +571,8 @@ mod tests {
     #[test]
     fn a_group_never_timed_shows_no_durations() {
         let mut agg = Aggregate::new(0.0);
-        let st = Statement { query: "select 1".into(), error: "boom".into(), ..Statement::default() };
+        let error = Some(crate::statement::SqlError { message: "boom".into(), sql_state: None });
+        let st = Statement { query: "select 1".into(), error, ..Statement::default() };
         agg.add(&st);
         let rows = agg.top_rows(SortBy::Max, 10);
         assert_eq!((rows[0].max, rows[0].total, rows[0].p50), (None, None, None));

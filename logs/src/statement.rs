@@ -10,6 +10,15 @@ use crate::correlate::{correlate, is_carrier_statement, Source};
 use crate::message::{classify, plan_query_text, Body, Kind, Message, PlanFormat};
 use crate::record::{LogRecord, Severity};
 
+/// Why a statement failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlError {
+    /// The error message.
+    pub message: String,
+    /// Its SQLSTATE, when logged (`%e`, csvlog, jsonlog, verbose stderr).
+    pub sql_state: Option<String>,
+}
+
 /// One statement execution (or protocol step) found in the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
@@ -29,20 +38,18 @@ pub struct Statement {
     pub plan: String,
     /// Plan format when `plan` is set.
     pub plan_format: Option<PlanFormat>,
-    /// Error message when the statement failed.
-    pub error: String,
-    /// SQLSTATE of the error (or of the line, when logged).
-    pub sql_state: String,
+    /// The error, when the statement failed.
+    pub error: Option<SqlError>,
     /// Database user.
-    pub user: String,
+    pub user: Option<String>,
     /// Database.
-    pub database: String,
+    pub database: Option<String>,
     /// `application_name` as logged (carrier included).
     pub application_name: String,
     /// Backend pid.
     pub pid: Option<u32>,
     /// Session id.
-    pub session_id: String,
+    pub session_id: Option<String>,
     /// Query id (`%Q`, csvlog/jsonlog).
     pub query_id: Option<i64>,
     /// Trace context.
@@ -51,8 +58,8 @@ pub struct Statement {
     pub source: Source,
     /// Comment tags besides traceparent/tracestate.
     pub tags: Tags,
-    /// Byte range of the sqlcommenter comment in `query` (`(0,0)` when none).
-    pub comment_range: (usize, usize),
+    /// Byte range of the sqlcommenter comment in `query`, when located.
+    pub comment_range: Option<(usize, usize)>,
     /// A driver's/proxy's own carrier statement (kept out of reports).
     pub carrier: bool,
 }
@@ -68,18 +75,17 @@ impl Default for Statement {
             parameters: String::new(),
             plan: String::new(),
             plan_format: None,
-            error: String::new(),
-            sql_state: String::new(),
-            user: String::new(),
-            database: String::new(),
+            error: None,
+            user: None,
+            database: None,
             application_name: String::new(),
             pid: None,
-            session_id: String::new(),
+            session_id: None,
             query_id: None,
             context: None,
             source: Source::None,
             tags: Tags::new(),
-            comment_range: (0, 0),
+            comment_range: None,
             carrier: false,
         }
     }
@@ -93,11 +99,9 @@ impl Statement {
 
     /// The query with its sqlcommenter comment cut out (for grouping caches).
     pub fn query_without_comment(&self) -> (&str, &str) {
-        let (s, e) = self.comment_range;
-        if e > s && e <= self.query.len() {
-            (&self.query[..s], &self.query[e..])
-        } else {
-            (&self.query, "")
+        match self.comment_range {
+            Some((s, e)) if e > s && e <= self.query.len() => (&self.query[..s], &self.query[e..]),
+            _ => (&self.query, ""),
         }
     }
 
@@ -115,21 +119,20 @@ impl Statement {
         }
         self.plan.clear();
         self.plan_format = None;
-        self.error.clear();
-        self.sql_state.clear();
-        if rec.sql_state != "00000" {
-            self.sql_state.push_str(&rec.sql_state);
-        }
-        self.user.clear();
-        self.user.push_str(&rec.user);
-        self.database.clear();
-        self.database.push_str(&rec.database);
+        self.error = None;
+        set_opt(&mut self.user, &rec.user);
+        set_opt(&mut self.database, &rec.database);
         self.application_name.clear();
         self.application_name.push_str(&rec.application_name);
         self.pid = rec.pid;
-        self.session_id.clear();
-        self.session_id.push_str(&rec.session_id);
+        set_opt(&mut self.session_id, &rec.session_id);
         self.query_id = rec.query_id.filter(|&q| q != 0);
+    }
+
+    /// Marks the statement failed with `rec`'s error.
+    fn fail(&mut self, rec: &LogRecord) {
+        let sql_state = (!rec.sql_state.is_empty()).then(|| rec.sql_state.clone());
+        self.error = Some(SqlError { message: rec.message.clone(), sql_state });
     }
 
     /// (Re)computes the trace context, tags and carrier flag from the query and application_name.
@@ -142,6 +145,17 @@ impl Statement {
         // Carrier statements (set_config / SET of the carrier GUCs) carry no comment of their own.
         self.carrier =
             self.source != Source::Comment && is_carrier_statement(&self.name, &self.query, &self.parameters);
+    }
+}
+
+/// Sets `slot` to `v`, `None` when empty (reusing the buffer).
+fn set_opt(slot: &mut Option<String>, v: &str) {
+    if v.is_empty() {
+        *slot = None;
+    } else {
+        let s = slot.get_or_insert_with(String::new);
+        s.clear();
+        s.push_str(v);
     }
 }
 
@@ -397,9 +411,7 @@ impl Assembler {
         if let Some(p) = self.pending.get_mut(&k) {
             if let Some(mut st) = p.statement.take() {
                 if st.query == rec.statement {
-                    st.error.push_str(&rec.message);
-                    st.sql_state.clear();
-                    st.sql_state.push_str(&rec.sql_state);
+                    st.fail(rec);
                     Self::emit_owned(&mut self.stats, &st, emit);
                     self.cleanup(k);
                     return;
@@ -410,9 +422,7 @@ impl Assembler {
         let mut st = std::mem::take(&mut self.scratch);
         st.fill_from(rec, Kind::Statement, "", &rec.statement, None);
         Self::correlate_cached(&mut self.last, &mut st);
-        st.error.push_str(&rec.message);
-        st.sql_state.clear();
-        st.sql_state.push_str(&rec.sql_state);
+        st.fail(rec);
         Self::emit_owned(&mut self.stats, &st, emit);
         self.scratch = st;
     }
@@ -532,7 +542,7 @@ mod tests {
         assert_eq!(out[0].source, Source::ApplicationName);
         assert!(out[0].plan.contains("Index Scan"));
         assert!(out[1].carrier);
-        assert_eq!(out[2].error, "division by zero");
+        assert_eq!(out[2].error.as_ref().map(|e| e.message.as_str()), Some("division by zero"));
         assert_eq!(out[2].query, "select 1/0");
         assert_eq!(stats.plans_attached, 1);
         assert_eq!(stats.carriers, 1);

@@ -127,7 +127,11 @@ fn every_source_reads_its_fixture() {
         assert_eq!(long.query, long_query(), "{label}: the pieces of a long line joined back");
         assert!(long.context.is_none(), "{label}");
         let err = find(&stmts, "select 1/0", label);
-        assert_eq!((err.error.as_str(), err.duration_ms), ("division by zero", None), "{label}");
+        let e = err.error.as_ref().unwrap();
+        assert_eq!((e.message.as_str(), err.duration_ms), ("division by zero", None), "{label}");
+        // SQLSTATE where the source logs it (`%e`, a column or property)
+        let code = matches!(case.file, "logplex.log" | "cnpg.jsonl" | "azure-flexible.json").then_some("22012");
+        assert_eq!(e.sql_state.as_deref(), code, "{label}");
     }
 }
 

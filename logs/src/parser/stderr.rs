@@ -229,6 +229,7 @@ mod tests {
         a.finish(&mut |s| out.push(s.clone()));
         assert_eq!(out.len(), 2);
         assert_eq!((out[0].duration_ms, out[0].query.as_str()), (Some(2.0), "select 1\n    from t"));
-        assert_eq!(out[1].error, "relation \"nope\" does not exist");
+        let e = out[1].error.as_ref().unwrap();
+        assert_eq!((e.message.as_str(), e.sql_state.as_deref()), ("relation \"nope\" does not exist", Some("42P01")));
     }
 }
