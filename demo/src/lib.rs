@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+mod blocking;
 mod cluster;
 mod completeness;
 mod error;
@@ -207,6 +208,7 @@ pub fn run_to(args: DemoArgs, out: &mut dyn Write) -> Result<DemoOutcome, DemoEr
     w(out, "\n")?;
     w(out, &completeness::render(&paths))?;
     w(out, &completeness::render_commits(&completeness::commits(&statements)))?;
+    blocking::show(&pg, out)?;
     let logged_statements = statements.iter().filter(|s| !s.carrier).count();
     let outcome = DemoOutcome {
         paths,
