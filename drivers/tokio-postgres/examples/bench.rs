@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use opentelemetry::trace::TracerProvider as _;
 use sqlcommenter_testpg::Cluster;
-use sqlcommenter_tokio_postgres::{CarrierStatement, Client, Config, Mode, Pool};
+use sqlcommenter_tokio_postgres::{CarrierScope, Client, Config, Mode, Pool};
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -39,23 +39,21 @@ enum Variant {
     Carrier100,
     /// Wrapper, session carrier, 10 % of requests carried (`sample_ratio(0.1)`).
     Carrier10,
-    /// Wrapper, session carrier with `CarrierStatement::Prepared`, every request carried.
-    Carrier100Prepared,
-    /// Wrapper, session carrier with `CarrierStatement::Unnamed` (`set_config` via an unnamed statement).
-    Carrier100Unnamed,
+    /// Wrapper, `CarrierScope::Transaction` (for transaction poolers): every carried statement outside a
+    /// transaction is wrapped in a pipelined `BEGIN`, transaction-scoped carrier, statement, `COMMIT`.
+    Carrier100TxScope,
     /// Wrapper, per-query comment (text query through `query_typed` + cached parameter types).
     Comment100,
     /// tokio-postgres `query_typed`, no comment (the floor for any one-round-trip unprepared query).
     PlainTyped,
 }
 
-const VARIANTS: [Variant; 8] = [
+const VARIANTS: [Variant; 7] = [
     Variant::Plain,
     Variant::Control,
     Variant::Carrier100,
     Variant::Carrier10,
-    Variant::Carrier100Prepared,
-    Variant::Carrier100Unnamed,
+    Variant::Carrier100TxScope,
     Variant::Comment100,
     Variant::PlainTyped,
 ];
@@ -66,8 +64,7 @@ impl Variant {
         match self {
             Variant::Carrier100 => Some(b.build().ok()?),
             Variant::Carrier10 => Some(b.sample_ratio(0.1).build().ok()?),
-            Variant::Carrier100Prepared => Some(b.carrier_statement(CarrierStatement::Prepared).build().ok()?),
-            Variant::Carrier100Unnamed => Some(b.carrier_statement(CarrierStatement::Unnamed).build().ok()?),
+            Variant::Carrier100TxScope => Some(b.carrier_scope(CarrierScope::Transaction).build().ok()?),
             Variant::Comment100 => Some(b.mode(Mode::PerQueryComment).build().ok()?),
             _ => None,
         }
@@ -390,7 +387,7 @@ async fn connect_counting(port: u16) -> Result<(tokio_postgres::Client, Arc<std:
 
 /// Server-side accounting for one variant on one connection: statements the server executed per
 /// query (pg_stat_statements) and prepared statements left on the connection.
-async fn account(url: &str, port: u16, variant: Variant, n: usize) -> Result<(f64, f64, i64, f64, f64)> {
+async fn account(url: &str, port: u16, variant: Variant, n: usize) -> Result<(f64, f64, f64, i64, f64, f64)> {
     let admin = connect(url).await?;
     let (pg, turns) = connect_counting(port).await?;
     let backend: i32 = pg.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
@@ -477,12 +474,15 @@ async fn account(url: &str, port: u16, variant: Variant, n: usize) -> Result<(f6
         )
         .await?;
     let total: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
+    let carriers: i64 =
+        rows.iter().filter(|r| r.get::<_, &str>(0).contains("set_config")).map(|r| r.get::<_, i64>(1)).sum();
     let queries = (n * PER_REQUEST) as f64;
     let trips = (end_turns - start_turns.load(std::sync::atomic::Ordering::Relaxed)) as f64;
     let per_req = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n as f64 / 1000.0;
     Ok((
         trips / queries,
         total as f64 / queries,
+        carriers as f64 / queries,
         prepared,
         per_req(client0.get(), client1.get()),
         per_req(server0.get(), server1.get()),
@@ -580,12 +580,12 @@ fn main() -> Result<()> {
         }
         println!("\n## server-side accounting (one connection, {} requests)", n / 4);
         println!(
-            "| variant | round trips per query | statements executed per query | prepared statements on the connection | client CPU µs/request | backend CPU µs/request |"
+            "| variant | round trips per query | statements executed per query | carrier statements per query | prepared statements on the connection | client CPU µs/request | backend CPU µs/request |"
         );
-        println!("|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|");
         for v in VARIANTS {
-            let (trips, per_query, prepared, client, server) = account(&url, pg.port(), v, n / 4).await?;
-            println!("| {v:?} | {trips:.3} | {per_query:.3} | {prepared} | {client:.0} | {server:.0} |");
+            let (trips, per_query, carriers, prepared, client, server) = account(&url, pg.port(), v, n / 4).await?;
+            println!("| {v:?} | {trips:.3} | {per_query:.3} | {carriers:.3} | {prepared} | {client:.0} | {server:.0} |");
         }
         Ok::<_, anyhow::Error>(())
     })

@@ -102,24 +102,24 @@ impl<C: PgHandle> Client<C> {
         self.core.conn.type_cache_len()
     }
 
-    /// Forgets what the carrier holds, so the next statement sets or resets it. Call this after changing
-    /// `application_name` (or the carrier setting) with a prepared statement the wrapper cannot see.
+    /// Forgets what the carrier holds, so the next statement writes it. Call this after changing
+    /// `application_name` (or the carrier setting), or ending a transaction, with a prepared statement the
+    /// wrapper cannot see.
     pub fn reset_carrier_state(&self) {
-        self.core.conn.mark_unknown();
+        self.core.conn.forget();
     }
 
     /// Like `tokio_postgres::Client::transaction`: a wrapped [`Transaction`] (rolled back on drop).
     pub async fn transaction(&mut self) -> Result<Transaction<'_>, Error> {
         let call = self.core.call(false);
-        self.core.enqueue_carrier(self.inner.pg(), call.want()).await;
-        let begin = self.core.conn.held();
+        self.core.before_begin(self.inner.pg(), call.want()).await;
         #[cfg(feature = "deadpool")]
         let cache = self.inner.statement_cache().cloned();
         let txn = self.inner.pg_mut().transaction().await?;
+        self.core.began();
         Ok(Transaction::new(
             txn,
             self.core.clone(),
-            begin,
             None,
             #[cfg(feature = "deadpool")]
             cache,
@@ -179,8 +179,7 @@ impl<'a, C: PgHandle> TransactionBuilder<'a, C> {
     pub async fn start(self) -> Result<Transaction<'a>, Error> {
         let client = self.client;
         let call = client.core.call(false);
-        client.core.enqueue_carrier(client.inner.pg(), call.want()).await;
-        let begin = client.core.conn.held();
+        client.core.before_begin(client.inner.pg(), call.want()).await;
         #[cfg(feature = "deadpool")]
         let cache = client.inner.statement_cache().cloned();
         let mut builder = client.inner.pg_mut().build_transaction();
@@ -194,10 +193,10 @@ impl<'a, C: PgHandle> TransactionBuilder<'a, C> {
             builder = builder.deferrable(d);
         }
         let txn = builder.start().await?;
+        client.core.began();
         Ok(Transaction::new(
             txn,
             client.core.clone(),
-            begin,
             None,
             #[cfg(feature = "deadpool")]
             cache,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use sqlcommenter::carrier::{Target, TargetError};
 use sqlcommenter::{Commenter, ContextSource, TraceContext, TraceParent};
 
 /// The `db_driver` tag filled in automatically.
@@ -21,33 +22,28 @@ pub enum Mode {
     PerQueryComment,
 }
 
-/// Which session setting carries the traceparent.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Carrier {
-    /// `application_name` (default): reaches `%a` in `log_line_prefix`, csvlog/jsonlog and
-    /// `pg_stat_activity`. Value: [`sqlcommenter::carrier::encode_application_name`].
-    #[default]
-    ApplicationName,
-    /// A custom setting such as [`sqlcommenter::carrier::DEFAULT_GUC`] holding the bare traceparent;
-    /// leaves `application_name` alone but never reaches the server log.
-    Guc(String),
-}
-
-/// How the carrier statement is sent.
+/// How the carrier is scoped for statements **outside** an explicit transaction. Inside a
+/// [`crate::Transaction`] (or a transaction the application opened with `BEGIN`) it is always
+/// transaction-scoped (`set_config(…, true)`): it ends with the transaction, nothing to clear, nothing for a
+/// pooler to replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CarrierStatement {
-    /// Default: `SET application_name TO E'...'` (or the custom setting) as a simple-protocol query: a
-    /// utility statement, so the server neither plans nor keeps anything; the value is a quoted literal
-    /// (traceparent hex and the validated printable-ASCII name, escaped). Leaves the connection's
-    /// prepared statements exactly as without the wrapper.
+pub enum CarrierScope {
+    /// Default, for direct connections and session poolers. tokio-postgres puts a Sync after every
+    /// statement outside a transaction, so the carrier there is session-scoped (`set_config(…, false)`),
+    /// written only when the connection's context changes, and overwritten or cleared by the first
+    /// statement of the next pool checkout.
     #[default]
-    Simple,
-    /// `SELECT set_config($1, $2, false)` as an unnamed extended-protocol statement (parsed and planned
-    /// each time the context changes). Also leaves the prepared statements unchanged.
-    Unnamed,
-    /// A named statement prepared once per connection (one round trip at the first carrier), then only
-    /// Bind/Execute. Cheaper per request, but leaves one extra entry in `pg_prepared_statements`.
-    Prepared,
+    Session,
+    /// For transaction poolers (PgBouncer `pool_mode = transaction`, pgdog), where consecutive statements
+    /// outside a transaction may run on different server connections and a session-level
+    /// `application_name` change is replayed by the pooler onto every server it links the client to.
+    /// A statement outside a transaction that needs a carrier is wrapped: `BEGIN`, the transaction-scoped
+    /// carrier, the statement, `COMMIT`, all pipelined (one round trip; the statement's `COMMIT` error,
+    /// e.g. a deferred constraint, is returned as without the wrapper). Statements that need no carrier,
+    /// and those that cannot run in a transaction block (text recognised by the core lexer: `VACUUM`,
+    /// `CREATE INDEX CONCURRENTLY`, transaction control…), streaming calls (`query_raw`,
+    /// `query_typed_raw`) and `COPY` run unwrapped and carry no context outside a transaction.
+    Transaction,
 }
 
 /// A bad wrapper configuration.
@@ -59,10 +55,10 @@ pub enum ConfigError {
     /// The sampling ratio is not within `0.0..=1.0`.
     #[error("sample ratio {0} is outside 0..=1")]
     SampleRatio(f64),
-    /// The custom setting name is not a dotted PostgreSQL identifier (`prefix.name`).
-    #[error("carrier setting {0:?} is not a dotted identifier such as \"sqlcommenter.traceparent\"")]
-    GucName(String),
-    /// The base application name is too long to leave room for a traceparent.
+    /// The custom setting name is not one PostgreSQL accepts as a placeholder (`prefix.name`).
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The application name is not printable ASCII.
     #[error("application name {0:?} is not printable ASCII")]
     ApplicationName(String),
 }
@@ -85,8 +81,8 @@ pub type ContextFn = Arc<dyn Fn() -> Option<TraceContext> + Send + Sync>;
 #[derive(Clone)]
 pub struct ConfigBuilder {
     mode: Mode,
-    carrier: Carrier,
-    carrier_statement: CarrierStatement,
+    target: Target,
+    scope: CarrierScope,
     application_name: String,
     tags: Vec<(String, String)>,
     sampled_only: bool,
@@ -99,7 +95,8 @@ impl std::fmt::Debug for ConfigBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfigBuilder")
             .field("mode", &self.mode)
-            .field("carrier", &self.carrier)
+            .field("target", &self.target)
+            .field("scope", &self.scope)
             .field("tags", &self.tags)
             .field("sampled_only", &self.sampled_only)
             .field("sample_ratio", &self.sample_ratio)
@@ -111,8 +108,8 @@ impl Default for ConfigBuilder {
     fn default() -> Self {
         ConfigBuilder {
             mode: Mode::default(),
-            carrier: Carrier::default(),
-            carrier_statement: CarrierStatement::default(),
+            target: Target::default(),
+            scope: CarrierScope::default(),
             application_name: String::new(),
             tags: Vec::new(),
             sampled_only: true,
@@ -133,20 +130,23 @@ impl ConfigBuilder {
         self
     }
 
-    /// Which session setting carries the traceparent (default `application_name`).
-    pub fn carrier(mut self, carrier: Carrier) -> Self {
-        self.carrier = carrier;
+    /// Which setting carries the traceparent, in which format (default: `application_name` holding the bare
+    /// W3C traceparent, what the OpenTelemetry Collector's postgresql receiver reads). A [`Target::Guc`]
+    /// built by hand is validated in [`build`](Self::build).
+    pub fn target(mut self, target: Target) -> Self {
+        self.target = target;
         self
     }
 
-    /// How the carrier is sent (default [`CarrierStatement::Simple`]).
-    pub fn carrier_statement(mut self, how: CarrierStatement) -> Self {
-        self.carrier_statement = how;
+    /// How the carrier is scoped outside transactions (default [`CarrierScope::Session`]; use
+    /// [`CarrierScope::Transaction`] behind a transaction pooler).
+    pub fn carrier_scope(mut self, scope: CarrierScope) -> Self {
+        self.scope = scope;
         self
     }
 
-    /// The client's own name, kept in front of the traceparent in `application_name`
-    /// (`name@00-...`), and also the static `application` tag unless one is given.
+    /// The static `application` tag (unless one is given), and the name kept in front of the
+    /// traceparent with [`sqlcommenter::carrier::AppNameFormat::Named`] (`name@00-…`, cut to 7 bytes).
     pub fn application_name(mut self, name: impl Into<String>) -> Self {
         self.application_name = name.into();
         self
@@ -188,10 +188,8 @@ impl ConfigBuilder {
     pub fn build(self) -> Result<Config, ConfigError> {
         let sampling = sqlcommenter::Sampling::new(self.sampled_only, self.sample_ratio)
             .map_err(|sqlcommenter::RatioError(r)| ConfigError::SampleRatio(r))?;
-        if let Carrier::Guc(name) = &self.carrier {
-            if !sqlcommenter::carrier::is_valid_guc_name(name) {
-                return Err(ConfigError::GucName(name.clone()));
-            }
+        if let Target::Guc(name) = &self.target {
+            Target::guc(name)?;
         }
         if !self.application_name.chars().all(|c| (' '..='~').contains(&c)) {
             return Err(ConfigError::ApplicationName(self.application_name));
@@ -214,8 +212,8 @@ impl ConfigBuilder {
         Ok(Config {
             inner: Arc::new(Settings {
                 mode: self.mode,
-                carrier: self.carrier,
-                carrier_statement: self.carrier_statement,
+                target: self.target,
+                scope: self.scope,
                 application_name: self.application_name,
                 commenter,
                 sampling,
@@ -236,15 +234,16 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("mode", &self.inner.mode)
-            .field("carrier", &self.inner.carrier)
+            .field("target", &self.inner.target)
+            .field("scope", &self.inner.scope)
             .field("static_tags", &self.inner.commenter.static_pairs())
             .finish_non_exhaustive()
     }
 }
 
 impl Config {
-    /// A builder with the defaults: session carrier in `application_name`, sampled contexts only,
-    /// context from the current `tracing` span.
+    /// A builder with the defaults: the bare traceparent in `application_name`, session-scoped outside
+    /// transactions, sampled contexts only, context from the current `tracing` span.
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder::default()
     }
@@ -269,8 +268,8 @@ impl Default for Config {
 /// The validated settings shared by every wrapper built from one [`Config`].
 pub(crate) struct Settings {
     pub(crate) mode: Mode,
-    pub(crate) carrier: Carrier,
-    pub(crate) carrier_statement: CarrierStatement,
+    pub(crate) target: Target,
+    pub(crate) scope: CarrierScope,
     pub(crate) application_name: String,
     pub(crate) commenter: Commenter,
     sampling: sqlcommenter::Sampling,
@@ -306,14 +305,14 @@ mod tests {
         assert!(matches!(Config::builder().tag("traceparent", "x").build(), Err(ConfigError::Tag(_))));
         assert!(matches!(Config::builder().tag("a", "x").tag("a", "y").build(), Err(ConfigError::Tag(_))));
         assert!(matches!(
-            Config::builder().carrier(Carrier::Guc("nodot".into())).build(),
-            Err(ConfigError::GucName(_))
+            Config::builder().target(Target::Guc("nodot".into())).build(),
+            Err(ConfigError::Target(TargetError::GucName(_)))
         ));
         assert!(matches!(
-            Config::builder().carrier(Carrier::Guc("a.b; drop".into())).build(),
-            Err(ConfigError::GucName(_))
+            Config::builder().target(Target::Guc("a.b; drop".into())).build(),
+            Err(ConfigError::Target(TargetError::GucName(_)))
         ));
-        assert!(Config::builder().carrier(Carrier::Guc("sqlcommenter.traceparent".into())).build().is_ok());
+        assert!(Config::builder().target(Target::guc("sqlcommenter.traceparent").unwrap()).build().is_ok());
         assert!(matches!(Config::builder().application_name("é").build(), Err(ConfigError::ApplicationName(_))));
     }
 

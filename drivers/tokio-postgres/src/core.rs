@@ -13,22 +13,78 @@ use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
-use futures_util::future::{join, maybe_done};
+use futures_util::future::{join5, maybe_done};
 use futures_util::TryStreamExt;
+use sqlcommenter::carrier::{statements, Action, Effect, Held, Scope, Want, SET_CONFIG_SQL};
 use sqlcommenter::TraceContext;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{BorrowToSql, ToSql, Type};
 use tokio_postgres::{Client as PgClient, Error, Row, RowStream, Statement};
 
-use crate::config::{Carrier, CarrierStatement, Mode, Settings};
-use crate::state::{plan, Action, ConnState, Held, Want};
+use crate::config::{CarrierScope, Mode, Settings};
+use crate::state::ConnState;
 use crate::statement::{StatementRef, ToStatement};
 
-type CarrierFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, Error>> + Send + 'a>>;
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
-const SET_SQL: &str = "SELECT set_config($1, $2, false)";
-const RESET_APP_SQL: &str = "RESET application_name";
+/// The parameter types of [`SET_CONFIG_SQL`]: name, value (NULL resets to the session default), is_local.
+const SET_CONFIG_TYPES: [Type; 3] = [Type::TEXT, Type::TEXT, Type::BOOL];
+
+/// A side request (carrier, its preparation, `BEGIN`/`COMMIT` of a wrap) put on the connection by one
+/// poll: either already answered, or still to be awaited.
+enum Sent<'a, T> {
+    Done(Result<T, Error>),
+    Pending(BoxFuture<'a, T>),
+}
+
+impl<'a, T> Sent<'a, T> {
+    /// Polls `fut` once: tokio-postgres encodes and enqueues its request at the first poll.
+    fn enqueue(cx: &mut Context<'_>, mut fut: BoxFuture<'a, T>) -> Self {
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(r) => Sent::Done(r),
+            Poll::Pending => Sent::Pending(fut),
+        }
+    }
+
+    async fn finish(this: Option<Self>) -> Option<Result<T, Error>> {
+        match this? {
+            Sent::Done(r) => Some(r),
+            Sent::Pending(f) => Some(f.await),
+        }
+    }
+}
+
+/// Whether a request may be wrapped in `BEGIN … COMMIT` to share a transaction-scoped carrier
+/// ([`CarrierScope::Transaction`], outside a transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wrap {
+    Allowed,
+    /// Streaming results, `COPY`, preparation, or statements that cannot run in a transaction block.
+    Never,
+}
+
+impl Wrap {
+    /// For a text statement: never around transaction control or what refuses a transaction block.
+    pub(crate) fn for_text(sql: &str) -> Wrap {
+        let refuses = statements(sql).iter().any(|e| {
+            matches!(
+                e,
+                Effect::Begin
+                    | Effect::Commit
+                    | Effect::Rollback
+                    | Effect::RollbackToSavepoint
+                    | Effect::NoTransactionBlock
+            )
+        });
+        if refuses {
+            Wrap::Never
+        } else {
+            Wrap::Allowed
+        }
+    }
+}
 
 /// The context of one wrapper call, resolved once when the call starts.
 #[derive(Debug, Clone)]
@@ -42,7 +98,7 @@ impl Call {
     pub(crate) fn want(&self) -> Want {
         match (&self.ctx, self.any) {
             (_, true) => Want::Any,
-            (Some(c), false) => Want::Tp(c.traceparent),
+            (Some(c), false) => Want::Carry(c.traceparent),
             (None, false) => Want::Clean,
         }
     }
@@ -64,39 +120,30 @@ pub(crate) struct Core {
     pub(crate) conn: Arc<ConnState>,
 }
 
-/// Whether a statement may change the carrier behind the wrapper's back (ROLLBACK reverts a session
-/// setting; RESET/DISCARD/SET change it). Then the tracked value is forgotten after the statement.
-pub(crate) fn touches_session(sql: &str) -> bool {
-    const WORDS: [&[u8]; 6] = [b"rollback", b"abort", b"reset", b"discard", b"application_name", b"set_config"];
-    let bytes = sql.as_bytes();
-    WORDS.iter().any(|w| bytes.windows(w.len()).any(|win| win.eq_ignore_ascii_case(w)))
-}
-
 macro_rules! by_statement {
-    ($self:ident, $pg:ident, $call:ident, $stmt:expr, $n:expr,
+    ($self:ident, $pg:ident, $call:ident, $stmt:expr, $n:expr, $wrap:expr,
      |$s:ident| $prepared:expr, |$text:ident, $types:ident| $typed:expr) => {{
         match $stmt.statement_ref() {
-            StatementRef::Prepared($s) => $self.run($pg, $call.want(), $prepared).await,
+            StatementRef::Prepared($s) => $self.run($pg, $call.want(), $wrap, $prepared).await,
             StatementRef::Text(sql) => {
                 let types = if $self.cfg.mode == Mode::PerQueryComment && !$call.any {
                     Some($self.param_types($pg, $call, sql).await?)
                 } else {
                     None
                 };
+                let wrap = if $wrap == Wrap::Allowed { Wrap::for_text(sql) } else { Wrap::Never };
                 let out = match types {
                     Some($types) if $types.len() == $n => {
                         let $text = $self.cfg.commenter.inject(sql, $call.ctx.as_ref()).into_cow();
-                        $self.run($pg, $call.comment_want(), $typed).await
+                        $self.run($pg, $call.comment_want(), wrap, $typed).await
                     }
                     _ => {
                         let stmt = $self.prepare($pg, $call, sql, &[]).await?;
                         let $s = &stmt;
-                        $self.run($pg, $call.want(), $prepared).await
+                        $self.run($pg, $call.want(), wrap, $prepared).await
                     }
                 };
-                if touches_session(sql) {
-                    $self.conn.mark_unknown();
-                }
+                $self.after_text(sql, out.is_ok());
                 out
             }
         }
@@ -113,111 +160,159 @@ impl Core {
         Call { ctx: self.cfg.current(), any: aborted }
     }
 
-    fn carrier_future<'a>(&self, pg: &'a PgClient, action: Action) -> CarrierFuture<'a> {
-        let name = match &self.cfg.carrier {
-            Carrier::ApplicationName => "application_name",
-            Carrier::Guc(guc) => guc.as_str(),
-        };
+    /// The carrier write: [`SET_CONFIG_SQL`] through the statement prepared on this connection, or unnamed
+    /// (same text, so the same `pg_stat_statements` entry) until that preparation has completed. A clear
+    /// passes NULL, which resets the setting to the connection's own value (its startup
+    /// `application_name`), whatever that is.
+    fn carrier_future<'a>(&self, pg: &'a PgClient, action: Action, scope: Scope) -> BoxFuture<'a, ()> {
+        let target = &self.cfg.target;
+        let name = target.variable().to_owned();
         let value = match action {
-            Action::Set(tp) => Some(match &self.cfg.carrier {
-                Carrier::ApplicationName => {
-                    sqlcommenter::carrier::encode_application_name(&self.cfg.application_name, &tp)
-                }
-                Carrier::Guc(_) => tp.to_string(),
-            }),
-            Action::Reset => None,
+            Action::Set(_) => Some(target.write(&action, scope, &self.cfg.application_name).value),
+            Action::Clear => None,
         };
-        match self.cfg.carrier_statement {
-            CarrierStatement::Simple => {
-                // `name` is "application_name" or a validated dotted identifier; the value is escaped.
-                let sql = match &value {
-                    Some(v) => format!("SET {name} TO {}", quote_literal(v)),
-                    None => format!("RESET {name}"),
-                };
-                Box::pin(async move { pg.batch_execute(&sql).await.map(|()| 0) })
-            }
-            CarrierStatement::Prepared | CarrierStatement::Unnamed => {
-                let name = name.to_owned();
-                let reset_to = match &self.cfg.carrier {
-                    Carrier::ApplicationName if !self.cfg.application_name.is_empty() => {
-                        Some(self.cfg.application_name.clone())
-                    }
-                    Carrier::ApplicationName => None,
-                    Carrier::Guc(_) => Some(String::new()),
-                };
-                let stmt = self.conn.carrier_stmt.get().cloned();
-                match (value.or(reset_to), stmt) {
-                    // Prepared form; a reset goes back to the configured name (assumed to be the
-                    // connection's own) or to empty for a custom setting.
-                    (Some(value), Some(stmt)) => Box::pin(async move { pg.execute(&stmt, &[&name, &value]).await }),
-                    (Some(value), None) => Box::pin(async move {
-                        pg.execute_typed(
-                            SET_SQL,
-                            &[(&name as &(dyn ToSql + Sync), Type::TEXT), (&value as &(dyn ToSql + Sync), Type::TEXT)],
-                        )
-                        .await
-                    }),
-                    (None, _) => Box::pin(pg.execute_typed(RESET_APP_SQL, &[])),
-                }
-            }
+        let local = scope.is_local();
+        match self.conn.carrier_stmt() {
+            Some(stmt) => Box::pin(async move { pg.execute(&stmt, &[&name, &value, &local]).await.map(drop) }),
+            None => Box::pin(async move {
+                let params: [(&(dyn ToSql + Sync), Type); 3] =
+                    [(&name, Type::TEXT), (&value, Type::TEXT), (&local, Type::BOOL)];
+                pg.execute_typed(SET_CONFIG_SQL, &params).await.map(drop)
+            }),
         }
     }
 
     /// Runs `fut` (a tokio-postgres call on `pg`) after making the carrier hold what `want` needs.
-    /// The carrier request and the first request of `fut` are put on the connection in one critical
-    /// section; the carrier's outcome never changes `fut`'s result.
-    pub(crate) async fn run<F: Future>(&self, pg: &PgClient, want: Want, fut: F) -> F::Output {
-        if self.cfg.carrier_statement == CarrierStatement::Prepared && self.conn.carrier_stmt.get().is_none() {
-            // Once per connection; a failure just leaves the unnamed form in use.
-            if let Ok(stmt) = pg.prepare_typed(SET_SQL, &[Type::TEXT, Type::TEXT]).await {
-                let _ = self.conn.carrier_stmt.set(stmt);
-            }
-        }
+    ///
+    /// In one critical section, without waiting for any response, this puts on the connection: the
+    /// carrier statement's preparation (once per connection), `BEGIN` when the call is wrapped, the carrier
+    /// write, the first request of `fut`, and the wrap's `COMMIT`. The carrier's own outcome never changes
+    /// the result; a wrap's `COMMIT` error (deferred constraint, serialization failure) is the error the
+    /// statement's own implicit commit would have returned.
+    pub(crate) async fn run<T, F>(&self, pg: &PgClient, want: Want, wrap: Wrap, fut: F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
         let mut user = pin!(maybe_done(fut));
-        let mut carrier: Option<CarrierFuture<'_>> = None;
+        let mut prepare: Option<Sent<'_, Statement>> = None;
+        let mut begin: Option<Sent<'_, ()>> = None;
+        let mut carrier: Option<(Sent<'_, ()>, Scope)> = None;
+        let mut commit: Option<Sent<'_, ()>> = None;
         poll_fn(|cx| {
-            let mut held = self.conn.lock();
-            if let Some(action) = plan(&mut held, want) {
-                let mut f = self.carrier_future(pg, action);
-                match f.as_mut().poll(cx) {
-                    Poll::Pending => carrier = Some(f),
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Ready(Err(_)) => *held = Held::Unknown,
+            let mut tracker = self.conn.lock();
+            let (scope, wrapped) = match (tracker.in_transaction(), self.cfg.scope) {
+                (true, _) => (Scope::Transaction, false),
+                (false, CarrierScope::Session) => (Scope::Session, false),
+                (false, CarrierScope::Transaction) => (Scope::Transaction, true),
+            };
+            let action = if wrapped && wrap == Wrap::Never { None } else { tracker.plan(want, scope) };
+            if let Some(action) = action {
+                if self.conn.claim_prepare() {
+                    prepare = Some(Sent::enqueue(cx, Box::pin(pg.prepare_typed(SET_CONFIG_SQL, &SET_CONFIG_TYPES))));
                 }
+                if wrapped {
+                    begin = Some(Sent::enqueue(cx, Box::pin(pg.batch_execute("BEGIN"))));
+                }
+                carrier = Some((Sent::enqueue(cx, self.carrier_future(pg, action, scope)), scope));
             }
             // First poll: tokio-postgres encodes and enqueues the request here.
             let _ = user.as_mut().poll(cx);
+            if wrapped && action.is_some() {
+                commit = Some(Sent::enqueue(cx, Box::pin(pg.batch_execute("COMMIT"))));
+                tracker.transaction_ended(true);
+            }
             Poll::Ready(())
         })
         .await;
-        if let Some(c) = carrier {
-            let (res, ()) = join(c, user.as_mut()).await;
-            if res.is_err() {
-                self.conn.mark_unknown();
-            }
-        } else {
-            user.as_mut().await;
+        let (carrier, scope) = match carrier {
+            Some((sent, scope)) => (Some(sent), Some(scope)),
+            None => (None, None),
+        };
+        let claimed = prepare.is_some();
+        let (prepared, _, carried, (), committed) = join5(
+            Sent::finish(prepare),
+            Sent::finish(begin),
+            Sent::finish(carrier),
+            user.as_mut(),
+            Sent::finish(commit),
+        )
+        .await;
+        if claimed {
+            self.conn.prepared(prepared.and_then(Result::ok));
         }
-        match user.take_output() {
+        if let Some(Err(e)) = &carried {
+            if e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) {
+                self.conn.drop_carrier_stmt();
+            }
+            if let (Some(scope), None) = (scope, &committed) {
+                self.conn.lock().failed(scope);
+            }
+        }
+        let out = match user.take_output() {
             Some(out) => out,
             None => unreachable!("the future was driven to completion above"),
+        };
+        match (out, committed) {
+            (Ok(_), Some(Err(e))) => Err(e),
+            (out, _) => out,
         }
     }
 
-    /// Puts only the carrier request on the connection (used before `BEGIN`, which needs `&mut` access to
-    /// the client); its response is discarded by the connection task.
-    pub(crate) async fn enqueue_carrier(&self, pg: &PgClient, want: Want) {
+    /// Before `BEGIN` (which needs `&mut` access to the client, so it cannot share [`Core::run`]): with
+    /// [`CarrierScope::Session`], a carrier that holds another request's traceparent (or an unknown value) is
+    /// rewritten, pipelined, so that `BEGIN` itself never runs under a stale context. Inside the
+    /// transaction the carrier is transaction-scoped.
+    pub(crate) async fn before_begin(&self, pg: &PgClient, want: Want) {
         poll_fn(|cx| {
-            let mut held = self.conn.lock();
-            if let Some(action) = plan(&mut held, want) {
-                let mut f = self.carrier_future(pg, action);
-                if let Poll::Ready(Err(_)) = f.as_mut().poll(cx) {
-                    *held = Held::Unknown;
+            let mut tracker = self.conn.lock();
+            let stale = match tracker.held() {
+                Held::Base => false,
+                Held::Carrying(tp) => want != Want::Carry(tp) && want != Want::Any,
+                Held::Unknown => want != Want::Any,
+            };
+            if self.cfg.scope == CarrierScope::Session && !tracker.in_transaction() && stale {
+                if let Some(action) = tracker.plan(want, Scope::Session) {
+                    // Its response is discarded by the connection task.
+                    if let Sent::Done(Err(_)) = Sent::enqueue(cx, self.carrier_future(pg, action, Scope::Session)) {
+                        tracker.failed(Scope::Session);
+                    }
                 }
             }
             Poll::Ready(())
         })
         .await
+    }
+
+    /// `BEGIN` succeeded.
+    pub(crate) fn began(&self) {
+        self.conn.lock().observe(&Effect::Begin, &self.cfg.target);
+    }
+
+    /// A transaction or savepoint ended (`effect`: `Commit`, `Rollback`, `RollbackToSavepoint`).
+    pub(crate) fn ended(&self, effect: &Effect<'_>) {
+        self.conn.lock().observe(effect, &self.cfg.target);
+    }
+
+    /// What the application's own text statement did to the carrier (`RESET ALL`, `SET application_name`,
+    /// `ROLLBACK`, …), read with the core lexer; after a failure its effect is unknown.
+    fn after_text(&self, sql: &str, ok: bool) {
+        let effects = statements(sql);
+        if effects.iter().all(|e| matches!(e, Effect::Other)) {
+            return;
+        }
+        if effects.iter().any(|e| matches!(e, Effect::ResetAll)) {
+            // DISCARD ALL (and DEALLOCATE ALL, which the core reads as `Other`… see the crate README) also
+            // deallocates prepared statements, the carrier's among them.
+            self.conn.drop_carrier_stmt();
+        }
+        let mut tracker = self.conn.lock();
+        if ok {
+            for effect in &effects {
+                tracker.observe(effect, &self.cfg.target);
+            }
+        } else {
+            tracker.forget();
+        }
     }
 
     /// Static tags only: the text stays the same for every request, so caches keep working.
@@ -239,7 +334,7 @@ impl Core {
         if let Some(types) = self.conn.types(sql) {
             return Ok(types);
         }
-        let stmt = self.run(pg, call.comment_want(), pg.prepare(sql)).await?;
+        let stmt = self.run(pg, call.comment_want(), Wrap::Never, pg.prepare(sql)).await?;
         let types = stmt.params().to_vec();
         self.conn.cache_types(sql, types.clone());
         Ok(types)
@@ -253,7 +348,7 @@ impl Core {
         types: &[Type],
     ) -> Result<Statement, Error> {
         let text = self.tagged(sql);
-        self.run(pg, call.want(), pg.prepare_typed(&text, types)).await
+        self.run(pg, call.want(), Wrap::Never, pg.prepare_typed(&text, types)).await
     }
 
     #[cfg(feature = "deadpool")]
@@ -266,7 +361,7 @@ impl Core {
         types: &[Type],
     ) -> Result<Statement, Error> {
         let text = self.tagged(sql);
-        self.run(pg, call.want(), cache.prepare_typed(pg, &text, types)).await
+        self.run(pg, call.want(), Wrap::Never, cache.prepare_typed(pg, &text, types)).await
     }
 
     pub(crate) async fn query<T: ?Sized + ToStatement>(
@@ -276,7 +371,7 @@ impl Core {
         statement: &T,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
-        by_statement!(self, pg, call, statement, params.len(), |s| pg.query(s, params), |text, types| {
+        by_statement!(self, pg, call, statement, params.len(), Wrap::Allowed, |s| pg.query(s, params), |text, types| {
             let typed = zip_params(params, &types);
             async move { pg.query_typed(&text, &typed).await }
         })
@@ -289,10 +384,19 @@ impl Core {
         statement: &T,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, Error> {
-        by_statement!(self, pg, call, statement, params.len(), |s| pg.query_one(s, params), |text, types| {
-            let typed = zip_params(params, &types);
-            async move { pg.query_typed_one(&text, &typed).await }
-        })
+        by_statement!(
+            self,
+            pg,
+            call,
+            statement,
+            params.len(),
+            Wrap::Allowed,
+            |s| pg.query_one(s, params),
+            |text, types| {
+                let typed = zip_params(params, &types);
+                async move { pg.query_typed_one(&text, &typed).await }
+            }
+        )
     }
 
     pub(crate) async fn query_opt<T: ?Sized + ToStatement>(
@@ -302,10 +406,19 @@ impl Core {
         statement: &T,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, Error> {
-        by_statement!(self, pg, call, statement, params.len(), |s| pg.query_opt(s, params), |text, types| {
-            let typed = zip_params(params, &types);
-            async move { pg.query_typed_opt(&text, &typed).await }
-        })
+        by_statement!(
+            self,
+            pg,
+            call,
+            statement,
+            params.len(),
+            Wrap::Allowed,
+            |s| pg.query_opt(s, params),
+            |text, types| {
+                let typed = zip_params(params, &types);
+                async move { pg.query_typed_opt(&text, &typed).await }
+            }
+        )
     }
 
     pub(crate) async fn execute<T: ?Sized + ToStatement>(
@@ -315,10 +428,19 @@ impl Core {
         statement: &T,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, Error> {
-        by_statement!(self, pg, call, statement, params.len(), |s| pg.execute(s, params), |text, types| {
-            let typed = zip_params(params, &types);
-            async move { pg.execute_typed(&text, &typed).await }
-        })
+        by_statement!(
+            self,
+            pg,
+            call,
+            statement,
+            params.len(),
+            Wrap::Allowed,
+            |s| pg.execute(s, params),
+            |text, types| {
+                let typed = zip_params(params, &types);
+                async move { pg.execute_typed(&text, &typed).await }
+            }
+        )
     }
 
     pub(crate) async fn query_raw<T, P, I>(
@@ -336,7 +458,7 @@ impl Core {
     {
         let params = params.into_iter();
         let n = params.len();
-        by_statement!(self, pg, call, statement, n, |s| pg.query_raw(s, params), |text, types| {
+        by_statement!(self, pg, call, statement, n, Wrap::Never, |s| pg.query_raw(s, params), |text, types| {
             let typed = params.zip(types);
             async move { pg.query_typed_raw(&text, typed).await }
         })
@@ -357,7 +479,7 @@ impl Core {
     {
         let params = params.into_iter();
         let n = params.len();
-        by_statement!(self, pg, call, statement, n, |s| pg.execute_raw(s, params), |text, types| {
+        by_statement!(self, pg, call, statement, n, Wrap::Allowed, |s| pg.execute_raw(s, params), |text, types| {
             let typed = params.zip(types);
             async move {
                 let stream = pg.query_typed_raw(&text, typed).await?;
@@ -381,8 +503,8 @@ impl Core {
         I: IntoIterator<Item = (P, Type)>,
     {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, pg.query_typed_raw(&text, params)).await;
-        self.after_text(sql);
+        let out = self.run(pg, want, Wrap::Never, pg.query_typed_raw(&text, params)).await;
+        self.after_text(sql, out.is_ok());
         out
     }
 
@@ -394,8 +516,8 @@ impl Core {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, pg.query_typed(&text, params)).await;
-        self.after_text(sql);
+        let out = self.run(pg, want, Wrap::for_text(sql), pg.query_typed(&text, params)).await;
+        self.after_text(sql, out.is_ok());
         out
     }
 
@@ -407,8 +529,8 @@ impl Core {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Row, Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, pg.query_typed_one(&text, params)).await;
-        self.after_text(sql);
+        let out = self.run(pg, want, Wrap::for_text(sql), pg.query_typed_one(&text, params)).await;
+        self.after_text(sql, out.is_ok());
         out
     }
 
@@ -420,8 +542,8 @@ impl Core {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Option<Row>, Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, pg.query_typed_opt(&text, params)).await;
-        self.after_text(sql);
+        let out = self.run(pg, want, Wrap::for_text(sql), pg.query_typed_opt(&text, params)).await;
+        self.after_text(sql, out.is_ok());
         out
     }
 
@@ -433,8 +555,8 @@ impl Core {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<u64, Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, pg.execute_typed(&text, params)).await;
-        self.after_text(sql);
+        let out = self.run(pg, want, Wrap::for_text(sql), pg.execute_typed(&text, params)).await;
+        self.after_text(sql, out.is_ok());
         out
     }
 
@@ -445,15 +567,15 @@ impl Core {
         sql: &str,
     ) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, pg.simple_query(&text)).await;
-        self.after_text(sql);
+        let out = self.run(pg, want, Wrap::for_text(sql), pg.simple_query(&text)).await;
+        self.after_text(sql, out.is_ok());
         out
     }
 
     pub(crate) async fn batch_execute(&self, pg: &PgClient, call: &Call, sql: &str) -> Result<(), Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, pg.batch_execute(&text)).await;
-        self.after_text(sql);
+        let out = self.run(pg, want, Wrap::for_text(sql), pg.batch_execute(&text)).await;
+        self.after_text(sql, out.is_ok());
         out
     }
 
@@ -468,10 +590,10 @@ impl Core {
         U: bytes::Buf + 'static + Send,
     {
         match statement.statement_ref() {
-            StatementRef::Prepared(s) => self.run(pg, call.want(), pg.copy_in(s)).await,
+            StatementRef::Prepared(s) => self.run(pg, call.want(), Wrap::Never, pg.copy_in(s)).await,
             StatementRef::Text(sql) => {
                 let stmt = self.prepare(pg, call, sql, &[]).await?;
-                self.run(pg, call.want(), pg.copy_in(&stmt)).await
+                self.run(pg, call.want(), Wrap::Never, pg.copy_in(&stmt)).await
             }
         }
     }
@@ -486,33 +608,13 @@ impl Core {
         T: ?Sized + ToStatement,
     {
         match statement.statement_ref() {
-            StatementRef::Prepared(s) => self.run(pg, call.want(), pg.copy_out(s)).await,
+            StatementRef::Prepared(s) => self.run(pg, call.want(), Wrap::Never, pg.copy_out(s)).await,
             StatementRef::Text(sql) => {
                 let stmt = self.prepare(pg, call, sql, &[]).await?;
-                self.run(pg, call.want(), pg.copy_out(&stmt)).await
+                self.run(pg, call.want(), Wrap::Never, pg.copy_out(&stmt)).await
             }
         }
     }
-
-    fn after_text(&self, sql: &str) {
-        if touches_session(sql) {
-            self.conn.mark_unknown();
-        }
-    }
-}
-
-/// An escaped string literal that reads the same whatever `standard_conforming_strings` is.
-fn quote_literal(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() + 3);
-    out.push_str("E'");
-    for c in v.chars() {
-        if c == '\\' || c == '\'' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('\'');
-    out
 }
 
 fn zip_params<'a>(params: &[&'a (dyn ToSql + Sync)], types: &[Type]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
@@ -521,22 +623,21 @@ fn zip_params<'a>(params: &[&'a (dyn ToSql + Sync)], types: &[Type]) -> Vec<(&'a
 
 #[cfg(test)]
 mod tests {
-    use super::touches_session;
+    use super::Wrap;
 
     #[test]
-    fn literals_are_escaped() {
-        assert_eq!(super::quote_literal("a'b\\c"), "E'a\\'b\\\\c'");
-        assert_eq!(super::quote_literal("shop@00-ab"), "E'shop@00-ab'");
-    }
-
-    #[test]
-    fn session_changing_statements() {
-        assert!(touches_session("ROLLBACK"));
-        assert!(touches_session("reset all"));
-        assert!(touches_session("SET application_name = 'x'"));
-        assert!(touches_session("DISCARD ALL"));
-        assert!(!touches_session("SELECT * FROM t WHERE id = $1"));
-        assert!(!touches_session("INSERT INTO t VALUES (1)"));
-        assert!(!touches_session("UPDATE t SET x = 1"));
+    fn wraps_only_what_a_transaction_block_accepts() {
+        assert_eq!(Wrap::for_text("SELECT 1"), Wrap::Allowed);
+        assert_eq!(Wrap::for_text("SET search_path = app; SELECT 'VACUUM'"), Wrap::Allowed);
+        for sql in [
+            "BEGIN",
+            "COMMIT",
+            "rollback",
+            "ROLLBACK TO SAVEPOINT a",
+            "VACUUM t",
+            "CREATE INDEX CONCURRENTLY i ON t (x)",
+        ] {
+            assert_eq!(Wrap::for_text(sql), Wrap::Never, "{sql}");
+        }
     }
 }

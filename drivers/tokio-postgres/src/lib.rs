@@ -68,9 +68,10 @@ mod statement;
 mod transaction;
 
 pub use client::{Client, PgHandle, TransactionBuilder};
-pub use config::{Carrier, CarrierStatement, Config, ConfigBuilder, ConfigError, ContextFn, Mode, DB_DRIVER};
+pub use config::{CarrierScope, Config, ConfigBuilder, ConfigError, ContextFn, Mode, DB_DRIVER};
 #[cfg(feature = "deadpool")]
 pub use pool::{Pool, PooledClient};
+pub use sqlcommenter::carrier::{AppNameFormat, Target, TargetError};
 pub use sqlcommenter::{ContextSource, TraceContext, TraceParent};
 pub use statement::{StatementRef, ToStatement};
 pub use tokio_postgres;

@@ -10,21 +10,22 @@ use tokio_postgres::{
     Transaction as PgTransaction,
 };
 
+use sqlcommenter::carrier::Effect;
+
 use crate::core::{Call, Core};
 use crate::methods::query_methods;
-use crate::state::Held;
 use crate::statement::ToStatement;
 
 /// A database transaction with the same query methods as [`crate::Client`]; rolled back on drop.
 ///
-/// A carrier set inside the transaction is a session setting and is undone by a rollback (PostgreSQL
-/// reverts it); the wrapper tracks that. Once a statement has failed, the transaction is aborted and the
-/// carrier is left alone until it ends (every statement but ROLLBACK would fail anyway).
+/// Inside it the carrier is transaction-scoped (`set_config(…, true)`), written before the first
+/// statement that needs it (pipelined) and again only when the context changes: it ends with the
+/// transaction, so nothing is left on the connection and a pooler has nothing to replay. A rollback to a
+/// savepoint makes the next statement write it again. Once a statement has failed, the transaction is
+/// aborted and the carrier is left alone until it ends (every statement but ROLLBACK would fail anyway).
 pub struct Transaction<'a> {
     inner: Option<PgTransaction<'a>>,
     core: Core,
-    /// What the carrier held when the transaction (or savepoint) began.
-    begin: Held,
     aborted: Arc<AtomicBool>,
     parent_aborted: Option<Arc<AtomicBool>>,
     #[cfg(feature = "deadpool")]
@@ -35,14 +36,12 @@ impl<'a> Transaction<'a> {
     pub(crate) fn new(
         inner: PgTransaction<'a>,
         core: Core,
-        begin: Held,
         parent_aborted: Option<Arc<AtomicBool>>,
         #[cfg(feature = "deadpool")] cache: Option<Arc<deadpool_postgres::StatementCache>>,
     ) -> Self {
         Transaction {
             inner: Some(inner),
             core,
-            begin,
             aborted: Arc::new(AtomicBool::new(false)),
             parent_aborted,
             #[cfg(feature = "deadpool")]
@@ -77,16 +76,22 @@ impl<'a> Transaction<'a> {
         }
     }
 
-    /// Commits (or releases the savepoint). A failed commit leaves the carrier state unknown.
+    /// Whether this is a savepoint inside another transaction.
+    fn is_savepoint(&self) -> bool {
+        self.parent_aborted.is_some()
+    }
+
+    /// Commits (or releases the savepoint).
     pub async fn commit(mut self) -> Result<(), Error> {
         let Some(txn) = self.inner.take() else { return Ok(()) };
         let r = txn.commit().await;
-        match &r {
-            // COMMIT of an aborted transaction rolls it back.
-            Ok(()) if self.aborted.load(Ordering::Relaxed) => self.core.conn.restore(self.begin),
-            Ok(()) => {}
-            Err(_) => {
-                self.core.conn.mark_unknown();
+        match (&r, self.is_savepoint()) {
+            (Ok(()), true) => {}
+            // COMMIT of an aborted transaction rolls it back; a failed COMMIT too.
+            (Ok(()), false) if !self.aborted.load(Ordering::Relaxed) => self.core.ended(&Effect::Commit),
+            (_, false) => self.core.ended(&Effect::Rollback),
+            (Err(_), true) => {
+                self.core.conn.forget();
                 if let Some(p) = &self.parent_aborted {
                     p.store(true, Ordering::Relaxed);
                 }
@@ -95,20 +100,20 @@ impl<'a> Transaction<'a> {
         r
     }
 
-    /// Rolls back (to the savepoint); the carrier reverts to what it held at the start.
+    /// Rolls back (to the savepoint); settings made in it revert.
     pub async fn rollback(mut self) -> Result<(), Error> {
         let Some(txn) = self.inner.take() else { return Ok(()) };
         let r = txn.rollback().await;
-        match &r {
-            Ok(()) => self.core.conn.restore(self.begin),
-            Err(_) => self.core.conn.mark_unknown(),
+        match (&r, self.is_savepoint()) {
+            (Ok(()), true) => self.core.ended(&Effect::RollbackToSavepoint),
+            (Ok(()), false) => self.core.ended(&Effect::Rollback),
+            (Err(_), _) => self.core.conn.forget(),
         }
         r
     }
 
     /// A nested transaction (savepoint), like `tokio_postgres::Transaction::transaction`.
     pub async fn transaction(&mut self) -> Result<Transaction<'_>, Error> {
-        let begin = self.core.conn.held();
         let core = self.core.clone();
         let parent = self.aborted.clone();
         #[cfg(feature = "deadpool")]
@@ -118,7 +123,6 @@ impl<'a> Transaction<'a> {
         Ok(Transaction::new(
             nested,
             core,
-            begin,
             Some(parent),
             #[cfg(feature = "deadpool")]
             cache,
@@ -143,8 +147,9 @@ impl<'a> Transaction<'a> {
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         if self.inner.is_some() {
-            // The inner transaction's drop queues ROLLBACK, which reverts the carrier.
-            self.core.conn.restore(self.begin);
+            // The inner transaction's drop queues ROLLBACK (TO SAVEPOINT), which reverts settings made in it.
+            let effect = if self.is_savepoint() { Effect::RollbackToSavepoint } else { Effect::Rollback };
+            self.core.ended(&effect);
         }
     }
 }

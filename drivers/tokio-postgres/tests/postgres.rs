@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, TryStreamExt};
 use sqlcommenter::carrier::decode_application_name;
-use sqlcommenter_tokio_postgres::{Carrier, Client, Config, Mode, Pool};
+use sqlcommenter_tokio_postgres::{AppNameFormat, Client, Config, Mode, Pool, Target};
 use tracing::Instrument;
 
 fn config() -> Config {
@@ -39,8 +39,8 @@ async fn prepared_statement_execution_carries_the_executing_span() {
     let execs = executions(&lines, &format!("prep_{tag}"));
     assert_eq!(execs.len(), 3, "{execs:#?}");
     for (line, tp) in execs.iter().zip(&expected) {
-        assert_eq!(carried(line).as_deref(), Some(tp.as_str()), "{line:?}");
-        assert!(line.application_name.starts_with("tp-test@"));
+        // the default carrier is the bare W3C traceparent (what OpenTelemetry's tools read)
+        assert_eq!(&line.application_name, tp, "{line:?}");
         // the statement text carries only the fixed tags
         assert!(line.message.contains("db_driver='tokio-postgres%3A0.7'"), "{}", line.message);
         assert!(!line.message.contains("traceparent"));
@@ -315,7 +315,7 @@ async fn per_query_comment_mode_and_guc_carrier() {
     init_tracing();
     let cfg = Config::builder()
         .mode(Mode::PerQueryComment)
-        .carrier(Carrier::Guc("sqlcommenter.traceparent".into()))
+        .target(Target::guc("sqlcommenter.traceparent").unwrap())
         .build()
         .unwrap();
     let client = Client::new(connect().await, &cfg);
@@ -363,7 +363,7 @@ async fn unsampled_and_explicit_opentelemetry_contexts() {
     };
     let q = "SELECT current_setting('application_name')";
     let row = client.query_one(q, &[]).with_context(mk(TraceFlags::SAMPLED)).await.unwrap();
-    assert_eq!(row.get::<_, String>(0), "tp-test@00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    assert_eq!(row.get::<_, String>(0), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     let row = client.query_one(q, &[]).with_context(mk(TraceFlags::default())).await.unwrap();
     assert!(decode_application_name(row.get(0)).is_none(), "unsampled context must not be carried");
     // sample ratio 0: nothing carried even when sampled
@@ -372,8 +372,9 @@ async fn unsampled_and_explicit_opentelemetry_contexts() {
     assert!(decode_application_name(row.get(0)).is_none());
 }
 
-/// 10,000 queries, a new trace per request: the server's prepared statements per connection and the
-/// pool's statement cache are the same with and without the wrapper (both modes).
+/// 10,000 queries, a new trace per request: the pool's statement cache is the same with and without the
+/// wrapper, and the server's prepared statements per connection too, plus the one carrier statement
+/// (`SELECT pg_catalog.set_config($1, $2, $3)`, prepared once per connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_queries_leave_the_same_statements() {
     init_tracing();
@@ -414,7 +415,17 @@ async fn ten_thousand_queries_leave_the_same_statements() {
             .await;
         }
         let c = wrapped.get().await.unwrap();
-        assert_eq!(count(c.get_ref()).await, plain_count, "{mode:?}");
+        assert_eq!(count(c.get_ref()).await, plain_count + 1, "{mode:?}");
+        let carrier: i64 = c
+            .get_ref()
+            .query_typed_one(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement = $1",
+                &[(&sqlcommenter::carrier::SET_CONFIG_SQL, tokio_postgres::types::Type::TEXT)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(carrier, 1, "{mode:?}");
         assert_eq!(c.get_ref().statement_cache.size(), plain_cache, "{mode:?}");
     }
     assert_eq!(plain_count, 5);
@@ -461,36 +472,105 @@ async fn pool_recycling_with_reset_all() {
     .await;
 }
 
-/// Every way of sending the carrier sets and resets it; a quote or backslash in the name is escaped.
+/// Every target is written and cleared; the name of the named form is escaped by the parameter, and a
+/// clear restores the connection's own `application_name` (from its startup packet), not the configured one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn carrier_statement_forms() {
+async fn carrier_targets() {
     init_tracing();
-    use sqlcommenter_tokio_postgres::CarrierStatement;
-    for how in [CarrierStatement::Simple, CarrierStatement::Unnamed, CarrierStatement::Prepared] {
-        for carrier in [Carrier::ApplicationName, Carrier::Guc("sqlcommenter.traceparent".into())] {
-            let cfg = Config::builder()
-                .application_name(r"o'b\x")
-                .carrier(carrier.clone())
-                .carrier_statement(how)
-                .build()
-                .unwrap();
-            let client = Client::new(connect().await, &cfg);
-            let q = "SELECT current_setting('application_name'), current_setting('sqlcommenter.traceparent', true)";
-            let span = tracing::info_span!("form");
-            let tp = traceparent_of(&span);
-            let row = client.query_one(q, &[]).instrument(span).await.unwrap();
-            let (app, guc): (String, Option<String>) = (row.get(0), row.get(1));
-            match carrier {
-                Carrier::ApplicationName => assert_eq!(app, format!(r"o'b\x@{tp}"), "{how:?}"),
-                Carrier::Guc(_) => assert_eq!(guc.as_deref(), Some(tp.as_str()), "{how:?}"),
-            }
-            // no span: reset
-            let row = client.query_one(q, &[]).await.unwrap();
-            let (app, guc): (String, Option<String>) = (row.get(0), row.get(1));
-            assert!(decode_application_name(&app).is_none(), "{how:?} {app}");
-            assert!(guc.unwrap_or_default().is_empty(), "{how:?}");
+    let targets = [
+        Target::default(),
+        Target::ApplicationName(AppNameFormat::Named),
+        Target::guc("sqlcommenter.traceparent").unwrap(),
+        Target::PgTracing,
+    ];
+    for target in targets {
+        let cfg = Config::builder().application_name(r"o'b\x").target(target.clone()).build().unwrap();
+        let conninfo = format!("{} application_name=tp-conn", cluster().keyword_conn_str("postgres"));
+        let (pg, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let client = Client::new(pg, &cfg);
+        let q = "SELECT current_setting('application_name'), current_setting('sqlcommenter.traceparent', true), \
+                 current_setting('pg_tracing.trace_context', true)";
+        let span = tracing::info_span!("form");
+        let tp = traceparent_of(&span);
+        let row = client.query_one(q, &[]).instrument(span).await.unwrap();
+        let (app, guc, pgt): (String, Option<String>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        match &target {
+            Target::ApplicationName(AppNameFormat::Bare) => assert_eq!(app, tp),
+            Target::ApplicationName(AppNameFormat::Named) => assert_eq!(app, format!(r"o'b\x@{tp}")),
+            Target::Guc(_) => assert_eq!(guc.as_deref(), Some(tp.as_str())),
+            Target::PgTracing => assert_eq!(pgt, Some(format!("traceparent='{tp}'"))),
+        }
+        assert_eq!(
+            target.read(&target.value("", &sqlcommenter::TraceParent::parse(&tp).unwrap())).unwrap().to_string(),
+            tp
+        );
+        // no span: cleared
+        let row = client.query_one(q, &[]).await.unwrap();
+        let (app, guc, pgt): (String, Option<String>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(app, "tp-conn", "{target:?}");
+        assert!(guc.unwrap_or_default().is_empty(), "{target:?}");
+        assert!(pgt.unwrap_or_default().is_empty(), "{target:?}");
+    }
+}
+
+/// The application's own `RESET ALL` (or `DISCARD ALL`, `SET application_name`) in the middle of a traced
+/// request: the next statement still reaches the server under the request's trace (read with the core lexer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_resets_mid_request_keep_the_context() {
+    init_tracing();
+    let client = Client::new(connect().await, &config());
+    let tag = rand_hex();
+    let span = tracing::info_span!("resets");
+    let tp = traceparent_of(&span);
+    async {
+        let stmt = client.prepare(&format!("SELECT $1::int AS reset_{tag}")).await.unwrap();
+        for (i, sql) in ["RESET ALL", "SET application_name = 'web'", "SELECT 'RESET ALL'"].iter().enumerate() {
+            client.query_one(&stmt, &[&(i as i32)]).await.unwrap();
+            client.batch_execute(sql).await.unwrap();
+            client.query_one(&stmt, &[&(100 + i as i32)]).await.unwrap();
+        }
+        // DISCARD ALL also deallocates prepared statements (the carrier's too): text queries still carry
+        client.batch_execute("DISCARD ALL").await.unwrap();
+        for i in 0..2 {
+            client.query_one(&format!("SELECT {i} AS reset_{tag}"), &[]).await.unwrap();
         }
     }
+    .instrument(span)
+    .await;
+    let lines = log_lines().await;
+    let l = executions(&lines, &format!("reset_{tag}"));
+    assert_eq!(l.len(), 8, "{l:#?}");
+    for line in l {
+        assert_eq!(line.application_name, tp, "{line:?}");
+    }
+}
+
+/// Inside a transaction the carrier is transaction-scoped: the statements carry it, and once the
+/// transaction ended nothing is left on the connection (another session sees its own name again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_scoped_carrier_leaves_nothing_behind() {
+    init_tracing();
+    let mut client = Client::new(connect().await, &config());
+    let pid: i32 = client.get_ref().query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let tag = rand_hex();
+    let span = tracing::info_span!("in-tx");
+    let tp = traceparent_of(&span);
+    async {
+        let tx = client.transaction().await.unwrap();
+        tx.query_one(&format!("SELECT 1 AS local_{tag}"), &[]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    .instrument(span)
+    .await;
+    let other = connect().await;
+    let seen: String =
+        other.query_one("SELECT application_name FROM pg_stat_activity WHERE pid = $1", &[&pid]).await.unwrap().get(0);
+    assert_eq!(seen, "", "carrier left on the connection");
+    let lines = log_lines().await;
+    let l = executions(&lines, &format!("local_{tag}"));
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].application_name, tp);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
