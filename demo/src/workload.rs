@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use sqlcommenter::TraceContext;
-use sqlcommenter_proxy::{CarrierTarget, ProxyConfig, Upstream};
+use sqlcommenter_proxy::{parse_carrier, ProxyConfig, Upstream};
 use sqlcommenter_testpg::Cluster;
 use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
@@ -34,7 +34,7 @@ pub(crate) async fn run(pg: &Cluster, rec: &Recorder, args: &DemoArgs, out: &mut
     let mut config = ProxyConfig::new(listen, upstream);
     config.worker_threads = Some(1);
     config.shutdown_timeout = Duration::from_secs(2);
-    config.inject.carrier = CarrierTarget::parse(&args.proxy_carrier, sqlcommenter::carrier::DEFAULT_GUC)?;
+    config.inject.carrier = parse_carrier(&args.proxy_carrier, sqlcommenter::carrier::DEFAULT_GUC)?;
     let proxy = sqlcommenter_proxy::start(config).await?;
     let proxy_addr = proxy.local_addr();
     let say = |out: &mut dyn Write, s: String| out.write_all(s.as_bytes()).map_err(DemoError::Output);

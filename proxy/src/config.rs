@@ -8,46 +8,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sqlcommenter::carrier::Target;
 use sqlcommenter::Placement;
 
 use crate::error::ProxyError;
 
-/// Where the trace context of named (prepared) statements goes: a session variable set by an injected
-/// `set_config` ahead of the client's batch, only when it changed on that server connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CarrierTarget {
-    /// `application_name` = `<client name>@<traceparent>` (reaches `%a`, csvlog/jsonlog, pg_stat_activity).
-    ApplicationName,
-    /// A custom GUC holding the bare traceparent (default name `sqlcommenter.traceparent`).
-    Guc(String),
-    /// `pg_tracing.trace_context` in pg_tracing's `traceparent='...'` format.
-    PgTracing,
-    /// No carrier: named statements run without context.
-    Off,
-}
-
-impl CarrierTarget {
-    /// Parses `application_name`, `guc`, `pg_tracing` or `off`; `guc` uses `guc_name`.
-    pub fn parse(s: &str, guc_name: &str) -> Result<Self, ProxyError> {
-        match s {
-            "application_name" => Ok(CarrierTarget::ApplicationName),
-            "guc" => Ok(CarrierTarget::Guc(guc_name.to_owned())),
-            "pg_tracing" => Ok(CarrierTarget::PgTracing),
-            "off" => Ok(CarrierTarget::Off),
-            other => Err(ProxyError::Config(format!(
-                "unknown carrier {other:?} (expected application_name, guc, pg_tracing or off)"
-            ))),
-        }
-    }
-
-    /// The GUC this target sets, if any.
-    pub fn guc(&self) -> Option<&str> {
-        match self {
-            CarrierTarget::ApplicationName => Some("application_name"),
-            CarrierTarget::Guc(name) => Some(name),
-            CarrierTarget::PgTracing => Some(sqlcommenter::carrier::PG_TRACING_GUC),
-            CarrierTarget::Off => None,
-        }
+/// Parses the `--carrier` word: `application_name` (the bare W3C traceparent, what OpenTelemetry's tools
+/// read), `application_name:named` (`name@traceparent`), `guc` (the setting `guc_name`), `pg_tracing`, or
+/// `off` (`None`: named statements run without context). The carrier itself is the core's
+/// [`sqlcommenter::carrier::Target`].
+pub fn parse_carrier(s: &str, guc_name: &str) -> Result<Option<Target>, ProxyError> {
+    match s {
+        "off" => Ok(None),
+        other => Target::parse(other, guc_name).map(Some).map_err(|e| ProxyError::Config(format!("{e} or off"))),
     }
 }
 
@@ -56,8 +29,9 @@ impl CarrierTarget {
 pub struct InjectConfig {
     /// Master switch: off = a plain relay.
     pub enabled: bool,
-    /// Carrier for named statements.
-    pub carrier: CarrierTarget,
+    /// Carrier for named statements (`None`: off), written transaction-scoped right before each named
+    /// Bind whose context the server's transaction does not already carry.
+    pub carrier: Option<Target>,
     /// The custom GUC a client may set to give its session a context (also the `guc` carrier's name).
     pub session_guc: String,
     /// Comment placement for simple queries and unnamed Parse.
@@ -74,7 +48,7 @@ impl Default for InjectConfig {
     fn default() -> Self {
         InjectConfig {
             enabled: true,
-            carrier: CarrierTarget::ApplicationName,
+            carrier: Some(Target::default()),
             session_guc: sqlcommenter::carrier::DEFAULT_GUC.to_owned(),
             placement: Placement::Append,
             sample_ratio: 1.0,
@@ -214,7 +188,8 @@ pub struct ProxyArgs {
     /// PostgreSQL server: postgres://HOST[:PORT] or HOST[:PORT] (required here or in the file).
     #[arg(long, env = "SQLCOMMENTER_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
-    /// Carrier for named statements: application_name, guc, pg_tracing or off [default: application_name].
+    /// Carrier for named statements: application_name (bare traceparent), application_name:named
+    /// (name@traceparent), guc, pg_tracing or off [default: application_name].
     #[arg(long, env = "SQLCOMMENTER_CARRIER")]
     pub carrier: Option<String>,
     /// Custom GUC for the session context and the `guc` carrier [default: sqlcommenter.traceparent].
@@ -351,7 +326,7 @@ impl ProxyArgs {
             inject.session_guc = g;
         }
         if let Some(c) = self.carrier.clone().or(file.carrier) {
-            inject.carrier = CarrierTarget::parse(&c, &inject.session_guc)?;
+            inject.carrier = parse_carrier(&c, &inject.session_guc)?;
         }
         if let Some(p) = self.placement.clone().or(file.placement) {
             inject.placement = p.parse().map_err(ProxyError::Config)?;
@@ -478,7 +453,7 @@ mod tests {
         let c = args.resolve().unwrap();
         assert_eq!(c.listen.port(), 7001);
         assert_eq!(c.upstream.port, 1);
-        assert_eq!(c.inject.carrier, CarrierTarget::Guc("sqlcommenter.traceparent".into()));
+        assert_eq!(c.inject.carrier, Some(Target::Guc("sqlcommenter.traceparent".into())));
         assert_eq!(c.inject.sample_ratio, 0.5);
         assert_eq!(c.inject.tags, vec![("db_driver".into(), "flag".into()), ("team".into(), "core".into())]);
         std::fs::write(&path, "bogus = 1\n").unwrap();

@@ -76,47 +76,19 @@ pub fn guc_from_options(options: &str, guc: &str) -> Option<TraceParent> {
     found
 }
 
-/// What a client statement does to the session context GUC, found lexically: `SET [SESSION] guc = '...'`
-/// / `TO`, `RESET guc`, `SET guc TO DEFAULT`. `None` when the text does not mention the GUC in a SET.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GucChange {
-    /// The client set a valid traceparent.
-    Set(TraceParent),
-    /// The client reset it (or set something that is not a traceparent).
-    Clear,
-}
-
-/// Looks for a session-level `SET`/`RESET` of `guc` in `sql` (simple cases only; `SET LOCAL` is ignored).
-pub fn guc_change(sql: &[u8], guc: &str) -> Option<GucChange> {
-    let at = crate::frame::find_ci(sql, guc.as_bytes())?;
-    let before = std::str::from_utf8(&sql[..at]).ok()?.trim_end();
-    let before_l = before.to_ascii_lowercase();
-    let stmt_start = before_l.rfind(';').map_or(0, |i| i + 1);
-    let verb = before_l[stmt_start..].trim();
-    let after = std::str::from_utf8(&sql[at + guc.len()..]).ok()?;
-    match verb {
-        "reset" => Some(GucChange::Clear),
-        "set" | "set session" => {
-            let rest = after.trim_start();
-            let rest = rest
-                .strip_prefix('=')
-                .or_else(|| rest.get(..2).filter(|p| p.eq_ignore_ascii_case("to")).map(|_| &rest[2..]))?;
-            let rest = rest.trim_start();
-            let value = rest.strip_prefix('\'').and_then(|r| r.split_once('\'')).map(|(v, _)| v);
-            match value.map(TraceParent::parse) {
-                Some(Ok(tp)) => Some(GucChange::Set(tp)),
-                _ => Some(GucChange::Clear),
-            }
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn session_context_from_startup_options() {
+        let g = "sqlcommenter.traceparent";
+        assert_eq!(guc_from_options(&format!("-c {g}={TP}"), g), Some(TP.parse().unwrap()));
+        assert_eq!(guc_from_options(&format!("--{g}={TP} -c work_mem=1MB"), g), Some(TP.parse().unwrap()));
+        assert_eq!(guc_from_options("-c work_mem=1MB", g), None);
+    }
 
     #[test]
     fn roots_are_valid_and_sampled_by_ratio() {
@@ -128,22 +100,5 @@ mod tests {
         assert!(!g.root(0.0).is_sampled());
         let sampled = (0..2000).filter(|_| g.root(0.25).is_sampled()).count();
         assert!((350..650).contains(&sampled), "{sampled}");
-    }
-
-    #[test]
-    fn options_and_set_statements() {
-        let g = "sqlcommenter.traceparent";
-        assert_eq!(guc_from_options(&format!("-c {g}={TP}"), g), Some(TP.parse().unwrap()));
-        assert_eq!(guc_from_options(&format!("--{g}={TP} -c work_mem=1MB"), g), Some(TP.parse().unwrap()));
-        assert_eq!(guc_from_options("-c work_mem=1MB", g), None);
-        let set = format!("SET sqlcommenter.traceparent = '{TP}'");
-        assert_eq!(guc_change(set.as_bytes(), g), Some(GucChange::Set(TP.parse().unwrap())));
-        let set = format!("set session SQLCOMMENTER.TRACEPARENT to '{TP}';");
-        assert_eq!(guc_change(set.as_bytes(), g), Some(GucChange::Set(TP.parse().unwrap())));
-        assert_eq!(guc_change(b"RESET sqlcommenter.traceparent", g), Some(GucChange::Clear));
-        assert_eq!(guc_change(b"set sqlcommenter.traceparent = 'junk'", g), Some(GucChange::Clear));
-        assert_eq!(guc_change(b"set local sqlcommenter.traceparent = 'junk'", g), None);
-        assert_eq!(guc_change(b"select current_setting('sqlcommenter.traceparent')", g), None);
-        assert_eq!(guc_change(b"select 1", g), None);
     }
 }

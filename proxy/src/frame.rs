@@ -27,6 +27,26 @@ pub use pgwire::messages::terminate::MESSAGE_TYPE_BYTE_TERMINATE as TERMINATE;
 
 /// FunctionCall (`F`): not modelled by pgwire, relayed like any other frame.
 pub const FUNCTION_CALL: u8 = b'F';
+/// FunctionCallResponse (`V`).
+pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
+/// ParseComplete (`1`).
+pub const PARSE_COMPLETE: u8 = b'1';
+/// BindComplete (`2`).
+pub const BIND_COMPLETE: u8 = b'2';
+/// CloseComplete (`3`).
+pub const CLOSE_COMPLETE: u8 = b'3';
+/// ParameterDescription (`t`).
+pub const PARAMETER_DESCRIPTION: u8 = b't';
+/// RowDescription (`T`).
+pub const ROW_DESCRIPTION: u8 = b'T';
+/// NoData (`n`).
+pub const NO_DATA: u8 = b'n';
+/// DataRow (`D`).
+pub const DATA_ROW: u8 = b'D';
+/// EmptyQueryResponse (`I`).
+pub const EMPTY_QUERY: u8 = b'I';
+/// PortalSuspended (`s`).
+pub const PORTAL_SUSPENDED: u8 = b's';
 
 /// Size of a typed message header: type byte + i32 length.
 pub const HEADER_LEN: usize = 5;
@@ -41,7 +61,7 @@ pub struct Header {
 }
 
 /// Why a header is unusable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The length field is below 4 (it counts itself).
     #[error("message {tag:?} has an invalid length {len}")]
@@ -51,6 +71,9 @@ pub enum FrameError {
         /// The length field.
         len: i32,
     },
+    /// The server answered something the session's queue of expected replies did not expect.
+    #[error(transparent)]
+    OutOfSync(#[from] crate::state::OutOfSync),
 }
 
 /// Reads the header at the start of `buf`; `Ok(None)` when fewer than 5 bytes are there.
@@ -115,18 +138,28 @@ pub fn parameter_status(body: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// The SQLSTATE (`C` field) of an ErrorResponse/NoticeResponse body.
 pub fn sqlstate(body: &[u8]) -> Option<&[u8]> {
+    error_field(body, b'C')
+}
+
+/// A field of an ErrorResponse/NoticeResponse body by its code (`C` SQLSTATE, `V` severity, `P` position…).
+pub fn error_field(body: &[u8], field: u8) -> Option<&[u8]> {
     let mut rest = body;
     while let Some((&code, tail)) = rest.split_first() {
         if code == 0 {
             return None;
         }
         let (value, tail) = cstr(tail)?;
-        if code == b'C' {
+        if code == field {
             return Some(value);
         }
         rest = tail;
     }
     None
+}
+
+/// Whether an ErrorResponse body is FATAL or PANIC (the server closes the connection after it).
+pub fn is_fatal(body: &[u8]) -> bool {
+    matches!(error_field(body, b'V').or_else(|| error_field(body, b'S')), Some(b"FATAL" | b"PANIC"))
 }
 
 fn begin(out: &mut BytesMut, tag: u8) -> usize {

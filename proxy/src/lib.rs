@@ -6,8 +6,10 @@
 //! - Simple Query and Parse of the unnamed statement get a sqlcommenter comment (through
 //!   [`sqlcommenter::Commenter`]; a statement with its own `traceparent` is left alone).
 //! - Named (prepared) statements keep their text; each execution's context is set in a session variable
-//!   (`application_name` by default, see [`CarrierTarget`]) by a small injected part with its own Sync,
-//!   written ahead of the client's batch in the same write, whose responses are swallowed.
+//!   (`application_name` by default, see [`CarrierTarget`], the core's carrier protocol) by the core's
+//!   `set_config` statement with `is_local = true`, inserted right before the client's Bind inside the
+//!   same batch (no Sync of its own): it ends with the batch's or the client's transaction, so no pooler
+//!   sees a setting to replay. Its replies are swallowed.
 //! - Everything else is relayed byte for byte, full duplex, with bounded memory.
 //!
 //! Layers: [`frame`] (framing), [`state`] (the sans-I/O protocol state machine), [`session`] (sans-I/O
@@ -40,7 +42,8 @@ pub mod state;
 pub mod telemetry;
 pub mod tls;
 
-pub use config::{CarrierTarget, InjectConfig, ProxyArgs, ProxyConfig, TlsFiles, Upstream};
+pub use config::{parse_carrier, InjectConfig, ProxyArgs, ProxyConfig, TlsFiles, Upstream};
 pub use error::ProxyError;
 pub use server::{run, run_blocking, shutdown_signal, start, ProxyHandle};
+pub use sqlcommenter::carrier::Target as CarrierTarget;
 pub use tls::UpstreamTlsMode;

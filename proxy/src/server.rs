@@ -507,6 +507,14 @@ where
         }
         Err((Direction::Downstream, e)) => {
             METRICS.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                // The server's replies no longer match what the session expects: end this client cleanly.
+                tracing::warn!(error = %e, "closing a session whose protocol state is out of sync");
+                let mut out = BytesMut::new();
+                crate::frame::write_error(&mut out, "FATAL", "08P01", &format!("sqlcommenter proxy: {e}"));
+                let _ = cw.write_all(&out).await;
+                let _ = cw.shutdown().await;
+            }
             Err(e.into())
         }
         Err((_, e)) => Err(e.into()),

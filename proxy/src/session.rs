@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use sqlcommenter::{carrier, Commenter, Injected, TraceContext, TraceParent};
+use sqlcommenter::carrier::{self, Effect, Scope, Tracker, Want, SET_CONFIG_SQL};
+use sqlcommenter::{Commenter, Injected, TraceContext, TraceParent};
 
-use crate::config::{CarrierTarget, InjectConfig};
-use crate::context::{guc_change, guc_from_options, GucChange, IdGenerator};
+use crate::config::InjectConfig;
+use crate::context::{guc_from_options, IdGenerator};
 use crate::frame::{self, FrameError, HEADER_LEN};
 use crate::metrics::{SkipReason, METRICS};
-use crate::state::{InjectedPart, ProtocolState, ServerEvent, IDLE};
+use crate::state::{Expect, OutOfSync, Owner, ProtocolState, ServerEvent};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Largest frame the proxy decodes (to rewrite or read it); larger frames are streamed through untouched.
@@ -26,10 +27,9 @@ pub const MAX_CLIENT_FRAME: usize = 1 << 30;
 
 /// Name of the proxy's reserved prepared statement on each server connection.
 pub const RESERVED_STATEMENT: &[u8] = b"__sqlc_tc";
-/// Name of the portal the reserved statement runs in inside a transaction (closed right after).
+/// Name of the portal the reserved statement runs in (closed right after, so the client's unnamed
+/// portal is never touched).
 pub const RESERVED_PORTAL: &[u8] = b"__sqlc_tcp";
-/// The reserved statement's text.
-pub const RESERVED_SQL: &[u8] = b"SELECT pg_catalog.set_config($1, $2, false)";
 
 /// Counters for what the session did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub struct Counters {
     pub comment_skipped: u64,
     /// Carrier statements injected.
     pub carriers: u64,
-    /// Carrier statements that failed on the server (swallowed).
+    /// Carrier statements that failed on the server.
     pub carrier_errors: u64,
     /// ParameterStatus messages swallowed or rewritten.
     pub parameter_status_hidden: u64,
@@ -88,6 +88,17 @@ struct Stream {
     relay: bool,
 }
 
+/// Whether the server connection has the reserved statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reserved {
+    /// Not known: Close and Parse it before use.
+    Unknown,
+    /// Parse sent, ParseComplete not seen yet (later uses in the same pipeline may rely on it).
+    Parsing,
+    /// Parsed on this connection.
+    Parsed,
+}
+
 /// One client session (see the module docs).
 #[derive(Debug)]
 pub struct Session {
@@ -102,13 +113,18 @@ pub struct Session {
     guc_ctx: Option<TraceContext>,
     txn_ctx: Option<TraceContext>,
     named_ctx: HashMap<Vec<u8>, TraceContext>,
-    reserved_parsed: bool,
-    /// The value our carrier GUC has (or will have, once in-flight parts run) on the server.
-    carrier_sent: Option<String>,
-    /// The traceparent `carrier_sent` encodes, when known (skips re-encoding an unchanged context).
-    carrier_for: Option<TraceParent>,
-    /// Recent application_name carrier values we sent, with the client's name at the time.
-    sent_names: [(String, String); 2],
+    /// Named statements that cannot run inside a transaction block (no carrier may share it).
+    no_txn_block: std::collections::HashSet<Vec<u8>>,
+    /// Named statements whose text may change settings (their execution makes the carrier unknown).
+    touches_settings: std::collections::HashSet<Vec<u8>>,
+    /// A statement the client ran may have changed the carrier's setting.
+    settings_dirty: bool,
+    reserved: Reserved,
+    /// What the server's carrier setting holds (the proxy writes it transaction-scoped only).
+    tracker: Tracker,
+    /// The `application_name` value the proxy wrote in the current transaction (its ParameterStatus is
+    /// hidden from the client).
+    written: Option<String>,
     backend_key: Option<Vec<u8>>,
     keys: Option<Arc<CancelKeys>>,
     client_stream: Stream,
@@ -142,10 +158,12 @@ impl Session {
             guc_ctx,
             txn_ctx: None,
             named_ctx: HashMap::new(),
-            reserved_parsed: false,
-            carrier_sent: None,
-            carrier_for: None,
-            sent_names: Default::default(),
+            no_txn_block: Default::default(),
+            touches_settings: Default::default(),
+            settings_dirty: false,
+            reserved: Reserved::Unknown,
+            tracker: Tracker::new(),
+            written: None,
             backend_key: None,
             keys: None,
             client_stream: Stream::default(),
@@ -234,9 +252,6 @@ impl Session {
                     self.counters.comment_skipped += 1;
                     METRICS.skip(SkipReason::TooLarge);
                 }
-                if matches!(h.tag, frame::PARSE | frame::BIND | frame::DESCRIBE | frame::EXECUTE | frame::CLOSE) {
-                    self.proto.client_extended(h.tag, &[]);
-                }
                 self.proto.client_message(h.tag);
                 self.request_started(h.tag);
                 out.put_slice(&input[pos..]);
@@ -244,7 +259,7 @@ impl Session {
                 pos = input.len();
                 break;
             }
-            self.client_frame(&input[pos..pos + h.frame_len], &input[pos..], out);
+            self.client_frame(&input[pos..pos + h.frame_len], out);
             pos += h.frame_len;
         }
         Ok(pos)
@@ -259,18 +274,12 @@ impl Session {
         }
     }
 
-    fn client_frame(&mut self, f: &[u8], ahead: &[u8], out: &mut BytesMut) {
+    fn client_frame(&mut self, f: &[u8], out: &mut BytesMut) {
         let tag = f[0];
         let body = &f[HEADER_LEN..];
         let inject = self.cfg.enabled && self.proto.is_ready();
-        if inject
-            && matches!(tag, frame::PARSE | frame::BIND | frame::DESCRIBE | frame::EXECUTE | frame::CLOSE)
-            && (self.proto.may_inject() || (tag == frame::BIND && self.proto.may_inject_mid_batch()))
-        {
-            self.begin_batch(ahead, out);
-        }
-        if matches!(tag, frame::PARSE | frame::BIND | frame::DESCRIBE | frame::EXECUTE | frame::CLOSE | frame::FLUSH) {
-            self.proto.client_extended(tag, body);
+        if inject && tag == frame::BIND {
+            self.carrier_before_bind(body, out);
         }
         self.proto.client_message(tag);
         self.request_started(tag);
@@ -283,7 +292,7 @@ impl Session {
         match tag {
             frame::QUERY if inject && !self.proto.in_copy() => {
                 let sql = frame::text_body(body);
-                self.track_guc(sql);
+                self.client_statement(None, sql);
                 let mut ctx = self.current_ctx();
                 if let Some(t) = &mut self.spans {
                     let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
@@ -304,7 +313,7 @@ impl Session {
             }
             frame::PARSE if inject => match frame::parse_body(body) {
                 Some(p) => {
-                    self.track_guc(p.query);
+                    self.client_statement(Some(p.name), p.query);
                     if let Some(t) = &mut self.spans {
                         t.statement(p.name, p.query);
                     }
@@ -348,15 +357,73 @@ impl Session {
                 None => out.put_slice(f),
             },
             frame::CLOSE => {
-                if body.first() == Some(&b'S') && !self.named_ctx.is_empty() {
+                if body.first() == Some(&b'S') {
                     if let Some((name, _)) = frame::cstr(&body[1..]) {
-                        self.named_ctx.remove(name);
+                        self.forget_statement(name);
                     }
                 }
                 out.put_slice(f);
             }
             _ => out.put_slice(f),
         }
+    }
+
+    /// What a statement text the client sent does to the carrier and the session context: a Query's
+    /// effects are noted now; a named statement's when it is bound (see [`Session::carrier_before_bind`]).
+    fn client_statement(&mut self, name: Option<&[u8]>, sql: &[u8]) {
+        // Cheap pre-check: no keyword that could change settings or need its own transaction.
+        const HINTS: [&[u8]; 9] =
+            [b"set", b"reset", b"discard", b"rollback", b"abort", b"vacuum", b"concurrently", b"database", b"system"];
+        let hinted = HINTS.iter().any(|w| frame::find_ci(sql, w).is_some());
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            self.no_txn_block.remove(name);
+            self.touches_settings.remove(name);
+        }
+        let Some(text) = std::str::from_utf8(sql).ok().filter(|_| hinted) else { return };
+        for effect in carrier::statements(text) {
+            let touches = match &effect {
+                Effect::Set { variable, value, scope, computed } => {
+                    if *variable == self.cfg.session_guc && *scope == Scope::Session && name.is_none() {
+                        // The client's own session context (`SET sqlcommenter.traceparent = '…'`).
+                        self.guc_ctx = match (value, computed) {
+                            (Some(v), false) => TraceParent::parse(v.trim()).ok().map(TraceContext::new),
+                            _ => None,
+                        };
+                    }
+                    self.cfg.carrier.as_ref().is_some_and(|t| t.variable() == variable)
+                }
+                Effect::ResetAll => {
+                    if name.is_none() {
+                        self.guc_ctx = None;
+                    }
+                    true
+                }
+                Effect::UnknownSettings | Effect::RollbackToSavepoint => true,
+                Effect::NoTransactionBlock => {
+                    if let Some(n) = name.filter(|n| !n.is_empty()) {
+                        self.no_txn_block.insert(n.to_vec());
+                    }
+                    false
+                }
+                Effect::Begin | Effect::Commit | Effect::Rollback | Effect::Other => false,
+            };
+            if touches {
+                match name {
+                    None => self.settings_dirty = true,
+                    Some(n) => {
+                        self.touches_settings.insert(n.to_vec());
+                    }
+                }
+            }
+        }
+    }
+
+    fn forget_statement(&mut self, name: &[u8]) {
+        if !self.named_ctx.is_empty() {
+            self.named_ctx.remove(name);
+        }
+        self.no_txn_block.remove(name);
+        self.touches_settings.remove(name);
     }
 
     /// Notes when a request the server answers with ReadyForQuery was forwarded.
@@ -399,75 +466,59 @@ impl Session {
         }
     }
 
-    fn track_guc(&mut self, sql: &[u8]) {
-        match guc_change(sql, &self.cfg.session_guc) {
-            Some(GucChange::Set(tp)) => self.guc_ctx = Some(TraceContext::new(tp)),
-            Some(GucChange::Clear) => self.guc_ctx = None,
-            None => {}
+    /// Before a Bind of a named statement: writes the carrier for that execution's context, unless the
+    /// server's transaction already carries it. The write is the core's `set_config` with
+    /// `is_local = true` in the proxy's own portal, with no Sync: it shares the batch's implicit
+    /// transaction (or the client's explicit one) and ends with it. Its replies are swallowed.
+    fn carrier_before_bind(&mut self, body: &[u8], out: &mut BytesMut) {
+        let Some(stmt) = frame::bind_statement(body).filter(|s| !s.is_empty()) else { return };
+        if self.settings_dirty {
+            self.settings_dirty = false;
+            self.tracker.forget();
         }
-    }
-
-    /// At a request boundary: if the batch executes a named statement, writes the carrier part first.
-    fn begin_batch(&mut self, ahead: &[u8], out: &mut BytesMut) {
-        if self.cfg.carrier == CarrierTarget::Off {
+        let stmt = stmt.to_vec();
+        let touches = self.touches_settings.contains(&stmt);
+        let Some(target) = self.cfg.carrier.clone() else { return };
+        if !self.proto.may_inject() || self.no_txn_block.contains(&stmt) {
+            if touches {
+                self.tracker.forget();
+            }
             return;
         }
-        let Some(stmt) = first_named_bind(ahead) else { return };
-        let (mut ctx, client) = match self.named_ctx.get(stmt) {
+        let (mut ctx, client) = match self.named_ctx.get(&stmt) {
             Some(c) => (c.clone(), true),
             None => (self.current_ctx(), self.guc_ctx.is_some() || self.startup_ctx.is_some()),
         };
         if let Some(t) = &mut self.spans {
             ctx = t.carrier(ctx, client, &mut self.ids);
         }
-        self.write_carrier(&ctx, out);
-    }
-
-    fn carrier_value(&self, ctx: &TraceContext) -> String {
-        match &self.cfg.carrier {
-            CarrierTarget::ApplicationName => carrier::encode_application_name(&self.client_app, &ctx.traceparent),
-            CarrierTarget::PgTracing => carrier::encode_pg_tracing(&ctx.traceparent),
-            CarrierTarget::Guc(_) | CarrierTarget::Off => ctx.traceparent.to_string(),
+        if let Some(action) = self.tracker.plan(Want::Carry(ctx.traceparent), Scope::Transaction) {
+            let write = target.write(&action, Scope::Transaction, &self.client_app);
+            if self.reserved == Reserved::Unknown {
+                // Close first: a copy may exist if an earlier Parse's outcome was unknown.
+                frame::write_close(out, b'S', RESERVED_STATEMENT);
+                frame::write_parse_untyped(out, RESERVED_STATEMENT, SET_CONFIG_SQL.as_bytes());
+                self.proto.sent(frame::CLOSE, Owner::Proxy);
+                self.proto.sent(frame::PARSE, Owner::Proxy);
+                self.reserved = Reserved::Parsing;
+            }
+            let params = write.params();
+            frame::write_bind_text(out, RESERVED_PORTAL, RESERVED_STATEMENT, &params.map(str::as_bytes));
+            frame::write_execute(out, RESERVED_PORTAL);
+            frame::write_close(out, b'P', RESERVED_PORTAL);
+            for tag in [frame::BIND, frame::EXECUTE, frame::CLOSE] {
+                self.proto.sent(tag, Owner::Proxy);
+            }
+            if write.variable == "application_name" {
+                self.written = Some(write.value);
+            }
+            self.counters.carriers += 1;
+            METRICS.carriers.fetch_add(1, Relaxed);
         }
-    }
-
-    /// Writes the injected part setting the carrier to `ctx`, unless the server already has that value.
-    fn write_carrier(&mut self, ctx: &TraceContext, out: &mut BytesMut) {
-        let Some(guc) = self.cfg.carrier.guc() else { return };
-        if self.carrier_sent.is_some() && self.carrier_for == Some(ctx.traceparent) {
-            return;
+        if touches {
+            // This statement may change the setting when it runs: the next execution writes again.
+            self.settings_dirty = true;
         }
-        let value = self.carrier_value(ctx);
-        if self.carrier_sent.as_deref() == Some(value.as_str()) {
-            return;
-        }
-        let parsed = !self.reserved_parsed;
-        if parsed {
-            // Close first: a stale copy may exist if an earlier part's outcome was unknown.
-            frame::write_close(out, b'S', RESERVED_STATEMENT);
-            frame::write_parse_untyped(out, RESERVED_STATEMENT, RESERVED_SQL);
-            self.reserved_parsed = true;
-        }
-        // The unnamed portal when the server is known to be idle (no transaction, nothing pending: no
-        // client portal can exist); otherwise a named portal, closed right after, so a client's suspended
-        // unnamed portal inside a transaction survives.
-        let portal: &[u8] =
-            if self.proto.txn_status() == IDLE && self.proto.pending() == 0 { b"" } else { RESERVED_PORTAL };
-        frame::write_bind_text(out, portal, RESERVED_STATEMENT, &[guc.as_bytes(), value.as_bytes()]);
-        frame::write_execute(out, portal);
-        if !portal.is_empty() {
-            frame::write_close(out, b'P', portal);
-        }
-        frame::write_sync(out);
-        self.proto.push_injected(InjectedPart { parsed, error: None });
-        if self.cfg.carrier == CarrierTarget::ApplicationName {
-            self.sent_names.swap(0, 1);
-            self.sent_names[1] = (value.clone(), self.client_app.clone());
-        }
-        self.carrier_sent = Some(value);
-        self.carrier_for = Some(ctx.traceparent);
-        self.counters.carriers += 1;
-        METRICS.carriers.fetch_add(1, Relaxed);
     }
 
     /// Processes server bytes; appends what goes to the client to `out`; returns the bytes consumed.
@@ -501,7 +552,7 @@ impl Session {
                 if decode && h.frame_len <= MAX_DECODE {
                     break;
                 }
-                let relay = !matches!(self.proto.server_message(h.tag, &[]), ServerEvent::Swallow);
+                let relay = relays(self.proto.server_message(h.tag, &[])?);
                 if relay {
                     out.put_slice(&input[pos..]);
                 }
@@ -509,13 +560,13 @@ impl Session {
                 pos = input.len();
                 break;
             }
-            self.server_frame(&input[pos..pos + h.frame_len], out);
+            self.server_frame(&input[pos..pos + h.frame_len], out)?;
             pos += h.frame_len;
         }
         Ok(pos)
     }
 
-    fn server_frame(&mut self, f: &[u8], out: &mut BytesMut) {
+    fn server_frame(&mut self, f: &[u8], out: &mut BytesMut) -> Result<(), OutOfSync> {
         let tag = f[0];
         let body = &f[HEADER_LEN..];
         match tag {
@@ -523,11 +574,11 @@ impl Session {
                 if let Some((name, value)) = frame::parameter_status(body) {
                     if name == b"application_name" {
                         self.application_name_status(value, f, out);
-                        return;
+                        return Ok(());
                     }
                 }
                 out.put_slice(f);
-                return;
+                return Ok(());
             }
             frame::BACKEND_KEY_DATA if !self.proto.is_ready() => {
                 if let Some(keys) = &self.keys {
@@ -538,85 +589,83 @@ impl Session {
             frame::COMMAND_COMPLETE => self.command_tag(frame::text_body(body)),
             _ => {}
         }
-        match self.proto.server_message(tag, body) {
-            ServerEvent::Relay => {
+        match self.proto.server_message(tag, body)? {
+            ev @ (ServerEvent::Relay | ServerEvent::TransactionEnded) => {
                 if let Some(t) = &mut self.spans {
                     t.server(tag, body);
                 }
                 if tag == frame::READY_FOR_QUERY {
                     self.request_done();
                 }
-                if tag == frame::READY_FOR_QUERY && self.proto.txn_status() == IDLE {
+                if ev == ServerEvent::TransactionEnded {
+                    // The transaction-scoped carrier ended with it.
+                    self.tracker.transaction_ended(true);
+                    self.written = None;
                     self.txn_ctx = None;
+                }
+                if tag == frame::READY_FOR_QUERY && self.reserved == Reserved::Parsing {
+                    // Its ParseComplete never came: skipped after an error.
+                    self.reserved = Reserved::Unknown;
                 }
                 out.put_slice(f);
             }
             ServerEvent::StartupDone => out.put_slice(f),
             ServerEvent::Swallow => {}
-            ServerEvent::InjectedDone(part) => {
-                if let Some(code) = part.error {
-                    self.counters.carrier_errors += 1;
-                    self.carrier_sent = None;
-                    self.carrier_for = None;
-                    if part.parsed || &code == b"26000" {
-                        self.reserved_parsed = false;
+            ServerEvent::ProxyDone(Expect::Parse) => self.reserved = Reserved::Parsed,
+            ServerEvent::ProxyDone(_) => {}
+            ServerEvent::ProxyError { relay } => {
+                self.counters.carrier_errors += 1;
+                self.reserved = Reserved::Unknown;
+                self.tracker.failed(Scope::Transaction);
+                tracing::debug!(
+                    sqlstate = %String::from_utf8_lossy(frame::sqlstate(body).unwrap_or(b"")),
+                    "carrier statement failed"
+                );
+                if relay {
+                    if let Some(t) = &mut self.spans {
+                        t.server(tag, body);
                     }
-                    tracing::debug!(sqlstate = %String::from_utf8_lossy(&code), "carrier statement failed");
+                    out.put_slice(f);
                 }
             }
         }
+        Ok(())
     }
 
     fn command_tag(&mut self, tag: &[u8]) {
-        match tag {
-            b"DEALLOCATE ALL" => {
-                self.reserved_parsed = false;
-                self.named_ctx.clear();
-            }
-            b"DISCARD ALL" => {
-                self.reserved_parsed = false;
-                self.named_ctx.clear();
-                self.carrier_sent = None;
-                self.guc_ctx = None;
-            }
-            b"ROLLBACK" | b"RESET" if self.cfg.carrier != CarrierTarget::ApplicationName => {
-                self.carrier_sent = None;
-            }
-            _ => {}
+        if matches!(tag, b"DEALLOCATE ALL" | b"DISCARD ALL") {
+            self.reserved = Reserved::Unknown;
+            self.named_ctx.clear();
+            self.no_txn_block.clear();
+            self.touches_settings.clear();
         }
     }
 
+    /// `application_name` reports: the values the proxy's carrier writes are hidden (the client keeps
+    /// seeing its own name); the client's own changes are relayed and become its name.
     fn application_name_status(&mut self, value: &[u8], f: &[u8], out: &mut BytesMut) {
         let value = String::from_utf8_lossy(value);
-        let ours = self.cfg.carrier == CarrierTarget::ApplicationName;
         if !self.proto.is_ready() {
             self.client_app = value.into_owned();
-            if ours {
-                self.carrier_sent = Some(self.client_app.clone());
-            }
             out.put_slice(f);
             return;
         }
-        if let Some((_, view)) = self.sent_names.iter().find(|(v, _)| !v.is_empty() && *v == value) {
-            let view = view.clone();
-            if self.sent_names[1].0 != value {
-                self.carrier_for = None;
-            }
-            self.carrier_sent = Some(value.into_owned());
+        if self.written.as_deref() == Some(&*value) || value == self.client_app {
+            // Ours, or the revert to the client's own name when our transaction-scoped value ended.
             self.counters.parameter_status_hidden += 1;
-            if view != self.client_app {
-                frame::write_parameter_status(out, b"application_name", view.as_bytes());
-                self.client_app = view;
-            }
             return;
         }
-        // The client's own change (SET application_name, RESET, a revert to its earlier name).
-        self.carrier_for = None;
         self.client_app = value.into_owned();
-        if ours {
-            self.carrier_sent = Some(self.client_app.clone());
-        }
         out.put_slice(f);
+    }
+}
+
+/// Whether a server message with this event reaches the client.
+fn relays(ev: ServerEvent) -> bool {
+    match ev {
+        ServerEvent::Relay | ServerEvent::TransactionEnded | ServerEvent::StartupDone => true,
+        ServerEvent::ProxyError { relay } => relay,
+        ServerEvent::Swallow | ServerEvent::ProxyDone(_) => false,
     }
 }
 
@@ -638,28 +687,6 @@ fn build_commenter(cfg: &InjectConfig, app: &str) -> Commenter {
     }
     // Tags were validated with the configuration; fall back to no tags rather than fail a session.
     b.build().unwrap_or_default()
-}
-
-/// The statement name of the first Bind in the batch at the start of `buf` (up to its Sync), if that
-/// Bind names a statement and comes before any Execute. Only complete frames are looked at.
-pub fn first_named_bind(buf: &[u8]) -> Option<&[u8]> {
-    let mut pos = 0;
-    while let Ok(Some(h)) = frame::header(&buf[pos..]) {
-        let end = (pos + h.frame_len).min(buf.len());
-        match h.tag {
-            frame::BIND => {
-                let stmt = frame::bind_statement(&buf[pos + HEADER_LEN..end])?;
-                return (!stmt.is_empty()).then_some(stmt);
-            }
-            frame::PARSE | frame::DESCRIBE | frame::CLOSE | frame::FLUSH => {}
-            _ => return None,
-        }
-        if pos + h.frame_len > buf.len() {
-            return None;
-        }
-        pos += h.frame_len;
-    }
-    None
 }
 
 #[cfg(test)]
@@ -710,55 +737,127 @@ mod tests {
         b
     }
 
+    /// The server's replies to the proxy's carrier (with or without its Close+Parse) and a client
+    /// Bind/Execute/Sync, ending in `status`.
+    fn replies(parse: bool, status: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut server = Vec::new();
+        if parse {
+            server.extend(msg(b'3', b""));
+            server.extend(msg(b'1', b""));
+        }
+        server.extend(msg(b'2', b""));
+        server.extend(msg(b'D', b"\0\x01\0\0\0\x01x"));
+        server.extend(msg(b'C', b"SELECT 1\0"));
+        server.extend(msg(b'3', b""));
+        let client_part = [msg(b'2', b""), msg(b'C', b"SELECT 0\0"), msg(b'Z', status)].concat();
+        server.extend(&client_part);
+        (server, client_part)
+    }
+
     #[test]
-    fn named_execution_gets_a_carrier_whose_responses_are_swallowed() {
+    fn named_execution_gets_a_transaction_scoped_carrier_inline() {
         let mut s = session();
         let batch = named_batch();
         let out = feed_client(&mut s, &batch);
         assert!(out.ends_with(&batch), "client bytes follow unchanged");
         let injected = &out[..out.len() - batch.len()];
         let text = String::from_utf8_lossy(injected);
-        assert!(text.contains("__sqlc_tc") && text.contains("application_name") && text.contains("app@00-"), "{text}");
-        assert_eq!(s.proto.pending(), 2);
-        // The server's answers: injected part first, then the client's.
-        let at = text.find("app@00-").unwrap();
-        let value = &text[at..at + 4 + 55];
-        assert!(sqlcommenter::carrier::decode_application_name(value).is_some(), "{value}");
-        let mut server = Vec::new();
-        for t in [b'3', b'1', b'2'] {
-            server.extend(msg(t, b""));
+        assert!(text.contains("__sqlc_tc") && text.contains(SET_CONFIG_SQL), "{text}");
+        assert!(text.contains("application_name\0") && text.contains("true\0"), "transaction-scoped: {text}");
+        let mut pos = 0;
+        while let Ok(Some(h)) = frame::header(&injected[pos..]) {
+            assert_ne!(h.tag, frame::SYNC, "no Sync of its own");
+            pos += h.frame_len;
         }
-        server.extend(msg(b'D', b"\0\x01\0\0\0\x01x"));
-        server.extend(msg(b'C', b"SELECT 1\0"));
-        server.extend(msg(b'3', b""));
-        server.extend(status("application_name", value));
-        server.extend(msg(b'Z', b"I"));
-        let client_part = [msg(b'2', b""), msg(b'C', b"SELECT 0\0"), msg(b'Z', b"I")].concat();
-        server.extend(&client_part);
+        assert_eq!(pos, injected.len());
+        // The bare traceparent is the value.
+        let at = text.find("00-").unwrap();
+        assert!(TraceParent::parse(&text[at..at + 55]).is_ok(), "{text}");
+        assert_eq!(s.proto.pending(), 5 + 3);
+        let (server, client_part) = replies(true, b"I");
         let out = feed_server(&mut s, &server);
-        assert_eq!(&out[..], &client_part[..], "only the client's responses reach the client");
-        assert_eq!(s.counters.parameter_status_hidden, 1);
-        // Same transaction context is not re-sent... a new transaction gets a new root: new carrier.
+        assert_eq!(&out[..], &client_part[..], "only the client's replies reach the client");
+        assert_eq!(s.proto.pending(), 0);
+        // The next transaction gets a new root context: a new carrier, the statement parsed once.
         let out = feed_client(&mut s, &batch);
         assert!(out.len() > batch.len());
-        assert!(!String::from_utf8_lossy(&out).contains("SELECT pg_catalog.set_config"), "parsed once");
+        assert!(!String::from_utf8_lossy(&out).contains(SET_CONFIG_SQL), "parsed once");
     }
 
     #[test]
-    fn no_carrier_in_failed_transaction_or_mid_batch() {
+    fn a_pipeline_carries_every_named_execution_once_per_transaction() {
+        let mut s = session();
+        let one = [msg(b'B', b"\0stmt1\0\0\0\0\0\0\0"), msg(b'E', b"\0\0\0\0\0")].concat();
+        let pipeline = [one.clone(), one.clone(), one, msg(b'S', b"")].concat();
+        let out = feed_client(&mut s, &pipeline);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("__sqlc_tcp").count(), 3, "one carrier (Bind, Execute, Close) for the batch");
+        // In an explicit transaction, after its ReadyForQuery the carrier is still in effect.
+        let mut s = session();
+        feed_client(&mut s, &msg(b'Q', b"BEGIN\0"));
+        feed_server(&mut s, &[msg(b'C', b"BEGIN\0"), msg(b'Z', b"T")].concat());
+        let batch = named_batch();
+        assert!(feed_client(&mut s, &batch).len() > batch.len());
+        feed_server(&mut s, &replies(true, b"T").0);
+        assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..], "same transaction, same context");
+        // The application's ROLLBACK TO SAVEPOINT may have undone it: written again.
+        feed_server(&mut s, &[msg(b'2', b""), msg(b'C', b"SELECT 0\0"), msg(b'Z', b"T")].concat());
+        feed_client(&mut s, &msg(b'Q', b"ROLLBACK TO SAVEPOINT a\0"));
+        feed_server(&mut s, &[msg(b'C', b"ROLLBACK\0"), msg(b'Z', b"T")].concat());
+        assert!(feed_client(&mut s, &batch).len() > batch.len());
+    }
+
+    #[test]
+    fn an_error_before_the_carrier_skips_it_and_the_batch() {
+        let mut s = session();
+        let failing = [msg(b'B', b"\0stmt0\0\0\0\0\0\0\0"), msg(b'E', b"\0\0\0\0\0")].concat();
+        let pipeline = [failing, named_batch()].concat();
+        feed_client(&mut s, &pipeline);
+        // stmt0's Bind fails: the server skips the carrier and the rest up to Sync.
+        let err = msg(b'E', b"SERROR\0VERROR\0C26000\0Mno\0\0");
+        let out = feed_server(&mut s, &[err.clone(), msg(b'Z', b"I")].concat());
+        assert_eq!(&out[..], &[err, msg(b'Z', b"I")].concat()[..]);
+        assert_eq!(s.proto.pending(), 0);
+        // The reserved statement was never parsed: parsed again next time.
+        let out = feed_client(&mut s, &named_batch());
+        assert!(String::from_utf8_lossy(&out).contains(SET_CONFIG_SQL));
+    }
+
+    #[test]
+    fn a_failing_carrier_tells_the_client_why_its_batch_got_no_answer() {
+        let mut s = session();
+        feed_client(&mut s, &named_batch());
+        let err = msg(b'E', b"SERROR\0VERROR\0C57014\0Mcanceling statement due to user request\0\0");
+        let out = feed_server(&mut s, &[msg(b'3', b""), err.clone(), msg(b'Z', b"I")].concat());
+        assert_eq!(&out[..], &[err, msg(b'Z', b"I")].concat()[..]);
+        assert_eq!(s.counters.carrier_errors, 1);
+    }
+
+    #[test]
+    fn out_of_sync_replies_are_an_error() {
+        let mut s = session();
+        let mut out = BytesMut::new();
+        assert!(s.server_bytes(&msg(b'2', b""), &mut out).is_err());
+    }
+
+    #[test]
+    fn no_carrier_in_failed_transaction() {
         let mut s = session();
         feed_client(&mut s, &msg(b'Q', b"BEGIN\0"));
         let z = [msg(b'C', b"BEGIN\0"), msg(b'Z', b"E")].concat();
         feed_server(&mut s, &z);
         let batch = named_batch();
         assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..]);
-        // Mid-batch (after a Flush) in a good state: no carrier either.
-        feed_server(&mut s, &[msg(b'Z', b"I")].concat());
+    }
+
+    #[test]
+    fn statements_that_cannot_share_a_transaction_get_no_carrier() {
         let mut s = session();
-        let p = [msg(b'P', b"stmt1\0select 1\0\0\0"), msg(b'H', b"")].concat();
-        let out = feed_client(&mut s, &p);
-        assert_eq!(&out[..], &p[..]);
-        assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..]);
+        let p = [msg(b'P', b"v\0VACUUM t\0\0\0"), msg(b'S', b"")].concat();
+        feed_client(&mut s, &p);
+        feed_server(&mut s, &[msg(b'1', b""), msg(b'Z', b"I")].concat());
+        let b = [msg(b'B', b"\0v\0\0\0\0\0\0\0"), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")].concat();
+        assert_eq!(&feed_client(&mut s, &b)[..], &b[..]);
     }
 
     #[test]
@@ -783,16 +882,28 @@ mod tests {
 
     #[test]
     fn client_application_name_change_is_relayed_and_used() {
-        let mut s = session();
+        let info = StartupInfo { application_name: Some("app".into()), options: None };
+        let cfg = InjectConfig {
+            carrier: Some(carrier::Target::ApplicationName(carrier::AppNameFormat::Named)),
+            ..InjectConfig::default()
+        };
+        let mut s = Session::new(Arc::new(cfg), &info, 1).with_ids(IdGenerator::seeded(3));
+        feed_server(&mut s, &[status("application_name", "app"), msg(b'Z', b"I")].concat());
         let st = status("application_name", "renamed");
         assert_eq!(&feed_server(&mut s, &st)[..], &st[..]);
         let out = feed_client(&mut s, &named_batch());
-        assert!(String::from_utf8_lossy(&out).contains("renamed@00-"));
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.contains("renamed@00-"), "{text}");
+        // The server reports our value at the end of an explicit transaction's request: hidden.
+        let at = text.find("renamed@00-").unwrap();
+        let ours = status("application_name", &text[at..at + 8 + 55]);
+        assert_eq!(&feed_server(&mut s, &ours)[..], b"");
     }
 
     #[test]
     fn large_frames_stream_through_in_pieces() {
         let mut s = session();
+        feed_client(&mut s, &msg(b'Q', b"select big\0"));
         let big = msg(b'D', &vec![7u8; 3 * MAX_DECODE]);
         let mut relayed = Vec::new();
         let mut pending = Vec::new();
@@ -821,16 +932,5 @@ mod tests {
             relayed.extend_from_slice(&out);
         }
         assert!(relayed == q);
-    }
-
-    #[test]
-    fn first_named_bind_lookahead() {
-        let b = named_batch();
-        assert_eq!(first_named_bind(&b), Some(&b"stmt1"[..]));
-        let p = [msg(b'P', b"s\0select 1\0\0\0"), b].concat();
-        assert_eq!(first_named_bind(&p), Some(&b"stmt1"[..]));
-        assert_eq!(first_named_bind(&msg(b'B', b"\0\0\0\0\0\0\0\0")), None);
-        assert_eq!(first_named_bind(&msg(b'S', b"")), None);
-        assert_eq!(first_named_bind(b"B\0\0"), None);
     }
 }

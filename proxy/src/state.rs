@@ -1,276 +1,387 @@
-//! The sans-I/O protocol state of one client session: which backend responses are expected and whose
-//! they are, the transaction status and the COPY state. No sockets, no clocks: the relay reports each
-//! frame it sees and asks what to do.
+//! The sans-I/O protocol state of one client session: one queue of the backend replies the session
+//! expects, each with its owner (the client, whose replies are relayed, or the proxy, whose replies are
+//! swallowed), the transaction status and the COPY state. No sockets, no clocks: the session reports each
+//! frame it sends upstream and each frame the server sends, and is told what to do with the latter — or
+//! that the server answered something the queue did not expect ([`OutOfSync`]), which ends that client's
+//! session cleanly.
 //!
-//! The model is one queue of pending *sync points*: every Query, FunctionCall and Sync the client sends
-//! (and every Sync the proxy injects) makes the server answer with exactly one ReadyForQuery, in order.
-//! Backend messages belong to the sync point at the head of the queue; a head the proxy injected means its
-//! responses are swallowed, up to and including its ReadyForQuery. Two protocol rules bend the count and are
-//! mirrored here: Syncs received during copy-in are ignored by the server, and a Sync sent ahead of the
-//! COPY it ends up inside (tokio-postgres sends Bind/Execute/Sync before the data) is dropped when
-//! CopyInResponse arrives.
+//! Protocol rules mirrored here: after an ErrorResponse to an extended-protocol message the server skips
+//! every message up to the next Sync — client's and proxy's alike — and answers none of them; Syncs that
+//! arrive during copy-in are ignored by the server, including one the client sent ahead of the COPY it
+//! ends up inside (tokio-postgres sends Bind/Execute/Sync before the data).
 
 use std::collections::VecDeque;
 
-/// Who owns a pending sync point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::frame;
+
+/// Who a pending reply belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Owner {
-    /// The client: responses are relayed.
+    /// The client: relayed.
     Client,
-    /// The proxy's own carrier statement: responses are swallowed.
-    Injected(InjectedPart),
+    /// The proxy's own carrier messages: swallowed.
+    Proxy,
 }
 
-/// What an injected part did, to settle the carrier bookkeeping when its ReadyForQuery arrives.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct InjectedPart {
-    /// It (re-)parsed the reserved statement.
-    pub parsed: bool,
-    /// The SQLSTATE of an error it got, if any.
-    pub error: Option<[u8; 5]>,
-}
-
-/// The kind of message that produced a sync point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncKind {
-    /// A simple Query.
-    Query,
-    /// An extended-protocol Sync.
+/// A message the server will answer, in the order sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Expect {
+    /// ParseComplete.
+    Parse,
+    /// BindComplete.
+    Bind,
+    /// ParameterDescription (statements only), then RowDescription or NoData.
+    Describe,
+    /// DataRow*, then CommandComplete, EmptyQueryResponse or PortalSuspended (or a COPY).
+    Execute,
+    /// CloseComplete.
+    Close,
+    /// ReadyForQuery.
     Sync,
-    /// A FunctionCall.
+    /// Any results, then ReadyForQuery.
+    Query,
+    /// FunctionCallResponse, then ReadyForQuery.
     FunctionCall,
 }
 
-/// A pending sync point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One expected reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Pending {
+    /// What it answers.
+    pub expect: Expect,
     /// Whose it is.
     pub owner: Owner,
-    /// What produced it.
-    pub kind: SyncKind,
 }
 
-/// Transaction status from ReadyForQuery.
-pub type TxnStatus = u8;
-/// Idle.
-pub const IDLE: TxnStatus = b'I';
-/// In a transaction block.
-pub const IN_TXN: TxnStatus = b'T';
-/// In a failed transaction block.
-pub const FAILED: TxnStatus = b'E';
+/// The transaction status of a ReadyForQuery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxnStatus {
+    /// Not in a transaction block.
+    Idle,
+    /// In a transaction block.
+    InTransaction,
+    /// In a failed transaction block.
+    Failed,
+}
+
+impl TxnStatus {
+    fn from_byte(b: u8) -> Option<TxnStatus> {
+        match b {
+            b'I' => Some(TxnStatus::Idle),
+            b'T' => Some(TxnStatus::InTransaction),
+            b'E' => Some(TxnStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// Where the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Startup and authentication: everything is relayed until the first ReadyForQuery.
+    Startup,
+    /// Ready: requests and replies follow the queue.
+    Ready,
+    /// The server is receiving COPY data from the client.
+    CopyIn,
+    /// The server is sending COPY data.
+    CopyOut,
+    /// COPY BOTH (replication): data flows both ways.
+    CopyBoth,
+}
+
+/// The server sent something the queue did not expect: the session cannot know whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("protocol out of sync: server sent {got:?} while {expected} was expected")]
+pub struct OutOfSync {
+    /// The message type byte the server sent.
+    pub got: char,
+    /// What the queue's head expected.
+    pub expected: String,
+}
+
+/// What to do with a server message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// Relay it.
+    Relay,
+    /// Swallow it: it answers the proxy's own message.
+    Swallow,
+    /// The reply to a proxy message completed (its CommandComplete / ParseComplete): swallowed.
+    ProxyDone(Expect),
+    /// An ErrorResponse to a proxy message. Relayed when client messages of the same batch were skipped
+    /// because of it (the client must learn why they got no answer), else swallowed.
+    ProxyError {
+        /// Whether to relay the error to the client.
+        relay: bool,
+    },
+    /// A ReadyForQuery that ends a transaction (status `Idle`) was relayed.
+    TransactionEnded,
+    /// The first ReadyForQuery of the session (authentication and startup are over).
+    StartupDone,
+}
 
 /// The protocol state (see the module docs).
 #[derive(Debug, Clone)]
 pub struct ProtocolState {
     queue: VecDeque<Pending>,
     txn: TxnStatus,
-    ready: bool,
-    extended_open: bool,
-    copy_in: bool,
-    copy_out: bool,
-    /// The open extended batch holds only statement-level messages (Parse, Describe of a statement,
-    /// Close, Flush): no portal exists and nothing executed yet.
-    open_prefix_only: bool,
-    /// Responses still due for the open batch's messages (counted only for a prefix-only batch).
-    open_due: u32,
-    /// The open batch got an ErrorResponse (the server now skips until Sync).
-    open_failed: bool,
+    phase: Phase,
 }
 
 impl Default for ProtocolState {
     fn default() -> Self {
-        ProtocolState {
-            queue: VecDeque::new(),
-            txn: IDLE,
-            ready: false,
-            extended_open: false,
-            copy_in: false,
-            copy_out: false,
-            open_prefix_only: false,
-            open_due: 0,
-            open_failed: false,
-        }
+        ProtocolState { queue: VecDeque::new(), txn: TxnStatus::Idle, phase: Phase::Startup }
     }
 }
 
-/// What a server message means to the session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerEvent {
-    /// Relay it.
-    Relay,
-    /// It belongs to an injected part: swallow it.
-    Swallow,
-    /// The ReadyForQuery ending an injected part (swallowed); carries that part's outcome.
-    InjectedDone(InjectedPart),
-    /// The first ReadyForQuery of the session (authentication and startup are over).
-    StartupDone,
+/// The reply a frontend message expects, if any.
+fn expect_of(tag: u8) -> Option<Expect> {
+    match tag {
+        frame::PARSE => Some(Expect::Parse),
+        frame::BIND => Some(Expect::Bind),
+        frame::DESCRIBE => Some(Expect::Describe),
+        frame::EXECUTE => Some(Expect::Execute),
+        frame::CLOSE => Some(Expect::Close),
+        frame::SYNC => Some(Expect::Sync),
+        frame::QUERY => Some(Expect::Query),
+        frame::FUNCTION_CALL => Some(Expect::FunctionCall),
+        _ => None,
+    }
 }
 
 impl ProtocolState {
     /// Whether startup is over (the first ReadyForQuery was seen).
     pub fn is_ready(&self) -> bool {
-        self.ready
+        self.phase != Phase::Startup
     }
 
-    /// The transaction status of the last ReadyForQuery relayed.
+    /// The phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The transaction status of the last ReadyForQuery.
     pub fn txn_status(&self) -> TxnStatus {
         self.txn
     }
 
     /// Whether COPY is in progress in either direction.
     pub fn in_copy(&self) -> bool {
-        self.copy_in || self.copy_out
+        matches!(self.phase, Phase::CopyIn | Phase::CopyOut | Phase::CopyBoth)
     }
 
-    /// Whether the client's next message starts a new request: startup is over, no extended-protocol
-    /// batch is open (the last one ended with Sync) and no COPY is running.
-    pub fn at_boundary(&self) -> bool {
-        self.ready && !self.extended_open && !self.copy_in && !self.copy_out
-    }
-
-    /// Whether an injected statement may be sent now: at a boundary and not in a failed transaction.
-    pub fn may_inject(&self) -> bool {
-        self.at_boundary() && self.txn != FAILED
-    }
-
-    /// Whether an injected part may go in *inside* an open extended batch: the batch so far only
-    /// prepared or described statements (e.g. asyncpg's Parse/Describe/Flush before Bind/Execute/Sync),
-    /// every response to it has arrived, none was an error, and no earlier sync point is pending. The
-    /// injected part's own Sync then ends only the statement-level work, which is unaffected.
-    pub fn may_inject_mid_batch(&self) -> bool {
-        self.ready
-            && self.extended_open
-            && self.open_prefix_only
-            && self.open_due == 0
-            && !self.open_failed
-            && self.queue.is_empty()
-            && !self.copy_in
-            && !self.copy_out
-            && self.txn != FAILED
-    }
-
-    /// Records a client extended-protocol message with its body (for the prefix-only bookkeeping of
-    /// [`ProtocolState::may_inject_mid_batch`]); call before [`ProtocolState::client_message`].
-    pub fn client_extended(&mut self, tag: u8, body: &[u8]) {
-        use crate::frame::*;
-        if !self.ready {
-            return;
-        }
-        if !self.extended_open {
-            self.open_prefix_only = true;
-            self.open_due = 0;
-            self.open_failed = false;
-        }
-        match tag {
-            PARSE | CLOSE => self.open_due += 1,
-            DESCRIBE if body.first() == Some(&b'S') => self.open_due += 2,
-            FLUSH => {}
-            _ => self.open_prefix_only = false,
-        }
-    }
-
-    /// Number of pending sync points.
+    /// Number of replies still expected.
     pub fn pending(&self) -> usize {
         self.queue.len()
     }
 
-    /// Records the proxy's own injected part (ending with its own Sync).
-    pub fn push_injected(&mut self, part: InjectedPart) {
-        self.queue.push_back(Pending { owner: Owner::Injected(part), kind: SyncKind::Sync });
+    /// Whether nothing is pending: the server waits for the client.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.phase == Phase::Ready
     }
 
-    /// Records a client message by its type byte.
-    pub fn client_message(&mut self, tag: u8) {
-        use crate::frame::*;
+    /// Whether the proxy may put its own messages on the wire now (ahead of the client's next message):
+    /// ready, not in COPY, not in a failed transaction.
+    pub fn may_inject(&self) -> bool {
+        self.phase == Phase::Ready && self.txn != TxnStatus::Failed
+    }
+
+    /// Records a message sent upstream: the client's, or the proxy's own.
+    pub fn sent(&mut self, tag: u8, owner: Owner) {
+        if self.phase == Phase::Startup {
+            return;
+        }
         match tag {
-            QUERY => {
-                self.extended_open = false;
-                self.queue.push_back(Pending { owner: Owner::Client, kind: SyncKind::Query });
+            // The server ignores Sync and Flush while it receives COPY data.
+            frame::SYNC if self.phase == Phase::CopyIn || self.phase == Phase::CopyBoth => {}
+            frame::COPY_DONE | frame::COPY_FAIL if self.phase == Phase::CopyIn => self.phase = Phase::Ready,
+            frame::COPY_DONE if self.phase == Phase::CopyBoth => self.phase = Phase::CopyOut,
+            _ => {
+                if let Some(expect) = expect_of(tag) {
+                    self.queue.push_back(Pending { expect, owner });
+                }
             }
-            FUNCTION_CALL => self.queue.push_back(Pending { owner: Owner::Client, kind: SyncKind::FunctionCall }),
-            // The server ignores Sync during copy-in.
-            SYNC if !self.copy_in => {
-                self.extended_open = false;
-                self.queue.push_back(Pending { owner: Owner::Client, kind: SyncKind::Sync });
-            }
-            PARSE | BIND | DESCRIBE | EXECUTE | CLOSE | FLUSH if self.ready => self.extended_open = true,
-            COPY_DONE | COPY_FAIL => self.copy_in = false,
-            _ => {}
         }
     }
 
-    fn head_is_injected(&self) -> bool {
-        matches!(self.queue.front(), Some(Pending { owner: Owner::Injected(_), .. }))
+    /// Records the client's message by its type byte.
+    pub fn client_message(&mut self, tag: u8) {
+        self.sent(tag, Owner::Client);
     }
 
-    /// Records a server message by its type byte (`body` is needed for ReadyForQuery and ErrorResponse;
-    /// other messages may pass an empty or partial body) and says what to do with it.
-    pub fn server_message(&mut self, tag: u8, body: &[u8]) -> ServerEvent {
-        use crate::frame::*;
-        let injected = self.head_is_injected();
+    fn head(&self) -> Option<Pending> {
+        self.queue.front().copied()
+    }
+
+    fn out_of_sync(&self, tag: u8) -> OutOfSync {
+        let expected = match self.head() {
+            Some(p) => format!("a reply to {:?} ({:?})", p.expect, p.owner),
+            None => "nothing".to_owned(),
+        };
+        OutOfSync { got: tag as char, expected }
+    }
+
+    /// Drops the expectations the server skips after an error: every extended-protocol message up to
+    /// (not including) the next Sync. Returns whether any of them was the client's.
+    fn skip_to_sync(&mut self) -> bool {
+        let mut client = false;
+        while let Some(p) = self.head() {
+            if matches!(p.expect, Expect::Sync | Expect::Query | Expect::FunctionCall) {
+                break;
+            }
+            client |= p.owner == Owner::Client;
+            self.queue.pop_front();
+        }
+        client
+    }
+
+    /// Pops the head, which must be one of `expect`, and says what to do with the reply that ended it.
+    fn complete(&mut self, tag: u8, expect: &[Expect]) -> Result<ServerEvent, OutOfSync> {
+        match self.head() {
+            Some(p) if expect.contains(&p.expect) => {
+                self.queue.pop_front();
+                Ok(match p.owner {
+                    Owner::Client => ServerEvent::Relay,
+                    Owner::Proxy => ServerEvent::ProxyDone(p.expect),
+                })
+            }
+            _ => Err(self.out_of_sync(tag)),
+        }
+    }
+
+    /// A reply that belongs to the head without ending it.
+    fn within(&self, tag: u8, expect: &[Expect]) -> Result<ServerEvent, OutOfSync> {
+        match self.head() {
+            Some(p) if expect.contains(&p.expect) => Ok(match p.owner {
+                Owner::Client => ServerEvent::Relay,
+                Owner::Proxy => ServerEvent::Swallow,
+            }),
+            _ => Err(self.out_of_sync(tag)),
+        }
+    }
+
+    /// Records a server message (`body` is needed for ReadyForQuery; others may pass an empty or partial
+    /// body) and says what to do with it.
+    pub fn server_message(&mut self, tag: u8, body: &[u8]) -> Result<ServerEvent, OutOfSync> {
+        use Expect::*;
+        if self.phase == Phase::Startup {
+            if tag == frame::READY_FOR_QUERY {
+                self.txn = body.first().copied().and_then(TxnStatus::from_byte).unwrap_or(TxnStatus::Idle);
+                self.phase = Phase::Ready;
+                return Ok(ServerEvent::StartupDone);
+            }
+            return Ok(ServerEvent::Relay);
+        }
         match tag {
-            READY_FOR_QUERY => {
-                if let Some(&status) = body.first() {
-                    self.txn = status;
+            // Asynchronous: may come at any time; owned by nobody in particular.
+            frame::NOTIFICATION | frame::PARAMETER_STATUS => Ok(ServerEvent::Relay),
+            frame::NOTICE_RESPONSE => Ok(match self.head() {
+                Some(Pending { owner: Owner::Proxy, .. }) => ServerEvent::Swallow,
+                _ => ServerEvent::Relay,
+            }),
+            frame::READY_FOR_QUERY => {
+                let status =
+                    body.first().copied().and_then(TxnStatus::from_byte).ok_or_else(|| self.out_of_sync(tag))?;
+                self.phase = Phase::Ready;
+                let ev = self.complete(tag, &[Sync, Query, FunctionCall])?;
+                self.txn = status;
+                Ok(match ev {
+                    // Idle: the request's transaction (implicit or explicit) is over.
+                    ServerEvent::Relay if status == TxnStatus::Idle => ServerEvent::TransactionEnded,
+                    ServerEvent::ProxyDone(_) => ServerEvent::Swallow,
+                    other => other,
+                })
+            }
+            frame::ERROR_RESPONSE => {
+                if matches!(self.phase, Phase::CopyIn | Phase::CopyOut | Phase::CopyBoth) {
+                    self.phase = Phase::Ready;
                 }
-                self.copy_in = false;
-                self.copy_out = false;
-                if !self.ready {
-                    self.ready = true;
-                    return ServerEvent::StartupDone;
+                if frame::is_fatal(body) {
+                    // The server closes the connection: whoever's it is, the client must see it.
+                    return Ok(ServerEvent::Relay);
                 }
-                match self.queue.pop_front() {
-                    Some(Pending { owner: Owner::Injected(part), .. }) => ServerEvent::InjectedDone(part),
-                    _ => ServerEvent::Relay,
+                match self.head() {
+                    // A simple Query or FunctionCall: its ReadyForQuery follows.
+                    Some(Pending { expect: Query | FunctionCall, owner }) => Ok(match owner {
+                        Owner::Client => ServerEvent::Relay,
+                        Owner::Proxy => ServerEvent::ProxyError { relay: false },
+                    }),
+                    // An error at the Sync itself (a deferred constraint at the implicit commit).
+                    Some(Pending { expect: Sync, owner }) => Ok(match owner {
+                        Owner::Client => ServerEvent::Relay,
+                        Owner::Proxy => ServerEvent::ProxyError { relay: false },
+                    }),
+                    Some(Pending { owner, .. }) => {
+                        let client_skipped = {
+                            self.queue.pop_front();
+                            self.skip_to_sync()
+                        };
+                        Ok(match owner {
+                            Owner::Client => ServerEvent::Relay,
+                            Owner::Proxy => ServerEvent::ProxyError { relay: client_skipped },
+                        })
+                    }
+                    // An error outside any request (e.g. FATAL at shutdown): the client should see it.
+                    None => Ok(ServerEvent::Relay),
                 }
             }
-            ERROR_RESPONSE => {
-                self.copy_in = false;
-                if self.queue.is_empty() {
-                    self.open_failed = true;
+            frame::PARSE_COMPLETE => self.complete(tag, &[Parse]),
+            frame::BIND_COMPLETE => self.complete(tag, &[Bind]),
+            frame::CLOSE_COMPLETE => self.complete(tag, &[Close]),
+            frame::PARAMETER_DESCRIPTION => self.within(tag, &[Describe]),
+            frame::NO_DATA => self.complete(tag, &[Describe]),
+            frame::ROW_DESCRIPTION => match self.head() {
+                Some(Pending { expect: Query, .. }) => self.within(tag, &[Query]),
+                _ => self.complete(tag, &[Describe]),
+            },
+            frame::DATA_ROW => self.within(tag, &[Execute, Query]),
+            frame::COMMAND_COMPLETE | frame::EMPTY_QUERY => match self.head() {
+                Some(Pending { expect: Query, .. }) => self.within(tag, &[Query]),
+                _ => {
+                    if self.phase != Phase::Ready {
+                        self.phase = Phase::Ready;
+                    }
+                    self.complete(tag, &[Execute])
                 }
-                if injected {
-                    if let Some(Pending { owner: Owner::Injected(part), .. }) = self.queue.front_mut() {
-                        if part.error.is_none() {
-                            part.error = Some(sqlstate(body).and_then(|s| s.try_into().ok()).unwrap_or(*b"XX000"));
+            },
+            frame::PORTAL_SUSPENDED => self.complete(tag, &[Execute]),
+            frame::FUNCTION_CALL_RESPONSE => self.within(tag, &[FunctionCall]),
+            frame::COPY_IN_RESPONSE | frame::COPY_OUT_RESPONSE | frame::COPY_BOTH_RESPONSE => {
+                let ev = self.within(tag, &[Execute, Query])?;
+                self.phase = match tag {
+                    frame::COPY_IN_RESPONSE => Phase::CopyIn,
+                    frame::COPY_OUT_RESPONSE => Phase::CopyOut,
+                    _ => Phase::CopyBoth,
+                };
+                if tag != frame::COPY_OUT_RESPONSE && self.head().map(|p| p.expect) == Some(Execute) {
+                    // A Sync the client sent after this COPY's Execute is read (and ignored) by the
+                    // server's copy-in loop.
+                    if let Some(i) = self.queue.iter().position(|p| p.expect == Sync) {
+                        if self.queue.iter().take(i).skip(1).all(|p| p.owner == Owner::Client) {
+                            self.queue.remove(i);
                         }
                     }
-                    ServerEvent::Swallow
-                } else {
-                    ServerEvent::Relay
                 }
+                Ok(ev)
             }
-            // Notifications are never the injected part's.
-            NOTIFICATION => ServerEvent::Relay,
-            COPY_IN_RESPONSE | COPY_BOTH_RESPONSE => {
-                self.copy_in = true;
-                // A Sync the client sent after this COPY's Execute was (or will be) ignored by the server.
-                if let Some(Pending { owner: Owner::Client, kind: SyncKind::Sync }) = self.queue.front() {
-                    self.queue.pop_front();
-                    self.extended_open = true;
+            frame::COPY_DATA => match self.phase {
+                Phase::CopyOut | Phase::CopyBoth => Ok(ServerEvent::Relay),
+                _ => Err(self.out_of_sync(tag)),
+            },
+            frame::COPY_DONE => match self.phase {
+                Phase::CopyOut => {
+                    self.phase = Phase::Ready;
+                    Ok(ServerEvent::Relay)
                 }
-                if tag == COPY_BOTH_RESPONSE {
-                    self.copy_out = true;
+                Phase::CopyBoth => {
+                    self.phase = Phase::CopyIn;
+                    Ok(ServerEvent::Relay)
                 }
-                ServerEvent::Relay
-            }
-            COPY_OUT_RESPONSE => {
-                self.copy_out = true;
-                ServerEvent::Relay
-            }
-            COPY_DONE => {
-                self.copy_out = false;
-                ServerEvent::Relay
-            }
-            _ if injected => ServerEvent::Swallow,
-            // ParseComplete, ParameterDescription, RowDescription, NoData, CloseComplete of the open batch.
-            b'1' | b't' | b'T' | b'n' | b'3' => {
-                if self.queue.is_empty() && self.open_prefix_only {
-                    self.open_due = self.open_due.saturating_sub(1);
-                }
-                ServerEvent::Relay
-            }
-            _ => ServerEvent::Relay,
+                _ => Err(self.out_of_sync(tag)),
+            },
+            // Negotiation replies that may come later (NegotiateProtocolVersion), unknown types: relay.
+            _ => Ok(ServerEvent::Relay),
         }
     }
 }
@@ -282,158 +393,150 @@ mod tests {
 
     fn ready() -> ProtocolState {
         let mut s = ProtocolState::default();
-        assert_eq!(s.server_message(READY_FOR_QUERY, b"I"), ServerEvent::StartupDone);
+        assert_eq!(s.server_message(READY_FOR_QUERY, b"I"), Ok(ServerEvent::StartupDone));
         s
     }
+
+    fn client(s: &mut ProtocolState, tags: &[u8]) {
+        for &t in tags {
+            s.client_message(t);
+        }
+    }
+
+    fn proxy(s: &mut ProtocolState, tags: &[u8]) {
+        for &t in tags {
+            s.sent(t, Owner::Proxy);
+        }
+    }
+
+    fn server(s: &mut ProtocolState, tags: &[(u8, &[u8])]) -> Vec<ServerEvent> {
+        tags.iter().map(|(t, b)| s.server_message(*t, b).unwrap()).collect()
+    }
+
+    use ServerEvent::*;
 
     #[test]
     fn startup_then_simple_query() {
         let mut s = ProtocolState::default();
-        assert!(!s.at_boundary());
-        s.client_message(b'p');
-        assert_eq!(s.server_message(b'R', b""), ServerEvent::Relay);
-        assert_eq!(s.server_message(READY_FOR_QUERY, b"I"), ServerEvent::StartupDone);
-        assert!(s.at_boundary());
-        s.client_message(QUERY);
-        assert_eq!(s.pending(), 1);
-        assert_eq!(s.server_message(b'T', b""), ServerEvent::Relay);
-        assert_eq!(s.server_message(READY_FOR_QUERY, b"T"), ServerEvent::Relay);
-        assert_eq!(s.txn_status(), IN_TXN);
+        assert!(!s.is_ready());
+        assert_eq!(s.server_message(b'R', b""), Ok(Relay));
+        assert_eq!(s.server_message(READY_FOR_QUERY, b"I"), Ok(StartupDone));
+        client(&mut s, &[QUERY]);
+        assert_eq!(
+            server(&mut s, &[(b'T', b""), (b'D', b""), (b'C', b""), (b'Z', b"T")]),
+            [Relay, Relay, Relay, Relay]
+        );
+        assert_eq!(s.txn_status(), TxnStatus::InTransaction);
         assert_eq!(s.pending(), 0);
     }
 
     #[test]
-    fn injected_part_is_swallowed_up_to_its_ready() {
+    fn inline_proxy_messages_are_swallowed_and_the_clients_relayed() {
+        // Client batch: Bind(named) Execute Sync, with the proxy's Parse/Bind/Execute/Close before it.
         let mut s = ready();
-        assert!(s.may_inject());
-        s.push_injected(InjectedPart { parsed: true, error: None });
-        for m in [PARSE, BIND, EXECUTE, SYNC] {
-            s.client_message(m);
-        }
-        assert!(!s.at_boundary() || s.pending() == 2);
-        for t in [b'1', b'2', b'D', COMMAND_COMPLETE, NOTICE_RESPONSE] {
-            assert_eq!(s.server_message(t, b""), ServerEvent::Swallow);
-        }
-        assert_eq!(s.server_message(NOTIFICATION, b""), ServerEvent::Relay);
-        assert_eq!(
-            s.server_message(READY_FOR_QUERY, b"I"),
-            ServerEvent::InjectedDone(InjectedPart { parsed: true, error: None })
+        proxy(&mut s, &[PARSE, BIND, EXECUTE, CLOSE]);
+        client(&mut s, &[BIND, EXECUTE, SYNC]);
+        let events = server(
+            &mut s,
+            &[
+                (b'1', b""),
+                (b'2', b""),
+                (b'D', b""),
+                (b'C', b""),
+                (b'3', b""),
+                (b'2', b""),
+                (b'D', b""),
+                (b'C', b""),
+                (b'Z', b"I"),
+            ],
         );
-        for t in [b'1', b'2', b'D', COMMAND_COMPLETE] {
-            assert_eq!(s.server_message(t, b""), ServerEvent::Relay);
-        }
-        assert_eq!(s.server_message(READY_FOR_QUERY, b"I"), ServerEvent::Relay);
+        assert_eq!(
+            events,
+            [
+                ProxyDone(Expect::Parse),
+                ProxyDone(Expect::Bind),
+                Swallow,
+                ProxyDone(Expect::Execute),
+                ProxyDone(Expect::Close),
+                Relay,
+                Relay,
+                Relay,
+                TransactionEnded
+            ]
+        );
         assert_eq!(s.pending(), 0);
     }
 
     #[test]
-    fn injected_error_is_recorded_and_swallowed() {
+    fn an_error_skips_everything_up_to_sync_including_proxy_messages() {
         let mut s = ready();
-        s.push_injected(InjectedPart::default());
-        assert_eq!(s.server_message(ERROR_RESPONSE, b"SERROR\0C26000\0\0"), ServerEvent::Swallow);
+        // Pipeline: client statement 1 fails; proxy carrier and client statement 2 are skipped.
+        client(&mut s, &[BIND, EXECUTE]);
+        proxy(&mut s, &[BIND, EXECUTE, CLOSE]);
+        client(&mut s, &[BIND, EXECUTE, SYNC]);
+        assert_eq!(server(&mut s, &[(b'2', b""), (b'E', b""), (b'Z', b"I")]), [Relay, Relay, TransactionEnded]);
+        assert_eq!(s.pending(), 0);
+        // The proxy's message fails: the client's skipped messages need the error.
+        proxy(&mut s, &[BIND, EXECUTE, CLOSE]);
+        client(&mut s, &[BIND, EXECUTE, SYNC]);
         assert_eq!(
-            s.server_message(READY_FOR_QUERY, b"I"),
-            ServerEvent::InjectedDone(InjectedPart { parsed: false, error: Some(*b"26000") })
+            server(&mut s, &[(b'2', b""), (b'E', b""), (b'Z', b"I")]),
+            [ProxyDone(Expect::Bind), ProxyError { relay: true }, TransactionEnded]
         );
     }
 
     #[test]
-    fn failed_transaction_blocks_injection() {
+    fn unexpected_replies_are_a_protocol_error() {
         let mut s = ready();
-        s.client_message(QUERY);
-        s.server_message(ERROR_RESPONSE, b"");
-        s.server_message(READY_FOR_QUERY, b"E");
-        assert!(s.at_boundary());
-        assert!(!s.may_inject());
-    }
-
-    #[test]
-    fn open_extended_batch_is_not_a_boundary() {
+        assert!(s.server_message(b'2', b"").is_err());
+        client(&mut s, &[PARSE, SYNC]);
+        assert!(s.server_message(b'2', b"").is_err(), "BindComplete for a Parse");
         let mut s = ready();
-        s.client_message(PARSE);
-        s.client_message(DESCRIBE);
-        s.client_message(FLUSH);
-        assert!(!s.at_boundary());
-        s.client_message(BIND);
-        s.client_message(EXECUTE);
-        s.client_message(SYNC);
-        assert!(s.at_boundary());
-    }
-
-    #[test]
-    fn describe_prefix_allows_injection_once_answered() {
-        let mut s = ready();
-        for (m, body) in [(PARSE, &b"s1\0select 1\0\0\0"[..]), (DESCRIBE, b"Ss1\0"), (FLUSH, b"")] {
-            s.client_extended(m, body);
-            s.client_message(m);
-        }
-        assert!(!s.may_inject_mid_batch(), "responses still due");
-        s.server_message(b'1', b"");
-        s.server_message(b't', b"");
-        assert!(!s.may_inject_mid_batch());
-        s.server_message(b'T', b"");
-        assert!(s.may_inject_mid_batch());
-        // After a Bind the batch is no longer prefix-only.
-        s.client_extended(BIND, b"");
-        s.client_message(BIND);
-        assert!(!s.may_inject_mid_batch());
-        // An error in the prefix forbids it (the server skips until Sync).
-        let mut s = ready();
-        s.client_extended(PARSE, b"");
-        s.client_message(PARSE);
-        s.client_extended(FLUSH, b"");
-        s.client_message(FLUSH);
-        s.server_message(ERROR_RESPONSE, b"");
-        assert!(!s.may_inject_mid_batch());
+        client(&mut s, &[SYNC]);
+        assert!(s.server_message(b'Z', b"?").is_err());
     }
 
     #[test]
     fn copy_in_extended_with_early_sync() {
         // tokio-postgres: Bind, Execute, Sync, then (after CopyInResponse) data, CopyDone, Sync.
         let mut s = ready();
-        for m in [BIND, EXECUTE, SYNC] {
-            s.client_message(m);
-        }
-        assert_eq!(s.pending(), 1);
-        s.server_message(b'2', b"");
-        s.server_message(COPY_IN_RESPONSE, b"");
-        assert_eq!(s.pending(), 0, "the early Sync is ignored by the server");
-        assert!(s.in_copy() && !s.at_boundary());
-        s.client_message(COPY_DATA);
-        s.client_message(SYNC); // ignored during copy-in
-        assert_eq!(s.pending(), 0);
-        s.client_message(COPY_DONE);
-        s.client_message(SYNC);
-        assert_eq!(s.pending(), 1);
-        s.server_message(COMMAND_COMPLETE, b"");
-        assert_eq!(s.server_message(READY_FOR_QUERY, b"I"), ServerEvent::Relay);
+        client(&mut s, &[BIND, EXECUTE, SYNC]);
+        assert_eq!(server(&mut s, &[(b'2', b""), (COPY_IN_RESPONSE, b"")]), [Relay, Relay]);
+        assert_eq!(s.pending(), 1, "the early Sync is ignored by the server");
+        assert!(s.in_copy() && !s.may_inject());
+        client(&mut s, &[COPY_DATA, SYNC, COPY_DONE, SYNC]);
+        assert_eq!(server(&mut s, &[(b'C', b""), (b'Z', b"I")]), [Relay, TransactionEnded]);
         assert_eq!(s.pending(), 0);
         assert!(s.may_inject());
     }
 
     #[test]
-    fn copy_in_simple_query_keeps_its_ready() {
+    fn copy_out_simple_query() {
         let mut s = ready();
-        s.client_message(QUERY);
-        s.server_message(COPY_IN_RESPONSE, b"");
-        assert_eq!(s.pending(), 1);
-        s.client_message(COPY_DATA);
-        s.client_message(COPY_DONE);
-        s.server_message(COMMAND_COMPLETE, b"");
-        assert_eq!(s.server_message(READY_FOR_QUERY, b"I"), ServerEvent::Relay);
-        assert_eq!(s.pending(), 0);
+        client(&mut s, &[QUERY]);
+        server(&mut s, &[(COPY_OUT_RESPONSE, b""), (COPY_DATA, b"")]);
+        assert!(!s.may_inject());
+        assert_eq!(server(&mut s, &[(COPY_DONE, b""), (b'C', b""), (b'Z', b"I")]), [Relay, Relay, TransactionEnded]);
+        assert!(s.may_inject());
     }
 
     #[test]
-    fn copy_out_blocks_injection_until_done() {
+    fn failed_transaction_blocks_injection() {
         let mut s = ready();
-        s.client_message(QUERY);
-        s.server_message(COPY_OUT_RESPONSE, b"");
-        assert!(!s.at_boundary());
-        s.server_message(COPY_DATA, b"");
-        s.server_message(COPY_DONE, b"");
-        s.server_message(COMMAND_COMPLETE, b"");
-        s.server_message(READY_FOR_QUERY, b"I");
-        assert!(s.may_inject());
+        client(&mut s, &[QUERY]);
+        server(&mut s, &[(b'E', b""), (b'Z', b"E")]);
+        assert!(!s.may_inject());
+    }
+
+    #[test]
+    fn portal_suspended_and_describe() {
+        let mut s = ready();
+        client(&mut s, &[PARSE, DESCRIBE, BIND, EXECUTE, SYNC]);
+        let ev = server(
+            &mut s,
+            &[(b'1', b""), (b't', b""), (b'T', b""), (b'2', b""), (b'D', b""), (b's', b""), (b'Z', b"T")],
+        );
+        assert!(ev.iter().all(|e| *e == Relay), "{ev:?}");
+        assert_eq!(s.pending(), 0);
     }
 }
