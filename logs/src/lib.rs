@@ -32,6 +32,7 @@ pub mod otlp;
 pub mod output;
 pub mod parser;
 pub mod pipeline;
+pub mod plan;
 pub mod prefix;
 pub mod record;
 pub mod report;

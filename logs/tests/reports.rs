@@ -32,6 +32,7 @@ fn server_log() -> (Cluster, PathBuf) {
     let pg = Cluster::builder()
         .setting("log_min_duration_statement", "0")
         .setting("auto_explain.log_min_duration", "0")
+        .setting("auto_explain.log_analyze", "on")
         .preload(&["auto_explain"])
         .log_format(LogFormat::Json)
         .start()
@@ -176,12 +177,16 @@ fn otlp_spans_under_each_traceparent() {
     let (stmts, _) = parse_file(&log, None, &Prefix::new("%m [%p] ").unwrap()).unwrap();
     let expected: Vec<_> = stmts.iter().filter(|s| s.context.is_some() && !s.carrier).collect();
     let reqs = got.lock().unwrap();
-    let spans: Vec<_> =
+    let all: Vec<_> =
         reqs.iter().flat_map(|r| &r.resource_spans).flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans).collect();
-    assert_eq!(spans.len(), expected.len(), "one span per correlated statement");
     let attr = |s: &opentelemetry_proto::tonic::trace::v1::Span, k: &str| {
         s.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.as_ref()?.value.clone())
     };
+    // Statement spans, and plan-node spans below them.
+    type Span = opentelemetry_proto::tonic::trace::v1::Span;
+    let (spans, plan_spans): (Vec<&Span>, Vec<&Span>) =
+        all.iter().copied().partition(|s| attr(s, "db.system.name").is_some());
+    assert_eq!(spans.len(), expected.len(), "one span per correlated statement");
     for step in [1u32, 2, 3] {
         let t = tp(step);
         let mine: Vec<_> = spans.iter().filter(|s| s.trace_id == t.trace_id()).collect();
@@ -202,6 +207,37 @@ fn otlp_spans_under_each_traceparent() {
     let dur_ms = (slow.end_time_unix_nano - slow.start_time_unix_nano) as f64 / 1e6;
     assert!(dur_ms >= 60.0, "span covers the statement's duration ({dur_ms} ms)");
     assert_eq!(attr(slow, "db.operation.name"), Some(Value::StringValue("SELECT".into())));
+    // Its plan as child spans: the Result node that slept, with rows and loops from log_analyze.
+    let nodes: Vec<_> = plan_spans.iter().filter(|p| p.parent_span_id == slow.span_id).collect();
+    let result = nodes
+        .iter()
+        .find(|p| attr(p, "db.postgresql.plan.node_type") == Some(Value::StringValue("Result".into())))
+        .unwrap_or_else(|| panic!("plan node spans under the slow statement: {nodes:#?}"));
+    assert_eq!(result.trace_id, tp(3).trace_id().to_vec());
+    assert_eq!(attr(result, "db.postgresql.plan.rows"), Some(Value::DoubleValue(1.0)));
+    assert_eq!(attr(result, "db.postgresql.plan.loops"), Some(Value::DoubleValue(1.0)));
+    let node_ms = (result.end_time_unix_nano - result.start_time_unix_nano) as f64 / 1e6;
+    assert!((55.0..=dur_ms).contains(&node_ms), "the node's own time ({node_ms} ms of {dur_ms} ms)");
+    assert!(
+        result.start_time_unix_nano >= slow.start_time_unix_nano
+            && result.end_time_unix_nano <= slow.end_time_unix_nano
+    );
+    // Every plan span hangs under a statement span or another plan span of the same trace.
+    for p in &plan_spans {
+        assert!(all.iter().any(|s| s.span_id == p.parent_span_id && s.trace_id == p.trace_id), "{p:#?}");
+    }
+    // Span names by the database semantic conventions: `{db.query.summary}`.
+    let named = spans
+        .iter()
+        .find(|s| matches!(attr(s, "db.query.text"), Some(Value::StringValue(q)) if q.starts_with("select name from items")))
+        .expect("the named prepared statement's span");
+    assert_eq!(named.name, "SELECT items");
+    assert_eq!(attr(named, "db.query.summary"), Some(Value::StringValue("SELECT items".into())));
+    let failed = spans
+        .iter()
+        .find(|s| matches!(attr(s, "db.query.text"), Some(Value::StringValue(q)) if q.contains("/ (id - id)")))
+        .expect("the failed statement's span");
+    assert_eq!(attr(failed, "db.response.status_code"), Some(Value::StringValue("22012".into())));
     let service =
         reqs[0].resource_spans[0].resource.as_ref().unwrap().attributes.iter().find(|a| a.key == "service.name");
     assert!(service.is_some());
