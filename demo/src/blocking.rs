@@ -8,8 +8,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlcommenter::{carrier, Commenter};
-use sqlcommenter_proxy::context::IdGenerator;
+use sqlcommenter::{carrier, Commenter, TraceContext, TraceParent};
 use sqlcommenter_proxy::{ProxyConfig, Upstream};
 use sqlcommenter_testpg::Cluster;
 use sqlcommenter_top::{Sampler, Snapshot};
@@ -72,8 +71,7 @@ async fn scenario(pg: &Cluster) -> Result<Snapshot, DemoError> {
         )
         .await
         .map_err(err)?;
-    let mut ids = IdGenerator::new(u64::from(std::process::id()));
-    let (t_checkout, t_billing, t_report) = (ids.root(1.0), ids.root(1.0), ids.root(1.0));
+    let (t_checkout, t_billing, t_report) = (fresh(1)?, fresh(2)?, fresh(3)?);
 
     // checkout: holds the row, idle in transaction; its last statement carries its trace in a comment.
     let checkout = connect(&format!("{base} application_name=checkout")).await?;
@@ -119,6 +117,20 @@ async fn scenario(pg: &Cluster) -> Result<Snapshot, DemoError> {
     drop((billing, report, checkout));
     proxy.shutdown().await;
     snapshot
+}
+
+/// A new sampled root context: random ids from std's per-process random hasher keys.
+fn fresh(salt: u64) -> Result<TraceContext, DemoError> {
+    use std::hash::{BuildHasher, Hasher};
+    let random = |n: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt.wrapping_mul(31).wrapping_add(n));
+        h.finish().max(1).to_be_bytes()
+    };
+    let mut trace_id = [0u8; 16];
+    trace_id[..8].copy_from_slice(&random(0));
+    trace_id[8..].copy_from_slice(&random(1));
+    TraceParent::new(trace_id, random(2), 1).map(TraceContext::new).map_err(err)
 }
 
 /// Samples until `done` holds (up to 5 s), returning the last sample either way.

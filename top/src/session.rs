@@ -139,6 +139,9 @@ pub struct Session {
     pub raw_query: Option<String>,
     /// The statement normalized by the core (comments dropped, literals as `?`).
     pub query: Option<String>,
+    /// The statement is a carrier write by a driver or the proxy (`set_config` of the carrier), not the
+    /// application's own ([`sqlcommenter::carrier::is_carrier_statement`]).
+    pub carrier_statement: bool,
     /// Backends holding what this one waits for (`pg_blocking_pids`, only asked for lock waits).
     pub blocked_by: Vec<i32>,
 }
@@ -169,6 +172,7 @@ impl Session {
                 sqlcommenter::normalize(q, Dialect::Postgres)
             }
         });
+        let carrier_statement = raw_query.as_deref().is_some_and(carrier::is_carrier_statement);
         let age = |ms: Option<f64>| ms.filter(|m| m.is_finite()).map(|m| Duration::from_secs_f64(m.max(0.0) / 1000.0));
         Session {
             pid,
@@ -184,6 +188,7 @@ impl Session {
             query_age: age(query_age_ms),
             raw_query,
             query,
+            carrier_statement,
             blocked_by,
         }
     }
@@ -252,5 +257,14 @@ mod tests {
         assert_eq!(s.query.as_deref(), Some(INSUFFICIENT_PRIVILEGE));
         assert_eq!(State::parse("idle in transaction"), State::IdleInTransaction);
         assert_eq!(State::parse("weird").as_str(), "weird");
+    }
+
+    #[test]
+    fn carrier_statements_are_marked() {
+        let s = session(Some(&format!("svc@{B}")), Some("SELECT pg_catalog.set_config($1, $2, $3)"));
+        assert!(s.carrier_statement);
+        assert_eq!(s.trace.map(|t| t.source), Some(TraceSource::ApplicationName));
+        assert!(!session(Some("svc"), Some("SELECT set_config('work_mem', '64MB', false)")).carrier_statement);
+        assert!(!session(Some("svc"), Some("UPDATE t SET x = 1")).carrier_statement);
     }
 }

@@ -50,7 +50,10 @@ pub fn render(snapshot: &Snapshot, keep: impl Fn(&Session) -> bool) -> String {
             wait,
             s.xact_age.map(|d| format!(" xact {}", age(d))).unwrap_or_default(),
             s.query_age.map(|d| format!(" query {}", age(d))).unwrap_or_default(),
-            s.query.as_deref().unwrap_or(""),
+            match (s.query.as_deref(), s.carrier_statement) {
+                (Some(q), true) => format!("[carrier] {q}"),
+                (q, _) => q.unwrap_or("").to_owned(),
+            },
         );
         if let Some(b) = shown_blocker(snapshot, s) {
             let pad = "   ".repeat(row.depth);

@@ -294,7 +294,13 @@ pub fn draw(frame: &mut Frame<'_>, view: &mut View, snapshot: Option<&Snapshot>,
             Cell::from(s.xact_age.map(age).unwrap_or_default()),
             Cell::from(s.query_age.map(age).unwrap_or_default()),
             Cell::from(blocker.unwrap_or_default()),
-            Cell::from(s.query.clone().unwrap_or_default()),
+            Cell::from(match (&s.query, s.carrier_statement) {
+                (Some(q), true) => Line::from(vec![
+                    Span::styled("[carrier] ", Style::default().add_modifier(Modifier::DIM)),
+                    Span::raw(q.clone()),
+                ]),
+                (q, _) => Line::from(q.clone().unwrap_or_default()),
+            }),
         ]);
         if dim {
             row.style(Style::default().add_modifier(Modifier::DIM))
