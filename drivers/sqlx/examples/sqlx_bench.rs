@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use sqlcommenter_sqlx::{Config, Mode, TracedConnection};
+use sqlcommenter_sqlx::{Config, Mode, OutsideTransaction, TracedConnection, TracedPool};
 use sqlx::{Connection, PgConnection, Row};
 
 const IDS: u32 = 10_000;
@@ -23,45 +23,50 @@ enum Variant {
     Carrier100,
     Carrier10,
     Comment100,
-    Sticky100,
-    Sticky10,
+    Wrapped100,
+    Wrapped10,
+    WrapTx100,
 }
 
 impl Variant {
-    const ALL: [Variant; 7] = [
+    const ALL: [Variant; 8] = [
         Variant::Plain,
         Variant::Control,
         Variant::Carrier100,
         Variant::Carrier10,
         Variant::Comment100,
-        Variant::Sticky100,
-        Variant::Sticky10,
+        Variant::Wrapped100,
+        Variant::Wrapped10,
+        Variant::WrapTx100,
     ];
 
-    /// Sticky pool connections only matter for pools.
+    /// `TracedPool::new` (clear on release) only differs from `connect_with` for pools.
     fn pool_only(self) -> bool {
-        matches!(self, Variant::Sticky100 | Variant::Sticky10)
+        matches!(self, Variant::Wrapped100 | Variant::Wrapped10)
     }
 
     fn name(self) -> &'static str {
         match self {
             Variant::Plain => "plain sqlx (cached statements)",
             Variant::Control => "plain sqlx again (noise floor)",
-            Variant::Carrier100 => "wrapper, session carrier, 100% sampled",
-            Variant::Carrier10 => "wrapper, session carrier, 10% sampled",
-            Variant::Comment100 => "wrapper, per-query comment, 100% sampled",
-            Variant::Sticky100 => "wrapper, session carrier + sticky pool connections, 100% sampled",
-            Variant::Sticky10 => "wrapper, session carrier + sticky pool connections, 10% sampled",
+            Variant::Carrier100 => "session carrier (pool: connect_with, written at checkout), 100% sampled",
+            Variant::Carrier10 => "session carrier (pool: connect_with, written at checkout), 10% sampled",
+            Variant::Comment100 => "per-query comment, 100% sampled",
+            Variant::Wrapped100 => "session carrier, TracedPool::new (cleared on release), 100% sampled",
+            Variant::Wrapped10 => "session carrier, TracedPool::new (cleared on release), 10% sampled",
+            Variant::WrapTx100 => "WrapInTransaction (transaction-pooler mode), 100% sampled",
         }
     }
 
     fn config(self) -> Option<Config> {
         match self {
             Variant::Plain | Variant::Control => None,
-            Variant::Carrier100 | Variant::Carrier10 => Some(Config::default()),
+            Variant::Carrier100 | Variant::Carrier10 | Variant::Wrapped100 | Variant::Wrapped10 => {
+                Some(Config::default())
+            }
             Variant::Comment100 => Config::builder().mode(Mode::PerQueryComment).build().ok(),
-            Variant::Sticky100 | Variant::Sticky10 => {
-                Config::builder().sticky_pool_connections(std::time::Duration::from_millis(250)).build().ok()
+            Variant::WrapTx100 => {
+                Config::builder().outside_transaction(OutsideTransaction::WrapInTransaction).build().ok()
             }
         }
     }
@@ -69,7 +74,7 @@ impl Variant {
     /// Whether request `n` is sampled.
     fn sampled(self, n: u64) -> bool {
         match self {
-            Variant::Carrier10 | Variant::Sticky10 => n % 10 == 0,
+            Variant::Carrier10 | Variant::Wrapped10 => n % 10 == 0,
             _ => true,
         }
     }
@@ -155,8 +160,18 @@ async fn server_prepared(conn: &mut PgConnection) -> Result<i64> {
 
 /// Requests per second with 8 tasks on a pool of 8, each request on one acquired connection.
 async fn pooled(url: &str, v: Variant, requests: u64, seed: u64) -> Result<(f64, i64)> {
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).min_connections(8).connect(url).await?;
-    let db = v.config().map(|cfg| sqlcommenter_sqlx::TracedPool::new(pool.clone(), &cfg));
+    let options = sqlx::postgres::PgPoolOptions::new().max_connections(8).min_connections(8);
+    let (pool, db) = match v.config() {
+        None => (options.connect(url).await?, None),
+        Some(cfg) if v.pool_only() => {
+            let pool = options.connect(url).await?;
+            (pool.clone(), Some(TracedPool::new(pool, &cfg)))
+        }
+        Some(cfg) => {
+            let db = TracedPool::connect_with(options, url.parse()?, &cfg).await?;
+            (db.inner().clone(), Some(db))
+        }
+    };
     // warm every connection's statement cache (through the wrapper for wrapper variants)
     let mut held = Vec::new();
     let mut traced = Vec::new();
@@ -224,14 +239,15 @@ async fn pooled(url: &str, v: Variant, requests: u64, seed: u64) -> Result<(f64,
     Ok(((per_task * 8) as f64 / el.as_secs_f64(), prepared))
 }
 
-/// Carrier statements per query, counted by the server (pg_stat_statements) over `requests` requests.
+/// Carrier statements per query and all statements per query (each one round trip with sqlx), counted
+/// by the server (pg_stat_statements) over `requests` requests.
 async fn carrier_per_query(
     url: &str,
     pg: &sqlcommenter_testpg::Cluster,
     v: Variant,
     requests: u64,
     topology: u8,
-) -> Result<f64> {
+) -> Result<(f64, f64)> {
     pg.execute_sql("SELECT pg_stat_statements_reset()")?;
     if topology == 0 {
         one_connection(url, v, requests, 7).await?;
@@ -240,12 +256,18 @@ async fn carrier_per_query(
         // resets of released connections run in spawned tasks
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
-    let sets = pg.query(
-        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements \
-         WHERE query LIKE 'SET application_name%' OR query LIKE 'RESET application_name%'",
+    let count = |filter: &str| -> Result<f64> {
+        let n = pg.query(&format!("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE {filter}"))?;
+        n.trim().parse::<f64>().context("pg_stat_statements")
+    };
+    let queries = (requests * 5) as f64;
+    let sets = count("query ILIKE '%set_config%' OR query ILIKE '%application_name%'")?;
+    // every statement the client sent in the measured part (not the run's own bookkeeping)
+    let all = count(
+        "query NOT ILIKE '%pg_stat_statements%' AND query NOT ILIKE '%pg_prepared_statements%' \
+         AND query NOT ILIKE 'VACUUM%'",
     )?;
-    let sets: f64 = sets.trim().parse().context("pg_stat_statements")?;
-    Ok(sets / (requests * 5) as f64)
+    Ok((sets / queries, all / queries))
 }
 
 fn pin(pg: &sqlcommenter_testpg::Cluster) {
@@ -312,16 +334,20 @@ fn main() -> Result<()> {
             }
             println!("\n{label}: {requests} requests x 5 point-selects per variant per round, {rounds} rounds");
             println!(
-                "| variant | median ratio | min | max | carrier statements / query | server prepared statements |"
+                "| variant | median ratio | min | max | carrier statements / query | statements / query | server prepared statements |"
             );
-            println!("|---|---|---|---|---|---|");
+            println!("|---|---|---|---|---|---|---|");
             for (i, v) in Variant::ALL.iter().enumerate() {
                 if topology == 0 && v.pool_only() {
                     continue;
                 }
                 let (med, min, max) = stats(ratios[i].clone());
-                let carrier = carrier_per_query(&url, &pg, *v, 1000, topology).await?;
-                println!("| {} | {med:.3} | {min:.3} | {max:.3} | {carrier:.3} | {} |", v.name(), prepared[i]);
+                let (carrier, all) = carrier_per_query(&url, &pg, *v, 1000, topology).await?;
+                println!(
+                    "| {} | {med:.3} | {min:.3} | {max:.3} | {carrier:.3} | {all:.3} | {} |",
+                    v.name(),
+                    prepared[i]
+                );
             }
         }
         anyhow::Ok(())

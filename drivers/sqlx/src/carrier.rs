@@ -1,100 +1,290 @@
-//! The session carrier: what the connection currently carries and the statement that changes it.
+//! What one connection's carrier holds (the core [`Tracker`]) and the writes this crate sends.
 //!
-//! The carrier is written with a simple-protocol `SET` (one round trip, no prepared statement, so it
-//! never enters sqlx's statement cache nor `pg_prepared_statements`). Inside a transaction it is a
-//! `SET LOCAL`, folded into the `BEGIN` when the transaction starts, so it costs nothing there and ends
-//! with the transaction.
+//! Every write is the core carrier statement as one simple-protocol Query with literals
+//! ([`sqlcommenter::carrier::Write::literal_sql`], `SELECT pg_catalog.set_config(E'…', E'…', bool)`):
+//! one round trip, like the prepared [`sqlcommenter::carrier::SET_CONFIG_SQL`] once it is cached, but it
+//! never enters sqlx's statement cache nor `pg_prepared_statements`, PgBouncer has no prepared statement
+//! to track for it, and it can be folded into a transaction's `BEGIN`. `pg_stat_statements` normalizes its
+//! constants: one entry for every value and both scopes.
 
+use sqlcommenter::carrier::{statements, Action, Effect, Held, Scope, Target, Tracker, Want};
 use sqlcommenter::TraceParent;
 use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
 use crate::config::Shared;
 
-/// What a connection (or a transaction) carries, as far as the wrapper knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum State {
-    /// The session default (no traceparent).
-    Base,
-    /// This traceparent.
-    Set(TraceParent),
-    /// Unknown (a carrier statement was interrupted): the next statement rewrites it.
-    Unknown,
+/// A connection's carrier: the core tracker plus whether the current transaction has failed (the server
+/// refuses every statement but `ROLLBACK` until it ends, so the carrier is not written then).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CarrierState {
+    tracker: Tracker,
+    aborted: bool,
+    /// A transaction the wrapper opened around one statement
+    /// ([`crate::OutsideTransaction::WrapInTransaction`]) whose `COMMIT` is still to be sent (its statement
+    /// future or stream was dropped): sent before anything else runs on the connection.
+    pub(crate) wrap_open: bool,
 }
 
-impl State {
-    /// The state a statement with this context needs.
-    pub(crate) fn wanted(tp: Option<&TraceParent>) -> State {
-        match tp {
-            Some(tp) => State::Set(*tp),
-            None => State::Base,
+impl CarrierState {
+    /// A connection whose carrier is known to hold `held` (`Base` or a traceparent) at session level.
+    pub(crate) fn holding(held: Option<TraceParent>) -> Self {
+        let mut tracker = Tracker::new();
+        if let Some(tp) = held {
+            tracker.plan(Want::Carry(tp), Scope::Session);
+        }
+        CarrierState { tracker, aborted: false, wrap_open: false }
+    }
+
+    pub(crate) fn held(&self) -> Held {
+        self.tracker.held()
+    }
+
+    pub(crate) fn in_transaction(&self) -> bool {
+        self.tracker.in_transaction()
+    }
+
+    /// The session value must be rewritten before it is relied on (the connection was used outside the
+    /// wrapper).
+    pub(crate) fn forget(&mut self) {
+        self.tracker.forget();
+    }
+
+    /// What a statement of the application needs: `want` unless the transaction failed.
+    fn want(&self, want: Want) -> Want {
+        if self.aborted {
+            Want::Any
+        } else {
+            want
+        }
+    }
+
+    /// A transaction started with `BEGIN`.
+    pub(crate) fn began(&mut self) {
+        self.tracker.observe(&Effect::Begin, &Target::default());
+        self.aborted = false;
+    }
+
+    /// The transaction ended (`committed`: a `COMMIT` that succeeded).
+    pub(crate) fn ended(&mut self, committed: bool) {
+        self.tracker.transaction_ended(committed);
+        self.aborted = false;
+    }
+
+    /// Plans the write `want` needs in `scope` (recorded as sent; report failure with [`Self::failed`]).
+    pub(crate) fn plan(&mut self, want: Want, scope: Scope) -> Option<Action> {
+        let want = self.want(want);
+        self.tracker.plan(want, scope)
+    }
+
+    pub(crate) fn failed(&mut self, scope: Scope) {
+        self.tracker.failed(scope);
+    }
+
+    /// The application's statement succeeded: what it did to the settings.
+    pub(crate) fn succeeded(&mut self, effects: &Effects, target: &Target) {
+        for e in &effects.0 {
+            self.tracker.observe(e, target);
+        }
+        if effects.0.iter().any(|e| matches!(e, Effect::Commit | Effect::Rollback | Effect::RollbackToSavepoint)) {
+            self.aborted = false;
+        }
+    }
+
+    /// The application's statement failed or was dropped before the end.
+    pub(crate) fn statement_failed(&mut self, effects: &Effects) {
+        if self.in_transaction() {
+            self.aborted = true;
+        }
+        if effects.matter() {
+            // Part of it may have run (a multi-statement Query, a dropped stream): unknown.
+            self.tracker.forget();
+            self.aborted = false;
         }
     }
 }
 
-/// Quotes a value as an escape-string literal (`E'...'`), correct whatever `standard_conforming_strings` is.
-fn quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 3);
-    out.push_str("E'");
-    for c in value.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
+/// What an application statement does to settings and transactions, read with the core lexer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Effects(Vec<Effect<'static>>);
+
+/// Bytes a statement must contain (any case) for [`statements`] to find anything a carrier cares about
+/// (settings, transaction control, statements refused in a transaction block); texts without any of them
+/// skip the lexer.
+const KEYWORDS: [&[u8]; 16] = [
+    b"set",
+    b"begin",
+    b"start",
+    b"commit",
+    b"end",
+    b"rollback",
+    b"abort",
+    b"discard",
+    b"vacuum",
+    b"concurrently",
+    b"database",
+    b"tablespace",
+    b"subscription",
+    b"system",
+    b"cluster",
+    b"prepared",
+];
+
+impl Effects {
+    pub(crate) fn of(sql: &str) -> Self {
+        let bytes = sql.as_bytes();
+        let found = |kw: &[u8]| bytes.windows(kw.len()).any(|w| w.eq_ignore_ascii_case(kw));
+        if !KEYWORDS.iter().any(|kw| found(kw)) {
+            return Effects::default();
         }
+        let effects = statements(sql)
+            .into_iter()
+            .filter(|e| !matches!(e, Effect::Other))
+            .map(|e| match e {
+                Effect::Set { variable, value, scope, computed } => Effect::Set {
+                    variable: variable.into_owned().into(),
+                    value: value.map(|v| v.into_owned().into()),
+                    scope,
+                    computed,
+                },
+                Effect::Begin => Effect::Begin,
+                Effect::Commit => Effect::Commit,
+                Effect::Rollback => Effect::Rollback,
+                Effect::RollbackToSavepoint => Effect::RollbackToSavepoint,
+                Effect::ResetAll => Effect::ResetAll,
+                Effect::UnknownSettings => Effect::UnknownSettings,
+                Effect::NoTransactionBlock => Effect::NoTransactionBlock,
+                Effect::Other => Effect::Other,
+            })
+            .collect();
+        Effects(effects)
     }
-    out.push('\'');
-    out
+
+    /// Whether the statement may change settings or the transaction state.
+    pub(crate) fn matter(&self) -> bool {
+        self.0.iter().any(|e| !matches!(e, Effect::NoTransactionBlock))
+    }
+
+    /// Transaction control (`BEGIN`, `COMMIT`, `ROLLBACK`, `ROLLBACK TO`): no carrier write goes before it
+    /// (it would fail in an aborted transaction, and a `COMMIT` is logged after the transaction ended).
+    pub(crate) fn controls_transaction(&self) -> bool {
+        self.0
+            .iter()
+            .any(|e| matches!(e, Effect::Begin | Effect::Commit | Effect::Rollback | Effect::RollbackToSavepoint))
+    }
+
+    /// A statement PostgreSQL refuses inside a transaction block.
+    pub(crate) fn needs_no_transaction_block(&self) -> bool {
+        self.0.iter().any(|e| matches!(e, Effect::NoTransactionBlock))
+    }
 }
 
-/// The statement that moves the carrier to `to` (`local`: only for the current transaction).
-pub(crate) fn statement(shared: &Shared, to: &State, local: bool) -> String {
-    let var = shared.carrier_variable();
-    match (to, local) {
-        (State::Set(tp), false) => format!("SET {var} TO {}", quote(&shared.carrier_value(tp))),
-        (State::Set(tp), true) => format!("SET LOCAL {var} TO {}", quote(&shared.carrier_value(tp))),
-        (_, false) => format!("RESET {var}"),
-        (_, true) => format!("SET LOCAL {var} TO DEFAULT"),
-    }
-}
-
-/// Runs the carrier statement for `to` if `state` differs, keeping `state` truthful even when the future
-/// is dropped half-way (it is `Unknown` until the server confirmed).
+/// Sends the write `want` needs in `scope`, if any, keeping `state` truthful when it fails or the future
+/// is dropped half-way.
 pub(crate) async fn ensure(
     conn: &mut PgConnection,
-    state: &mut State,
-    to: State,
+    state: &mut CarrierState,
+    want: Want,
+    scope: Scope,
     shared: &Shared,
-    local: bool,
 ) -> Result<(), sqlx::Error> {
-    if *state == to {
-        return Ok(());
-    }
-    let sql = statement(shared, &to, local);
-    *state = State::Unknown;
+    let Some(action) = state.plan(want, scope) else { return Ok(()) };
+    let sql = shared.write_sql(&action, scope);
+    let guard = Pending { state, scope, done: false };
     conn.execute(AssertSqlSafe(sql)).await?;
-    *state = to;
+    guard.confirm();
     Ok(())
+}
+
+/// Marks a planned write as failed unless confirmed (error or dropped future).
+struct Pending<'a> {
+    state: &'a mut CarrierState,
+    scope: Scope,
+    done: bool,
+}
+
+impl Pending<'_> {
+    fn confirm(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.state.failed(self.scope);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Carrier, Config};
+    use crate::config::Config;
+    use sqlcommenter::carrier::AppNameFormat;
+
+    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
     #[test]
-    fn statements() {
+    fn writes_are_the_core_statement() {
+        let tp = TraceParent::parse(TP).unwrap();
         let cfg = Config::builder().base_application_name("o'k\\").build().unwrap();
-        let tp = TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
         assert_eq!(
-            statement(&cfg.shared, &State::Set(tp), false),
-            "SET application_name TO E'o''k\\\\@00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'"
+            cfg.shared.write_sql(&Action::Set(tp), Scope::Session),
+            format!("SELECT pg_catalog.set_config(E'application_name', E'{TP}', false)")
         );
-        assert_eq!(statement(&cfg.shared, &State::Base, false), "RESET application_name");
-        assert_eq!(statement(&cfg.shared, &State::Base, true), "SET LOCAL application_name TO DEFAULT");
-        let guc = Config::builder().carrier(Carrier::Guc("sqlcommenter.traceparent".into())).build().unwrap();
         assert_eq!(
-            statement(&guc.shared, &State::Set(tp), true),
-            "SET LOCAL sqlcommenter.traceparent TO E'00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'"
+            cfg.shared.write_sql(&Action::Clear, Scope::Session),
+            "SELECT pg_catalog.set_config(E'application_name', E'o''k\\\\', false)"
         );
+        let named = Config::builder()
+            .base_application_name("svc")
+            .carrier(Target::ApplicationName(AppNameFormat::Named))
+            .build()
+            .unwrap();
+        assert_eq!(
+            named.shared.write_sql(&Action::Set(tp), Scope::Transaction),
+            format!("SELECT pg_catalog.set_config(E'application_name', E'svc@{TP}', true)")
+        );
+        for sql in [
+            cfg.shared.write_sql(&Action::Set(tp), Scope::Session),
+            named.shared.write_sql(&Action::Set(tp), Scope::Transaction),
+        ] {
+            assert!(sqlcommenter::carrier::is_carrier_statement(&sql), "{sql}");
+        }
+        let unknown = Config::default();
+        assert_eq!(
+            unknown.shared.write_sql(&Action::Clear, Scope::Session),
+            "SELECT pg_catalog.set_config(name, reset_val, false) FROM pg_catalog.pg_settings \
+             WHERE name = 'application_name'"
+        );
+        // The core recogniser cannot tell a literal clear of application_name from the application's own
+        // `set_config('application_name', 'svc', false)` (reported to the lead).
+        assert!(!sqlcommenter::carrier::is_carrier_statement(&cfg.shared.write_sql(&Action::Clear, Scope::Session)));
+    }
+
+    #[test]
+    fn effects_skip_the_lexer_only_when_nothing_can_matter() {
+        assert!(!Effects::of("SELECT id, v FROM kv WHERE id = $1").matter());
+        assert!(Effects::of("reset all").matter());
+        assert!(Effects::of("SELECT 1; DISCARD ALL").matter());
+        assert!(!Effects::of("SELECT 'RESET ALL' AS x, offset_ FROM t").matter());
+        assert!(Effects::of("ROLLBACK TO SAVEPOINT a").controls_transaction());
+        assert!(Effects::of("VACUUM t").needs_no_transaction_block());
+        assert!(!Effects::of("VACUUM t").matter());
+    }
+
+    #[test]
+    fn reset_all_forgets_the_carrier() {
+        let tp = TraceParent::parse(TP).unwrap();
+        let mut s = CarrierState::default();
+        assert_eq!(s.plan(Want::Carry(tp), Scope::Session), Some(Action::Set(tp)));
+        s.succeeded(&Effects::of("RESET ALL"), &Target::default());
+        assert_eq!(s.plan(Want::Carry(tp), Scope::Session), Some(Action::Set(tp)));
+        // in a failed transaction nothing is written until it ends
+        s.began();
+        s.statement_failed(&Effects::of("SELECT 1/0"));
+        assert_eq!(s.plan(Want::Clean, Scope::Transaction), None);
+        s.succeeded(&Effects::of("ROLLBACK"), &Target::default());
+        assert_eq!(s.held(), Held::Carrying(tp));
     }
 }

@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
+use sqlcommenter::carrier::{Action, Scope, Target, TargetError};
 use sqlcommenter::{Commenter, ContextSource, Placement, TraceContext, TraceParent};
+
+#[cfg(doc)]
+use sqlcommenter::carrier::AppNameFormat;
 
 /// The `db_driver` tag value this crate fills in.
 pub const DB_DRIVER: &str = "sqlx:0.9";
@@ -11,8 +15,10 @@ pub const DB_DRIVER: &str = "sqlx:0.9";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Default. Static tags go into the statement text (they repeat, so sqlx's statement cache keeps
-    /// working); the `traceparent` goes into a session carrier ([`Carrier`]) that is set once per request
-    /// and connection, only when the context changes. Statement counts stay as without the wrapper.
+    /// working); the `traceparent` goes into a carrier variable ([`Target`], `application_name` by
+    /// default) written only when the context changes: once per request and connection outside
+    /// transactions, folded into the `BEGIN` of a transaction. Prepared statements stay as without the
+    /// wrapper.
     #[default]
     SessionCarrier,
     /// The `traceparent` goes into every statement's text (what pg_tracing and comment-reading tools
@@ -21,17 +27,24 @@ pub enum Mode {
     PerQueryComment,
 }
 
-/// The session variable that carries the traceparent in [`Mode::SessionCarrier`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Carrier {
-    /// Default. `application_name` = `<base name>@<traceparent>` (see
-    /// [`sqlcommenter::carrier::encode_application_name`]): reaches `%a` in `log_line_prefix`,
-    /// csvlog/jsonlog and `pg_stat_activity`.
+/// Where a traceparent written outside a transaction lives ([`Mode::SessionCarrier`]). Inside a
+/// transaction (a [`crate::TracedTransaction`], or one the application opened with `BEGIN`) the carrier is
+/// always transaction-scoped (`set_config(…, true)`) and ends with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutsideTransaction {
+    /// Default. Session-scoped (`set_config(…, false)`): written once per request and connection, only when
+    /// the context changes (one round trip), and cleared before the connection serves someone else. Right
+    /// for direct connections and session poolers. sqlx puts a Sync after every statement, so a
+    /// transaction-scoped value would end before the statement that needs it.
     #[default]
-    ApplicationName,
-    /// A custom GUC holding the bare traceparent (default name [`sqlcommenter::carrier::DEFAULT_GUC`]):
-    /// leaves `application_name` alone, but never reaches the server log.
-    Guc(String),
+    Session,
+    /// For transaction poolers (PgBouncer/pgdog `pool_mode = transaction`), where consecutive statements may
+    /// run on different server connections and a session value is replayed by the pooler: a traced
+    /// statement outside a transaction runs in one the wrapper opens (`BEGIN` + transaction-scoped carrier in
+    /// one simple Query, the statement, `COMMIT`: two round trips more than the statement alone). Statements
+    /// PostgreSQL refuses in a transaction block (`VACUUM`, `CREATE INDEX CONCURRENTLY`, …) run unwrapped,
+    /// without the carrier. Nothing is ever left in the session.
+    WrapInTransaction,
 }
 
 /// A bad configuration, reported by [`ConfigBuilder::build`] (never at query time).
@@ -43,20 +56,20 @@ pub enum ConfigError {
     /// The sample ratio is outside `0.0..=1.0` (or not a number).
     #[error("sample ratio {0} is outside 0.0..=1.0")]
     SampleRatio(f64),
-    /// The custom GUC name is not `prefix.name` made of lowercase letters, digits and `_`.
-    #[error("invalid carrier GUC name {0:?}: expected `prefix.name` with [a-z0-9_] parts")]
-    GucName(String),
+    /// The carrier target cannot work (e.g. a malformed custom setting name).
+    #[error(transparent)]
+    Target(#[from] TargetError),
 }
 
 /// Builds a [`Config`]. Obtained from [`Config::builder`].
 ///
 /// ```
-/// use sqlcommenter_sqlx::{Carrier, Config, ConfigError, Mode};
+/// use sqlcommenter_sqlx::{AppNameFormat, Config, ConfigError, Mode, Target};
 ///
 /// let config = Config::builder()
 ///     .application("checkout")
 ///     .tag("route", "/orders/{id}")
-///     .carrier(Carrier::ApplicationName)
+///     .carrier(Target::ApplicationName(AppNameFormat::Bare))
 ///     .mode(Mode::SessionCarrier)
 ///     .sample_ratio(0.25)
 ///     .build()?;
@@ -65,6 +78,7 @@ pub enum ConfigError {
 /// let err = Config::builder().sample_ratio(1.5).build().unwrap_err();
 /// assert_eq!(err.to_string(), "sample ratio 1.5 is outside 0.0..=1.0");
 /// assert!(matches!(Config::builder().tag("traceparent", "x").build(), Err(ConfigError::Tag(_))));
+/// assert!(matches!(Config::builder().carrier(Target::Guc("nodot".into())).build(), Err(ConfigError::Target(_))));
 /// # Ok::<(), ConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -73,13 +87,13 @@ pub struct ConfigBuilder {
     tags: Vec<(String, String)>,
     db_driver: bool,
     mode: Mode,
-    carrier: Carrier,
+    carrier: Target,
+    outside: OutsideTransaction,
     sampled_only: bool,
     ratio: f64,
     source: ContextSource,
     placement: Placement,
     base_name: Option<String>,
-    sticky: Option<std::time::Duration>,
 }
 
 impl Default for ConfigBuilder {
@@ -88,7 +102,8 @@ impl Default for ConfigBuilder {
             tags: Vec::new(),
             db_driver: true,
             mode: Mode::default(),
-            carrier: Carrier::default(),
+            carrier: Target::default(),
+            outside: OutsideTransaction::default(),
             sampled_only: true,
             ratio: 1.0,
             #[cfg(feature = "tracing")]
@@ -97,7 +112,6 @@ impl Default for ConfigBuilder {
             source: ContextSource::OpenTelemetry,
             placement: Placement::default(),
             base_name: None,
-            sticky: None,
         }
     }
 }
@@ -127,9 +141,18 @@ impl ConfigBuilder {
         self
     }
 
-    /// The session carrier (default [`Carrier::ApplicationName`]).
-    pub fn carrier(mut self, carrier: Carrier) -> Self {
-        self.carrier = carrier;
+    /// The variable that carries the traceparent (default: `application_name` holding the bare W3C
+    /// traceparent, the form OpenTelemetry's tools read; [`AppNameFormat::Named`] keeps 7 bytes of the
+    /// client name in front; [`Target::Guc`] a custom setting; [`Target::PgTracing`] pg_tracing's).
+    pub fn carrier(mut self, target: Target) -> Self {
+        self.carrier = target;
+        self
+    }
+
+    /// Where a traceparent written outside a transaction lives (default [`OutsideTransaction::Session`];
+    /// behind a transaction pooler use [`OutsideTransaction::WrapInTransaction`]).
+    pub fn outside_transaction(mut self, outside: OutsideTransaction) -> Self {
+        self.outside = outside;
         self
     }
 
@@ -159,20 +182,12 @@ impl ConfigBuilder {
         self
     }
 
-    /// The client name kept in front of the traceparent in `application_name`. Default: the pool's
-    /// configured `application_name` ([`crate::TracedPool::new`]), else none.
+    /// The connection's own `application_name`: what a cleared carrier writes back, and the name kept in
+    /// front of the traceparent with [`AppNameFormat::Named`]. Default: the pool's configured
+    /// `application_name` ([`crate::TracedPool::new`]); for a [`crate::TracedConnection::new`] the value the
+    /// connection started with (a clear restores it, like `RESET`; the named form then has no name).
     pub fn base_application_name(mut self, name: impl Into<String>) -> Self {
         self.base_name = Some(name.into());
-        self
-    }
-
-    /// Opt-in: a [`crate::TracedPool`] connection released while carrying a context is kept aside (for at
-    /// most `idle`) and handed to the next wrapper `acquire()` with its carrier state known, instead of
-    /// being `RESET` and returned to the pool. Saves the `RESET` (and the pool's acquire ping) per sampled
-    /// request; costs: such connections skip the pool's `test_before_acquire` check and are unavailable to
-    /// raw pool users for up to `idle`, after which they are reset and returned.
-    pub fn sticky_pool_connections(mut self, idle: std::time::Duration) -> Self {
-        self.sticky = Some(idle);
         self
     }
 
@@ -180,10 +195,8 @@ impl ConfigBuilder {
     pub fn build(self) -> Result<Config, ConfigError> {
         let sampling = sqlcommenter::Sampling::new(self.sampled_only, self.ratio)
             .map_err(|sqlcommenter::RatioError(r)| ConfigError::SampleRatio(r))?;
-        if let Carrier::Guc(name) = &self.carrier {
-            if !sqlcommenter::carrier::is_valid_guc_name(name) {
-                return Err(ConfigError::GucName(name.clone()));
-            }
+        if let Target::Guc(name) = &self.carrier {
+            Target::guc(name)?;
         }
         let mut b = Commenter::builder().placement(self.placement).sampled_only(false);
         if self.db_driver && !self.tags.iter().any(|(k, _)| k == "db_driver") {
@@ -197,11 +210,11 @@ impl ConfigBuilder {
             shared: Arc::new(Shared {
                 commenter,
                 mode: self.mode,
-                carrier: self.carrier,
+                target: self.carrier,
+                outside: self.outside,
                 sampling,
                 source: self.source,
                 base_name: self.base_name,
-                sticky: self.sticky,
             }),
         })
     }
@@ -220,21 +233,23 @@ impl Default for Config {
 }
 
 impl Config {
-    /// A builder with the defaults: session carrier in `application_name`, sampled contexts only,
+    /// A builder with the defaults: the bare traceparent in `application_name`, session-scoped outside
+    /// transactions, sampled contexts only,
     /// `db_driver` tag on, context from the current span.
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder::default()
     }
 
-    /// This configuration with `name` as the base `application_name`, unless one was configured.
+    /// This configuration with `name` (a pool's connect options; `None`: the server default, empty) as
+    /// the base `application_name`, unless one was configured.
     pub(crate) fn with_default_base_name(&self, name: Option<&str>) -> Config {
-        match (&self.shared.base_name, name) {
-            (None, Some(n)) => {
+        match &self.shared.base_name {
+            None => {
                 let mut s = (*self.shared).clone();
-                s.base_name = Some(n.to_owned());
+                s.base_name = Some(name.unwrap_or_default().to_owned());
                 Config { shared: Arc::new(s) }
             }
-            _ => self.clone(),
+            Some(_) => self.clone(),
         }
     }
 }
@@ -244,11 +259,11 @@ impl Config {
 pub(crate) struct Shared {
     pub(crate) commenter: Commenter,
     pub(crate) mode: Mode,
-    pub(crate) carrier: Carrier,
+    pub(crate) target: Target,
+    pub(crate) outside: OutsideTransaction,
     sampling: sqlcommenter::Sampling,
     source: ContextSource,
     base_name: Option<String>,
-    pub(crate) sticky: Option<std::time::Duration>,
 }
 
 impl Shared {
@@ -262,21 +277,18 @@ impl Shared {
         self.sampling.carries(tp)
     }
 
-    /// The carrier value for `tp`.
-    pub(crate) fn carrier_value(&self, tp: &TraceParent) -> String {
-        match &self.carrier {
-            Carrier::ApplicationName => {
-                sqlcommenter::carrier::encode_application_name(self.base_name.as_deref().unwrap_or(""), tp)
-            }
-            Carrier::Guc(_) => tp.to_string(),
-        }
-    }
-
-    /// The variable the carrier writes.
-    pub(crate) fn carrier_variable(&self) -> &str {
-        match &self.carrier {
-            Carrier::ApplicationName => "application_name",
-            Carrier::Guc(name) => name,
+    /// The carrier statement for `action` in `scope`, as one simple-protocol statement (see
+    /// [`crate::carrier`] for why literals rather than the prepared form).
+    pub(crate) fn write_sql(&self, action: &Action, scope: Scope) -> String {
+        match (&self.base_name, action, &self.target) {
+            // The connection's own name is not known (an owned connection, no configured name): clear to
+            // the value it started with, as `RESET` would (one fixed text).
+            (None, Action::Clear, Target::ApplicationName(_)) => format!(
+                "SELECT pg_catalog.set_config(name, reset_val, {}) FROM pg_catalog.pg_settings \
+                 WHERE name = 'application_name'",
+                scope.is_local()
+            ),
+            (base, action, target) => target.write(action, scope, base.as_deref().unwrap_or("")).literal_sql(),
         }
     }
 }
@@ -292,10 +304,11 @@ mod tests {
         assert!(matches!(Config::builder().sample_ratio(f64::NAN).build(), Err(ConfigError::SampleRatio(_))));
         assert!(matches!(Config::builder().tag("", "x").build(), Err(ConfigError::Tag(_))));
         assert!(matches!(Config::builder().tag("traceparent", "x").build(), Err(ConfigError::Tag(_))));
-        let e = Config::builder().carrier(Carrier::Guc("nodot".into())).build().unwrap_err();
-        assert_eq!(e.to_string(), "invalid carrier GUC name \"nodot\": expected `prefix.name` with [a-z0-9_] parts");
-        assert!(Config::builder().carrier(Carrier::Guc("a.b; DROP".into())).build().is_err());
-        assert!(Config::builder().carrier(Carrier::Guc(sqlcommenter::carrier::DEFAULT_GUC.into())).build().is_ok());
+        let e = Config::builder().carrier(Target::Guc("nodot".into())).build().unwrap_err();
+        assert_eq!(e, ConfigError::Target(TargetError::GucName("nodot".into())));
+        assert!(e.to_string().contains("\"nodot\""), "{e}");
+        assert!(Config::builder().carrier(Target::Guc("a.b; DROP".into())).build().is_err());
+        assert!(Config::builder().carrier(Target::Guc(sqlcommenter::carrier::DEFAULT_GUC.into())).build().is_ok());
         assert!(Config::builder().sample_ratio(0.0).build().is_ok());
     }
 

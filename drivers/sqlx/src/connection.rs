@@ -3,35 +3,49 @@
 use std::fmt;
 use std::sync::Arc;
 
+use sqlcommenter::carrier::{Action, Held, Scope, Want};
 use sqlx::pool::PoolConnection;
-use sqlx::{AssertSqlSafe, Executor, PgConnection, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, Executor, PgConnection, Postgres};
 
-use crate::carrier::{self, State};
+use crate::carrier::{self, CarrierState};
 use crate::config::{Config, Mode, Shared};
 use crate::run::delegate_executor;
-use crate::stash::Stash;
-use crate::transaction::TracedTransaction;
-use sqlcommenter::TraceParent;
+use crate::transaction::{StateRef, TracedTransaction};
 
 /// A PostgreSQL connection the wrapper can hold: an owned [`PgConnection`] or a [`PoolConnection`].
 pub trait PgConn: Send + fmt::Debug + 'static {
     /// The connection itself.
     fn pg(&mut self) -> &mut PgConnection;
 
-    /// Gives the connection up while it still carries a trace context (`reset` is the statement that
-    /// clears it). An owned connection is simply dropped (and closed); a pooled one is reset before it
-    /// goes back to the pool, so the next user never sees this request's context.
-    fn release_carrying(self, reset: String)
+    /// Whether giving it up returns it for reuse (a pool connection): then a context it still carries
+    /// is cleared first.
+    fn reused(&self) -> bool;
+
+    /// Gives the connection up after running `cleanup` (a simple-protocol statement) in a task spawned on
+    /// the current runtime: a pooled connection then goes back to the pool (or is closed if the cleanup
+    /// failed or no runtime is running), an owned one is closed.
+    fn release_with(self, cleanup: String)
     where
-        Self: Sized,
-    {
-        let _ = reset;
-    }
+        Self: Sized;
 }
 
 impl PgConn for PgConnection {
     fn pg(&mut self) -> &mut PgConnection {
         self
+    }
+
+    fn reused(&self) -> bool {
+        false
+    }
+
+    fn release_with(mut self, cleanup: String) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if self.execute(AssertSqlSafe(cleanup)).await.is_ok() {
+                    let _ = sqlx::Connection::close(self).await;
+                }
+            });
+        }
     }
 }
 
@@ -40,11 +54,15 @@ impl PgConn for PoolConnection<Postgres> {
         self
     }
 
-    fn release_carrying(mut self, reset: String) {
+    fn reused(&self) -> bool {
+        true
+    }
+
+    fn release_with(mut self, cleanup: String) {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
-                    if self.execute(AssertSqlSafe(reset)).await.is_err() {
+                    if self.execute(AssertSqlSafe(cleanup)).await.is_err() {
                         // Never return a connection whose carrier may be stale.
                         self.close_on_drop();
                     }
@@ -55,23 +73,35 @@ impl PgConn for PoolConnection<Postgres> {
     }
 }
 
+/// Who clears a session-scoped carrier before a pooled connection serves someone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// The wrapper, when it gives the connection up (a spawned clear if the session may carry a context).
+    Clear,
+    /// The pool's checkout hook ([`crate::TracedPool::connect_with`]) writes every checked-out connection's
+    /// carrier, so nothing is sent on release.
+    Checkout,
+}
+
 /// A connection whose statements carry the current trace context: a drop-in `sqlx::Executor`
 /// (`&mut conn`), for `sqlx::query`, `query_as`, `query_scalar`, `query!` output, `execute`, `fetch*`.
 ///
-/// In [`Mode::SessionCarrier`] it remembers what the session carries and writes the carrier only before a
-/// statement whose context differs: one round trip per request, none for further queries of the request.
-/// A pooled connection still carrying a context when dropped is reset (in a spawned task) before it goes
-/// back to the pool.
+/// In [`Mode::SessionCarrier`] it knows what the connection carries (the core
+/// [`Tracker`](sqlcommenter::carrier::Tracker), fed with what the application's own statements do:
+/// `RESET ALL`, `DISCARD ALL`, `SET`, `BEGIN`/`COMMIT`/`ROLLBACK [TO]`) and writes the carrier only before
+/// a statement whose context differs: one round trip per request, none for the request's further
+/// statements. A pooled connection that may still carry a context when dropped is cleared (in a spawned
+/// task) before it goes back, unless its pool's checkout hook does it ([`crate::TracedPool::connect_with`]).
 pub struct TracedConnection<C: PgConn = PoolConnection<Postgres>> {
     conn: Option<C>,
-    state: State,
+    state: CarrierState,
     shared: Arc<Shared>,
-    stash: Option<Arc<Stash>>,
+    release: Release,
 }
 
 impl<C: PgConn> fmt::Debug for TracedConnection<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TracedConnection").field("conn", &self.conn).field("state", &self.state).finish()
+        f.debug_struct("TracedConnection").field("conn", &self.conn).field("carrier", &self.state).finish()
     }
 }
 
@@ -79,41 +109,38 @@ impl<C: PgConn> TracedConnection<C> {
     /// Wraps a connection that carries no context yet (fresh, or from a pool of connections only ever
     /// used through this crate's wrappers).
     pub fn new(conn: C, config: &Config) -> Self {
-        TracedConnection { conn: Some(conn), state: State::Base, shared: config.shared.clone(), stash: None }
+        TracedConnection {
+            conn: Some(conn),
+            state: CarrierState::default(),
+            shared: config.shared.clone(),
+            release: Release::Clear,
+        }
     }
 
-    pub(crate) fn from_pool(
-        conn: C,
-        shared: Arc<Shared>,
-        carried: Option<TraceParent>,
-        stash: Option<Arc<Stash>>,
-    ) -> Self {
-        TracedConnection { conn: Some(conn), state: State::wanted(carried.as_ref()), shared, stash }
+    pub(crate) fn from_pool(conn: C, shared: Arc<Shared>, state: CarrierState, release: Release) -> Self {
+        TracedConnection { conn: Some(conn), state, shared, release }
     }
 
-    fn pg(&mut self) -> &mut PgConnection {
-        match self.conn.as_mut() {
-            Some(c) => c.pg(),
+    /// The connection and its carrier state, for a transaction that takes it over.
+    pub(crate) fn into_parts(mut self) -> (C, CarrierState) {
+        let state = std::mem::take(&mut self.state);
+        match self.conn.take() {
+            Some(c) => (c, state),
             None => unreachable!("the connection is only taken in Drop"),
         }
     }
 
-    fn parts(&mut self) -> (&mut PgConnection, &mut State, bool, &Arc<Shared>) {
+    pub(crate) fn parts(&mut self) -> (&mut PgConnection, &mut CarrierState, &Arc<Shared>) {
         let conn = match self.conn.as_mut() {
             Some(c) => c.pg(),
             None => unreachable!("the connection is only taken in Drop"),
         };
-        (conn, &mut self.state, false, &self.shared)
-    }
-
-    pub(crate) fn parts_for_pool(&mut self) -> (&mut PgConnection, &mut State, bool, Arc<Shared>) {
-        let (conn, state, local, shared) = self.parts();
-        let shared = shared.clone();
-        (conn, state, local, shared)
+        (conn, &mut self.state, &self.shared)
     }
 
     /// The wrapped connection, e.g. for sqlx APIs the wrapper does not cover (COPY, LISTEN). Statements
-    /// run through it carry whatever the session carries at that moment.
+    /// run through it carry whatever the connection carries at that moment, and the wrapper does not see
+    /// them: after changing settings through it, call [`TracedConnection::forget_carrier`].
     pub fn inner_mut(&mut self) -> &mut C {
         match self.conn.as_mut() {
             Some(c) => c,
@@ -121,64 +148,58 @@ impl<C: PgConn> TracedConnection<C> {
         }
     }
 
-    /// Whether the session currently carries a trace context (or may, after an interrupted carrier write).
-    pub fn carries_context(&self) -> bool {
-        self.state != State::Base
+    /// Makes the wrapper rewrite the carrier before the next statement (after settings were changed
+    /// through [`TracedConnection::inner_mut`]).
+    pub fn forget_carrier(&mut self) {
+        self.state.forget();
     }
 
-    /// Clears the session carrier now (one round trip if it is set).
+    /// Whether the session may carry a trace context now (it does, or may after an interrupted write).
+    pub fn carries_context(&self) -> bool {
+        self.state.held() != Held::Base
+    }
+
+    /// Clears the carrier now (one round trip if it may be set).
     pub async fn reset_carrier(&mut self) -> Result<(), sqlx::Error> {
-        let shared = self.shared.clone();
-        let (conn, state, _, _) = self.parts();
-        carrier::ensure(conn, state, State::Base, &shared, false).await
+        let (conn, state, shared) = self.parts();
+        let shared = shared.clone();
+        crate::run::settle(conn, state).await?;
+        let scope = if state.in_transaction() { Scope::Transaction } else { Scope::Session };
+        carrier::ensure(conn, state, Want::Clean, scope, &shared).await
     }
 
     /// Starts a transaction whose statements carry the context. The carrier for the current context is
-    /// folded into the `BEGIN` as a `SET LOCAL` (no extra round trip) and ends with the transaction.
+    /// folded into the `BEGIN` as a transaction-scoped `set_config` (no extra round trip) and ends with the
+    /// transaction.
     pub async fn begin(&mut self) -> Result<TracedTransaction<'_>, sqlx::Error> {
-        let shared = self.shared.clone();
+        let (conn, state, shared) = self.parts();
+        let shared = shared.clone();
         let ctx = shared.current();
-        let session = self.state;
-        let conn = self.pg();
-        TracedTransaction::begin(conn, session, ctx, shared).await
+        crate::run::settle(conn, state).await?;
+        TracedTransaction::begin(conn, StateRef::Borrowed(state), ctx, shared).await
     }
 }
 
 impl<C: PgConn> Drop for TracedConnection<C> {
     fn drop(&mut self) {
-        if self.state == State::Base || self.shared.mode != Mode::SessionCarrier {
-            return;
+        let mut cleanup = Vec::new();
+        if self.state.wrap_open {
+            cleanup.push("COMMIT".to_owned());
+            self.state.wrap_open = false;
+            self.state.ended(true);
         }
-        let Some(mut conn) = self.conn.take() else { return };
-        let reset = carrier::statement(&self.shared, &State::Base, false);
-        if let (State::Set(tp), Some(stash)) = (self.state, &self.stash) {
-            // Only connections from a `TracedPool` have a stash, and those are pool connections.
-            let any: Box<dyn std::any::Any> = Box::new(conn);
-            match any.downcast::<PoolConnection<Postgres>>() {
-                Ok(pooled) => {
-                    if let Err(pooled) = stash.park(*pooled, tp) {
-                        pooled.release_carrying(reset);
-                    }
-                    return;
-                }
-                Err(any) => match any.downcast::<C>() {
-                    Ok(c) => conn = *c,
-                    Err(_) => return,
-                },
-            }
+        let Some(conn) = self.conn.take() else { return };
+        let clear = self.shared.mode == Mode::SessionCarrier
+            && self.release == Release::Clear
+            && conn.reused()
+            && self.state.held() != Held::Base;
+        if clear {
+            cleanup.push(self.shared.write_sql(&Action::Clear, Scope::Session));
         }
-        conn.release_carrying(reset);
+        if !cleanup.is_empty() {
+            conn.release_with(cleanup.join("; "));
+        }
     }
 }
 
 delegate_executor!([C: PgConn] TracedConnection<C>);
-
-/// Begins a sqlx transaction, folding `carrier` (a `SET LOCAL`) into the `BEGIN`.
-pub(crate) async fn begin_with_carrier<'c>(
-    conn: impl Into<sqlx::pool::MaybePoolConnection<'c, Postgres>>,
-    carrier: Option<String>,
-) -> Result<Transaction<'c, Postgres>, sqlx::Error> {
-    use sqlx::SqlSafeStr;
-    let statement = carrier.map(|set| AssertSqlSafe(format!("BEGIN; {set}")).into_sql_str());
-    Transaction::begin(conn, statement).await
-}

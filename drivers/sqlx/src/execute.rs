@@ -1,62 +1,67 @@
-//! [`Commented`]: any sqlx `Execute` with the comment added to its text.
-
-use std::sync::Arc;
+//! [`Commented`]: any sqlx `Execute`, taken apart when the caller issues it, with the comment added.
 
 use sqlcommenter::{Injected, TraceContext};
+use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArguments, PgStatement};
 use sqlx::{AssertSqlSafe, Execute, Postgres, SqlSafeStr, SqlStr};
 
+use crate::carrier::Effects;
 use crate::config::Shared;
 
-/// A query as the wrapper sends it: the caller's query, its text with the static tags (and, in
-/// per-query-comment mode, the traceparent) added. A text carrying a per-request traceparent is never
-/// cached (`persistent() == false`), so it never enters sqlx's text-keyed statement cache.
-pub(crate) struct Commented<E> {
-    inner: E,
-    shared: Arc<Shared>,
-    /// The context to write into the text (per-query-comment mode only).
-    ctx: Option<TraceContext>,
-    /// Tags of the caller's [`crate::TagScope`].
-    extra: Option<Arc<[(String, String)]>>,
+/// A query as the wrapper sends it: the caller's text with the static tags (and, in per-query-comment
+/// mode, the traceparent) added, its arguments, and what the caller's text does to settings. A text
+/// carrying a per-request traceparent is never cached (`persistent() == false`), so it never enters
+/// sqlx's text-keyed statement cache.
+pub(crate) struct Commented {
+    sql: SqlStr,
+    statement: Option<PgStatement>,
+    arguments: Option<Result<Option<PgArguments>, BoxDynError>>,
+    persistent: bool,
+    pub(crate) effects: Effects,
 }
 
-impl<E> Commented<E> {
-    pub(crate) fn new(inner: E, shared: Arc<Shared>, ctx: Option<TraceContext>) -> Self {
-        Commented { inner, shared, ctx, extra: crate::scope::current() }
+impl Commented {
+    /// Takes `query` apart now (in the caller's span and task-local scope); `ctx` goes into the text.
+    pub(crate) fn new<'q, E: Execute<'q, Postgres>>(mut query: E, shared: &Shared, ctx: Option<TraceContext>) -> Self {
+        let statement = query.statement().cloned();
+        let arguments = Some(query.take_arguments());
+        let persistent = query.persistent() && ctx.is_none();
+        let sql = query.sql();
+        let effects = Effects::of(sql.as_str());
+        // A statement prepared earlier runs under the text it was prepared with (re-texting it would
+        // prepare it again); the carrier still carries this execution's context.
+        if ctx.is_none() && statement.is_some() {
+            return Commented { sql, statement, arguments, persistent, effects };
+        }
+        let injected = match crate::scope::current() {
+            None => shared.commenter.inject(sql.as_str(), ctx.as_ref()),
+            Some(extra) => {
+                let pairs: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                shared.commenter.inject_with(sql.as_str(), ctx.as_ref(), &pairs)
+            }
+        };
+        let sql = match injected {
+            Injected::Commented(s) => AssertSqlSafe(s).into_sql_str(),
+            Injected::Unchanged(..) => sql,
+        };
+        Commented { sql, statement, arguments, persistent, effects }
     }
 }
 
-impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Commented<E> {
+impl<'q> Execute<'q, Postgres> for Commented {
     fn sql(self) -> SqlStr {
-        // A statement prepared earlier runs under the text it was prepared with (re-texting it would
-        // prepare it again); the session carrier still carries this execution's context.
-        let verbatim = self.ctx.is_none() && self.inner.statement().is_some();
-        let sql = self.inner.sql();
-        if verbatim {
-            return sql;
-        }
-        let injected = match &self.extra {
-            None => self.shared.commenter.inject(sql.as_str(), self.ctx.as_ref()),
-            Some(extra) => {
-                let pairs: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                self.shared.commenter.inject_with(sql.as_str(), self.ctx.as_ref(), &pairs)
-            }
-        };
-        match injected {
-            Injected::Commented(s) => AssertSqlSafe(s).into_sql_str(),
-            Injected::Unchanged(..) => sql,
-        }
+        self.sql
     }
 
     fn statement(&self) -> Option<&PgStatement> {
-        self.inner.statement()
+        self.statement.as_ref()
     }
 
-    fn take_arguments(&mut self) -> Result<Option<PgArguments>, sqlx::error::BoxDynError> {
-        self.inner.take_arguments()
+    fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
+        self.arguments.take().unwrap_or(Ok(None))
     }
 
     fn persistent(&self) -> bool {
-        self.inner.persistent() && self.ctx.is_none()
+        self.persistent
     }
 }

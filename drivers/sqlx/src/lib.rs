@@ -67,12 +67,12 @@ mod execute;
 mod pool;
 mod run;
 mod scope;
-mod stash;
 mod transaction;
 
-pub use config::{Carrier, Config, ConfigBuilder, ConfigError, Mode, DB_DRIVER};
+pub use config::{Config, ConfigBuilder, ConfigError, Mode, OutsideTransaction, DB_DRIVER};
 pub use connection::{PgConn, TracedConnection};
 pub use pool::TracedPool;
 pub use scope::TagScope;
+pub use sqlcommenter::carrier::{AppNameFormat, Target, TargetError};
 pub use sqlcommenter::{ContextSource, TraceContext};
 pub use transaction::TracedTransaction;

@@ -9,25 +9,31 @@ use std::time::Duration;
 use common::*;
 use futures_util::TryStreamExt;
 use opentelemetry::context::FutureExt as _;
-use sqlcommenter_sqlx::{Carrier, Config, Mode, TracedConnection, TracedPool};
+use sqlcommenter_sqlx::{AppNameFormat, Config, Mode, OutsideTransaction, Target, TracedConnection, TracedPool};
 use sqlx::{Connection, Executor, Row};
 
 /// 24 tasks under 24 different contexts (plus 8 without one) interleave on a pool of 4, through both
 /// `&pool` and a per-request `acquire()`; the server log shows each statement with its own task's span id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_tasks_each_carry_their_own_context() {
-    concurrent(Config::default(), 1, "concurrent_probe").await;
+    concurrent(Build::Hooked, &Config::default(), 1, "concurrent_probe").await;
 }
 
-/// The same with the opt-in sticky stash of carrying connections.
+/// The same on a pool wrapped with `TracedPool::new` (cleared on release).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_tasks_with_sticky_connections() {
-    let cfg = Config::builder().sticky_pool_connections(Duration::from_millis(100)).build().unwrap();
-    concurrent(cfg, 13, "sticky_probe").await;
+async fn concurrent_tasks_on_a_wrapped_pool() {
+    concurrent(Build::Wrapped, &Config::default(), 13, "wrapped_probe").await;
 }
 
-async fn concurrent(cfg: Config, test: u8, probe: &'static str) {
-    let db = TracedPool::new(pool(4).await, &cfg);
+/// The same with statements outside transactions wrapped in one (the transaction-pooler mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tasks_wrapped_in_transactions() {
+    let cfg = Config::builder().outside_transaction(OutsideTransaction::WrapInTransaction).build().unwrap();
+    concurrent(Build::Hooked, &cfg, 15, "wrapmode_probe").await;
+}
+
+async fn concurrent(build: Build, cfg: &Config, test: u8, probe: &'static str) {
+    let db = build.pool(4, cfg).await;
     let mut tasks = Vec::new();
     for i in 0..32u32 {
         let db = db.clone();
@@ -69,57 +75,73 @@ async fn concurrent(cfg: Config, test: u8, probe: &'static str) {
         let i: u32 = l.detail.trim_start_matches("parameters: $1 = '").trim_end_matches('\'').parse().unwrap();
         let expected = (i < 24).then(|| tp(test, i, true));
         assert_eq!(l.carried(), expected, "statement of task {i} logged as {:?}: {}", l.application_name, l.message);
-        assert!(l.application_name.starts_with(BASE_NAME), "{}", l.application_name);
+        if expected.is_none() {
+            assert_eq!(l.application_name, BASE_NAME);
+        }
         *seen.entry(i).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 32);
     assert!(seen.values().all(|&n| n == 3 + 3 * 2), "{seen:?}");
 }
 
-/// A pooled connection returned after a traced request is reset: the next request (without context,
+/// A pooled connection returned after a traced request is cleared: the next request (without context,
 /// through the wrapper or through the raw pool) sees the base name, and so does pg_stat_activity.
 #[tokio::test]
 async fn no_stale_context_after_reuse() {
-    let raw = pool(1).await;
-    let db = TracedPool::new(raw.clone(), &Config::default());
-    let a = tp(2, 1, true);
+    no_stale_context(Build::Hooked, "reuse").await;
+}
+
+#[tokio::test]
+async fn no_stale_context_after_reuse_of_a_wrapped_pool() {
+    no_stale_context(Build::Wrapped, "reuse2").await;
+}
+
+async fn no_stale_context(build: Build, name: &str) {
+    let db = build.pool(1, &Config::default()).await;
+    let raw = db.inner().clone();
+    let n = if matches!(build, Build::Hooked) { 1 } else { 3 };
+    let a = tp(2, n, true);
+    let probe = |p: &str| format!("{name}_probe_{p}");
     async {
         let mut conn = db.acquire().await.unwrap();
-        sqlx::query("SELECT 1 AS reuse_probe_a").execute(&mut conn).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 1 AS {}", probe("a")))).execute(&mut conn).await.unwrap();
         assert!(conn.carries_context());
     }
     .with_context(otel(&a))
     .await;
     // Same (only) connection, next request without context, through the wrapper:
-    sqlx::query("SELECT 2 AS reuse_probe_b").execute(&db).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 2 AS {}", probe("b")))).execute(&db).await.unwrap();
     // ... and through the raw pool:
-    let name: String = sqlx::query_scalar("SELECT current_setting('application_name') AS reuse_probe_c")
-        .fetch_one(&raw)
-        .await
-        .unwrap();
-    assert_eq!(name, BASE_NAME);
-    let lines = logged("marker-reuse");
-    let a_lines = executions(&lines, "reuse_probe_a");
+    let app: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT current_setting('application_name') AS {}",
+        probe("c")
+    )))
+    .fetch_one(&raw)
+    .await
+    .unwrap();
+    assert_eq!(app, BASE_NAME);
+    let lines = logged(&format!("marker-{name}"));
+    let a_lines = executions(&lines, &probe("a"));
     assert_eq!(a_lines.len(), 1);
     assert_eq!(a_lines[0].carried(), Some(a));
-    for probe in ["reuse_probe_b", "reuse_probe_c"] {
-        let ls = executions(&lines, probe);
-        assert_eq!(ls.len(), 1, "{probe}");
-        assert_eq!(ls[0].application_name, BASE_NAME, "{probe}");
+    for p in [probe("b"), probe("c")] {
+        let ls = executions(&lines, &p);
+        assert_eq!(ls.len(), 1, "{p}");
+        assert_eq!(ls[0].application_name, BASE_NAME, "{p}");
         assert_eq!(ls[0].pid, a_lines[0].pid, "same backend reused");
     }
     // An owned connection keeps its state across requests and overwrites only when the context changes.
     let mut conn = TracedConnection::new(sqlx::PgConnection::connect(&url()).await.unwrap(), &Config::default());
-    let b = tp(2, 2, true);
+    let b = tp(2, n + 1, true);
     async {
-        sqlx::query("SELECT 3 AS reuse_probe_d").execute(&mut conn).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 3 AS {}", probe("d")))).execute(&mut conn).await.unwrap();
     }
     .with_context(otel(&b))
     .await;
-    sqlx::query("SELECT 4 AS reuse_probe_e").execute(&mut conn).await.unwrap();
-    let lines = logged("marker-reuse-owned");
-    assert_eq!(executions(&lines, "reuse_probe_d")[0].carried(), Some(b));
-    assert_eq!(executions(&lines, "reuse_probe_e")[0].application_name, BASE_NAME);
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 4 AS {}", probe("e")))).execute(&mut conn).await.unwrap();
+    let lines = logged(&format!("marker-{name}-owned"));
+    assert_eq!(executions(&lines, &probe("d"))[0].carried(), Some(b));
+    assert_eq!(executions(&lines, &probe("e"))[0].application_name, BASE_NAME);
     // Idle pooled connections carry nothing.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let idle = pg()
@@ -131,7 +153,7 @@ async fn no_stale_context_after_reuse() {
 /// Within one request the carrier is written once; statements carry it; only changes cost a `SET`.
 #[tokio::test]
 async fn carrier_written_once_per_request_and_connection() {
-    let db = TracedPool::new(pool(1).await, &Config::default());
+    let db = traced(1, &Config::default()).await;
     let c = tp(3, 1, true);
     async {
         let mut conn = db.acquire().await.unwrap();
@@ -147,9 +169,14 @@ async fn carrier_written_once_per_request_and_connection() {
     assert!(execs.iter().all(|l| l.carried() == Some(c)));
     let sets: Vec<_> = lines
         .iter()
-        .filter(|l| l.message.contains(&format!("statement: SET application_name TO E'{BASE_NAME}@{c}'")))
+        .filter(|l| {
+            l.message.contains(&format!("statement: SELECT pg_catalog.set_config(E'application_name', E'{c}', false)"))
+        })
         .collect();
-    assert_eq!(sets.len(), 1, "one carrier write for the request");
+    assert_eq!(sets.len(), 1, "one carrier write for the request (at checkout)");
+    assert!(sets
+        .iter()
+        .all(|l| sqlcommenter::carrier::is_carrier_statement(&l.message[l.message.find("SELECT").unwrap()..])));
 }
 
 /// Unsampled contexts are not carried by default; `sampled_only(false)` carries them; ratio 0 carries none.
@@ -174,12 +201,13 @@ async fn sampling() {
     }
 }
 
-/// Transactions: the carrier rides on the BEGIN (`SET LOCAL`) and ends with the transaction.
+/// Transactions: the carrier rides on the BEGIN (transaction-scoped `set_config`) and ends with the
+/// transaction.
 #[tokio::test]
 async fn transactions_commit_rollback_and_errors() {
-    let raw = pool(1).await;
+    let db = traced(1, &Config::default()).await;
+    let raw = db.inner().clone();
     raw.execute("CREATE TABLE IF NOT EXISTS tx_t (id int PRIMARY KEY)").await.unwrap();
-    let db = TracedPool::new(raw.clone(), &Config::default());
     let c = tp(5, 1, true);
     let d = tp(5, 2, true);
     async {
@@ -197,7 +225,7 @@ async fn transactions_commit_rollback_and_errors() {
         {
             let mut tx = conn.begin().await.unwrap();
             sqlx::query("SELECT 1 /*tx_probe_conn*/").execute(&mut tx).await.unwrap();
-            // a different span inside the transaction: one SET LOCAL
+            // a different span inside the transaction: one transaction-scoped write
             async { sqlx::query("SELECT 2 /*tx_probe_inner*/").execute(&mut tx).await.unwrap() }
                 .with_context(otel(&d))
                 .await;
@@ -232,7 +260,22 @@ async fn transactions_commit_rollback_and_errors() {
             assert_eq!(l.carried(), expected, "{probe}: {}", l.message);
         }
     }
-    assert!(lines.iter().any(|l| l.message.contains("BEGIN; SET LOCAL application_name TO")));
+    let begins: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l.message.contains(&format!("BEGIN; SELECT pg_catalog.set_config(E'application_name', E'{c}', true)"))
+        })
+        .collect();
+    // On the pool's transactions; the connection's own transaction needs none: its session already
+    // carries the context.
+    assert_eq!(begins.len(), 2, "the context rides on the BEGIN");
+    // The BEGIN's own line carries it (the transaction is still open when it is logged); a COMMIT is
+    // logged after the transaction ended, under the connection's own name.
+    assert!(begins.iter().all(|l| l.carried() == Some(c)));
+    let commits: Vec<_> =
+        lines.iter().filter(|l| l.message.ends_with("statement: COMMIT") && l.pid == begins[0].pid).collect();
+    assert!(!commits.is_empty());
+    assert!(commits.iter().all(|l| l.application_name == BASE_NAME));
     let failed: Vec<_> = lines.iter().filter(|l| l.statement.contains("tx_probe_fail")).collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].state_code, "23505");
@@ -290,7 +333,7 @@ async fn streaming_and_dropped_futures() {
             .fetch_one(&mut conn)
             .await
             .unwrap();
-        assert_eq!(row.get::<String, _>("app"), format!("{BASE_NAME}@{d}"));
+        assert_eq!(row.get::<String, _>("app"), d.to_string());
     }
     .with_context(otel(&d))
     .await;
@@ -303,7 +346,7 @@ async fn streaming_and_dropped_futures() {
 /// The custom-GUC carrier leaves application_name alone.
 #[tokio::test]
 async fn guc_carrier() {
-    let cfg = Config::builder().carrier(Carrier::Guc("sqlcommenter.traceparent".into())).build().unwrap();
+    let cfg = Config::builder().carrier(Target::guc("sqlcommenter.traceparent").unwrap()).build().unwrap();
     let db = TracedPool::new(pool(1).await, &cfg);
     let c = tp(8, 1, true);
     let (guc, app): (String, String) = async {
@@ -432,36 +475,125 @@ async fn tag_scope_tags() {
     assert!(!tags.contains_key("route"));
 }
 
-/// Sticky mode: a parked connection is handed to the next request with its state known (overwritten or
-/// reset as needed), and given back to the pool, reset, after the idle bound.
+/// The application's own `RESET ALL`, `SET application_name` and `RESET application_name` in the middle of a traced
+/// request (issue 11: the next statement reached the server with no context): the wrapper sees what they
+/// did and the next statement carries the context again; inside a transaction too, and after a
+/// `ROLLBACK TO SAVEPOINT` that undid a write.
 #[tokio::test]
-async fn sticky_connections_never_leak() {
-    let raw = pool(1).await;
-    let cfg = Config::builder().sticky_pool_connections(Duration::from_millis(150)).build().unwrap();
-    let db = TracedPool::new(raw.clone(), &cfg);
-    let (a, b, d) = (tp(14, 1, true), tp(14, 2, true), tp(14, 3, true));
-    for (tp, probe) in [(Some(a), "sticky_a"), (Some(b), "sticky_b"), (None, "sticky_c"), (Some(d), "sticky_d")] {
-        let work = async {
-            let mut conn = db.acquire().await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT 1 AS {probe}"))).execute(&mut conn).await.unwrap();
-        };
-        match tp {
-            Some(tp) => work.with_context(otel(&tp)).await,
-            None => work.await,
+async fn application_resets_are_followed() {
+    let db = traced(1, &Config::default()).await;
+    let (c, d) = (tp(16, 1, true), tp(16, 2, true));
+    async {
+        let mut conn = db.acquire().await.unwrap();
+        // (DISCARD ALL would also drop sqlx's prepared statements, with or without the wrapper.)
+        for (i, reset) in [
+            "RESET ALL",
+            "SET application_name = 'mine'",
+            "reset application_name",
+            "SET SESSION application_name TO DEFAULT",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            sqlx::query("SELECT $1::int4 AS reset_probe_before").bind(i as i32).execute(&mut conn).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(reset)).execute(&mut conn).await.unwrap();
+            sqlx::query("SELECT $1::int4 AS reset_probe_after").bind(i as i32).execute(&mut conn).await.unwrap();
+        }
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query("SELECT 1 AS reset_probe_tx_before").execute(&mut tx).await.unwrap();
+        sqlx::raw_sql("RESET ALL").execute(&mut tx).await.unwrap();
+        sqlx::query("SELECT 1 AS reset_probe_tx_after").execute(&mut tx).await.unwrap();
+        sqlx::raw_sql("SAVEPOINT s").execute(&mut tx).await.unwrap();
+        async {
+            sqlx::query("SELECT 1 AS reset_probe_tx_d").execute(&mut tx).await.unwrap();
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT s").execute(&mut tx).await.unwrap();
+            sqlx::query("SELECT 1 AS reset_probe_tx_e").execute(&mut tx).await.unwrap();
+        }
+        .with_context(otel(&d))
+        .await;
+        tx.commit().await.unwrap();
+        sqlx::query("SELECT 1 AS reset_probe_end").execute(&mut conn).await.unwrap();
+    }
+    .with_context(otel(&c))
+    .await;
+    let lines = logged("marker-resets");
+    for (probe, n, expected) in [
+        ("reset_probe_before", 4, c),
+        ("reset_probe_after", 4, c),
+        ("reset_probe_tx_before", 1, c),
+        ("reset_probe_tx_after", 1, c),
+        ("reset_probe_tx_d", 1, d),
+        ("reset_probe_tx_e", 1, d),
+        ("reset_probe_end", 1, c),
+    ] {
+        let ls = executions(&lines, probe);
+        assert_eq!(ls.len(), n, "{probe}");
+        for l in ls {
+            assert_eq!(l.carried(), Some(expected), "{probe}: {} under {:?}", l.message, l.application_name);
         }
     }
-    // The only connection is parked carrying `d`; a raw pool user gets it after the reaper reset it.
-    let name: String =
-        sqlx::query_scalar("SELECT current_setting('application_name') AS sticky_e").fetch_one(&raw).await.unwrap();
-    assert_eq!(name, BASE_NAME);
-    let lines = logged("marker-sticky");
-    for (probe, expected) in [("sticky_a", Some(a)), ("sticky_b", Some(b)), ("sticky_c", None), ("sticky_d", Some(d))] {
+}
+
+/// `AppNameFormat::Named` keeps the connection's name in front (`svc@traceparent`).
+#[tokio::test]
+async fn named_application_name_format() {
+    let cfg = Config::builder().carrier(Target::ApplicationName(AppNameFormat::Named)).build().unwrap();
+    let db = traced(1, &cfg).await;
+    let c = tp(17, 1, true);
+    let app: String = async {
+        sqlx::query_scalar("SELECT current_setting('application_name') AS named_probe").fetch_one(&db).await.unwrap()
+    }
+    .with_context(otel(&c))
+    .await;
+    assert_eq!(app, format!("{BASE_NAME}@{c}"));
+    let lines = logged("marker-named");
+    assert_eq!(executions(&lines, "named_probe")[0].application_name, format!("{BASE_NAME}@{c}"));
+}
+
+/// Transaction-pooler mode: a traced statement outside a transaction runs in one the wrapper opens, so
+/// its own log line carries the context while the session never does; statements that cannot run in a
+/// transaction block still work; a dropped statement's transaction is committed before the next use.
+#[tokio::test]
+async fn wrap_in_transaction_mode() {
+    let cfg = Config::builder().outside_transaction(OutsideTransaction::WrapInTransaction).build().unwrap();
+    let db = traced(1, &cfg).await;
+    let raw = db.inner().clone();
+    raw.execute("CREATE TABLE IF NOT EXISTS wrap_t (id int)").await.unwrap();
+    let c = tp(18, 1, true);
+    async {
+        let mut conn = db.acquire().await.unwrap();
+        sqlx::query("INSERT INTO wrap_t VALUES ($1) /*wrap_probe_insert*/").bind(1).execute(&mut conn).await.unwrap();
+        let app: String = sqlx::query_scalar("SELECT current_setting('application_name') AS wrap_probe_read")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(app, c.to_string());
+        sqlx::query("VACUUM wrap_t").execute(&mut conn).await.unwrap();
+        sqlx::query("SELECT 1/0 AS wrap_probe_fail").execute(&mut conn).await.unwrap_err();
+        let slow =
+            sqlx::query("INSERT INTO wrap_t SELECT 2 FROM pg_sleep(0.3) /*wrap_probe_dropped*/").execute(&mut conn);
+        assert!(tokio::time::timeout(Duration::from_millis(50), slow).await.is_err());
+        sqlx::query("SELECT 1 AS wrap_probe_next").execute(&mut conn).await.unwrap();
+    }
+    .with_context(otel(&c))
+    .await;
+    // Committed, like autocommit: both rows are visible to another connection.
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM wrap_t").fetch_one(&raw).await.unwrap();
+    assert_eq!(n, 2);
+    let app: String = sqlx::query_scalar("SELECT current_setting('application_name')").fetch_one(&raw).await.unwrap();
+    assert_eq!(app, BASE_NAME);
+    let lines = logged("marker-wrap");
+    for probe in ["wrap_probe_insert", "wrap_probe_read", "wrap_probe_next"] {
         let ls = executions(&lines, probe);
         assert_eq!(ls.len(), 1, "{probe}");
-        assert_eq!(ls[0].carried(), expected, "{probe}");
+        assert_eq!(ls[0].carried(), Some(c), "{probe}");
     }
-    let pid = executions(&lines, "sticky_a")[0].pid;
-    let resets =
-        lines.iter().filter(|l| l.pid == pid && l.message.contains("statement: RESET application_name")).count();
-    assert_eq!(resets, 2, "one before the context-free request, one by the reaper");
+    let failed: Vec<_> = lines.iter().filter(|l| l.statement.contains("wrap_probe_fail")).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].state_code, "22012");
+    let pid = executions(&lines, "wrap_probe_insert")[0].pid;
+    // Nothing session-scoped was ever written on this connection.
+    assert!(!lines.iter().any(|l| l.pid == pid && l.message.contains("', false)")));
+    let vacuum: Vec<_> = executions(&lines, "VACUUM wrap_t").into_iter().filter(|l| l.pid == pid).collect();
+    assert_eq!(vacuum.len(), 1);
 }

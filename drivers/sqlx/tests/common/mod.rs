@@ -32,6 +32,30 @@ pub async fn pool(max: u32) -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new().max_connections(max).connect(&url()).await.expect("connect")
 }
 
+/// A wrapped pool of `max` connections whose checkouts write the carrier (`TracedPool::connect_with`).
+pub async fn traced(max: u32, cfg: &sqlcommenter_sqlx::Config) -> sqlcommenter_sqlx::TracedPool {
+    let options = sqlx::postgres::PgPoolOptions::new().max_connections(max);
+    sqlcommenter_sqlx::TracedPool::connect_with(options, url().parse().unwrap(), cfg).await.expect("connect")
+}
+
+/// How a test builds its wrapped pool: both constructors must keep the same promises.
+#[derive(Debug, Clone, Copy)]
+pub enum Build {
+    /// `TracedPool::connect_with`: the checkout hook writes the carrier.
+    Hooked,
+    /// `TracedPool::new` on an existing pool: cleared on release.
+    Wrapped,
+}
+
+impl Build {
+    pub async fn pool(self, max: u32, cfg: &sqlcommenter_sqlx::Config) -> sqlcommenter_sqlx::TracedPool {
+        match self {
+            Build::Hooked => traced(max, cfg).await,
+            Build::Wrapped => sqlcommenter_sqlx::TracedPool::new(pool(max).await, cfg),
+        }
+    }
+}
+
 /// A distinct traceparent for (test, n).
 pub fn tp(test: u8, n: u32, sampled: bool) -> TraceParent {
     let mut trace = [0u8; 16];
