@@ -102,8 +102,13 @@ impl Line {
 
 /// Runs a marker statement and waits until it is in the log; returns all records so far.
 pub fn logged(marker: &str) -> Vec<Line> {
-    pg().execute_sql(&format!("SELECT '{marker}'")).unwrap();
-    let log = pg().wait_for_log(marker, Duration::from_secs(20)).unwrap();
+    logged_in(pg(), marker)
+}
+
+/// [`logged`] for another (jsonlog) cluster.
+pub fn logged_in(pg: &Cluster, marker: &str) -> Vec<Line> {
+    pg.execute_sql(&format!("SELECT '{marker}'")).unwrap();
+    let log = pg.wait_for_log(marker, Duration::from_secs(20)).unwrap();
     log.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| Line {
@@ -113,6 +118,25 @@ pub fn logged(marker: &str) -> Vec<Line> {
             state_code: v["state_code"].as_str().unwrap_or_default().to_owned(),
             application_name: v["application_name"].as_str().unwrap_or_default().to_owned(),
             pid: v["pid"].as_i64().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The `pg_stat_statements` rows that are carrier statements (they mention `set_config`,
+/// `application_name` or the custom setting), with their calls.
+pub fn carrier_entries(pg: &Cluster) -> Vec<(String, i64)> {
+    let out = pg
+        .query(
+            "SELECT calls || ' ' || replace(query, E'\\n', ' ') FROM pg_stat_statements \
+             WHERE (query ILIKE '%set_config%' OR query ILIKE '%application_name%' OR query ILIKE '%sqlcommenter.%') \
+             AND query NOT ILIKE '%pg_stat_statements%'",
+        )
+        .unwrap();
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (calls, query) = l.trim().split_once(' ').unwrap();
+            (query.to_owned(), calls.parse().unwrap())
         })
         .collect()
 }
