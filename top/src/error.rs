@@ -18,7 +18,10 @@ pub enum TopError {
         reason: String,
     },
     /// The monitoring query was refused for lack of privileges.
-    #[error("permission denied reading pg_stat_activity / pg_blocking_pids as {user}: {reason} (grant pg_monitor, or EXECUTE on pg_blocking_pids)")]
+    #[error(
+        "{reason} (connected as {user}; top needs SELECT on pg_stat_activity and EXECUTE on \
+         pg_blocking_pids(integer), both granted to PUBLIC by default)"
+    )]
     Privilege {
         /// The role top connected as.
         user: String,

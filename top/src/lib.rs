@@ -27,7 +27,7 @@ pub mod tree;
 mod ui;
 pub mod view;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 pub use conninfo::Target;
@@ -93,17 +93,51 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     }
 }
 
+/// What a run does, from the flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The terminal view (needs a terminal on stdout).
+    Interactive,
+    /// One sample printed in this format.
+    Once(Format),
+    /// Sampling for the exporters only, until a signal.
+    Headless,
+}
+
+impl TopArgs {
+    /// The mode the flags ask for.
+    ///
+    /// # Errors
+    /// [`TopError::Usage`] for `--headless` without an exporter, or the view without a terminal.
+    pub fn mode(&self) -> Result<Mode, TopError> {
+        if self.once {
+            return Ok(Mode::Once(self.format));
+        }
+        if self.headless {
+            if !self.otlp && self.prometheus.is_none() {
+                return Err(TopError::Usage("--headless only makes sense with --otlp or --prometheus".into()));
+            }
+            return Ok(Mode::Headless);
+        }
+        if !std::io::stdout().is_terminal() {
+            return Err(TopError::Usage(
+                "standard output is not a terminal: use --once (one sample), or --headless with --otlp/--prometheus"
+                    .into(),
+            ));
+        }
+        Ok(Mode::Interactive)
+    }
+}
+
 /// Runs `sqlcommenter top`. Warnings (e.g. an ignored ~/.pgpass) go to stderr.
 ///
 /// # Errors
 /// Any [`TopError`]; the operator binary prints it as one line and exits with code 2.
 pub fn run(args: TopArgs) -> Result<(), TopError> {
+    let mode = args.mode()?;
     let target = conninfo::resolve(args.conninfo.as_deref(), &conninfo::ProcessEnv)?;
     for w in &target.warnings {
         eprintln!("sqlcommenter top: warning: {w}");
-    }
-    if args.headless && !args.otlp && args.prometheus.is_none() {
-        return Err(TopError::Usage("--headless only makes sense with --otlp or --prometheus".into()));
     }
     // Exporters are set up outside the runtime: the OTLP exporter's blocking HTTP client must not be
     // created (or dropped) inside async code.
@@ -111,17 +145,12 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
         Exporters::start(&target, args.otlp, Duration::from_secs_f64(args.lock_threshold), args.prometheus)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(TopError::Runtime)?;
     let interval = Duration::from_secs_f64(args.interval);
-    let result = if args.once {
-        once(&rt, &target, args.format, &mut exporters)
-    } else {
-        monitor::Monitor::connect(&rt, target).and_then(|mut m| {
-            let on_sample = |s: Option<&Snapshot>| exporters.record(s);
-            if args.headless {
-                headless::run(&rt, &mut m, interval, on_sample)
-            } else {
-                ui::run(&rt, &mut m, interval, on_sample)
-            }
-        })
+    let result = match mode {
+        Mode::Once(format) => once(&rt, &target, format, &mut exporters),
+        Mode::Headless => monitor::Monitor::connect(&rt, target)
+            .and_then(|mut m| headless::run(&rt, &mut m, interval, |s| exporters.record(s))),
+        Mode::Interactive => monitor::Monitor::connect(&rt, target)
+            .and_then(|mut m| ui::run(&rt, &mut m, interval, |s| exporters.record(s))),
     };
     drop(rt);
     let finished = exporters.finish();

@@ -2,7 +2,6 @@
 //! refreshes. The terminal is restored on every way out: `q`, Esc, Ctrl-C (a key in raw mode), SIGINT /
 //! SIGTERM / SIGHUP, an error (the guard drops before the caller prints it) and a panic (ratatui's hook).
 
-use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ impl Drop for Restore {
 /// Runs the view until the user quits; `on_sample` sees every snapshot (exporters).
 ///
 /// # Errors
-/// [`TopError::Usage`] when stdout is not a terminal, [`TopError::Terminal`] on terminal I/O failures,
+/// [`TopError::Terminal`] on terminal I/O failures,
 /// [`TopError::Privilege`] when the server refuses the query.
 pub fn run(
     rt: &Runtime,
@@ -38,11 +37,6 @@ pub fn run(
     interval: Duration,
     mut on_sample: impl FnMut(Option<&Snapshot>),
 ) -> Result<(), TopError> {
-    if !std::io::stdout().is_terminal() {
-        return Err(TopError::Usage(
-            "standard output is not a terminal: use --once (one sample), or --headless with --otlp/--prometheus".into(),
-        ));
-    }
     let quit = crate::headless::quit_flag()?;
     let mut terminal = ratatui::try_init().map_err(TopError::Terminal)?;
     let _restore = Restore;

@@ -132,6 +132,23 @@ async fn blocking_tree_keys_lost_connection_and_clean_quit() {
         assert!(screen.contains("TOP-EXIT=0") && screen.contains("TTY: icanon echo END"), "{screen}");
         assert!(!tmux.alternate_on("ctrlc"));
 
+        // Privileges revoked while the view runs: the next refresh fails, the terminal is restored first,
+        // then one line and exit 2.
+        pg.execute_sql("CREATE ROLE mon LOGIN IN ROLE pg_monitor").unwrap();
+        tmux.run_top(
+            "revoked",
+            &format!("--interval 0.3 'host=127.0.0.1 port={} user=mon dbname=postgres'", pg.port()),
+        );
+        tmux.wait_for("revoked", "the view", |s| s.contains("sessions "));
+        pg.execute_sql("REVOKE EXECUTE ON FUNCTION pg_blocking_pids(integer) FROM PUBLIC").unwrap();
+        let screen = tmux.wait_for("revoked", "the exit", |s| s.contains(" END"));
+        assert!(screen.contains("TOP-EXIT=2") && screen.contains("TTY: icanon echo END"), "{screen}");
+        assert!(
+            screen.starts_with("sqlcommenter top: permission denied") && screen.contains("pg_blocking_pids"),
+            "{screen}"
+        );
+        assert!(!tmux.alternate_on("revoked"));
+
         // A wrong password never touches the terminal: one line, exit 2.
         tmux.run_top("bad", &format!("'host=127.0.0.1 port={} user=postgres dbname=nosuchdb'", pg.port()));
         let screen = tmux.wait_for("bad", "the exit", |s| s.contains(" END"));

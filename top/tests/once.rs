@@ -179,4 +179,20 @@ async fn bad_input_is_one_line_and_exit_2() {
         assert_eq!(stderr.lines().count(), 1, "{conninfo}: {stderr}");
         assert!(stderr.contains(needle), "{conninfo}: {stderr}");
     }
+
+    // Flags that cannot work: one line, exit 2, before anything connects.
+    let ok = pg.keyword_conn_str("postgres");
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 3] = [
+        (&["--headless", &ok], &[], "--headless only makes sense with --otlp or --prometheus"),
+        (&[&ok], &[], "standard output is not a terminal"),
+        (&["--once", "--otlp", &ok], &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")], "only http/protobuf"),
+    ];
+    for (args, env, needle) in cases {
+        let out = top(args, env).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
 }
