@@ -23,7 +23,8 @@ const MAX_SERIES: usize = 600;
 /// Longest client name an `application_name` carrier keeps (63 − 55-byte traceparent − `@`).
 const CARRIER_NAME_MAX: usize = carrier::APPLICATION_NAME_MAX - sqlcommenter::traceparent::TRACEPARENT_LEN - 1;
 
-/// A fixed-size log histogram of durations in milliseconds.
+/// A fixed-size log histogram of durations in milliseconds (5 % buckets from 1 µs: 2 KiB, so one per
+/// query group and per time bucket stays bounded; hdrhistogram at this precision is 10× the size).
 #[derive(Debug, Clone)]
 pub struct Histogram {
     counts: Box<[u32; BUCKETS]>,
@@ -50,6 +51,14 @@ impl Histogram {
         let b = Self::bucket(ms);
         self.counts[b] = self.counts[b].saturating_add(1);
         self.total += 1;
+    }
+
+    /// Adds `other`'s counts.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.total += other.total;
     }
 
     /// The `q` quantile (0..=1), accurate to the bucket width (±2.5 %).
@@ -150,7 +159,7 @@ impl Coverage {
 pub const GAP_DIMENSIONS: [&str; 4] = ["application_name", "user", "database", "kind"];
 
 /// One point of the duration-over-time series.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SeriesPoint {
     /// Bucket start, µs since the epoch.
     pub start_us: i64,
@@ -160,7 +169,72 @@ pub struct SeriesPoint {
     pub total_ms: f64,
     /// Slowest.
     pub max_ms: f64,
+    /// Durations.
+    pub hist: Histogram,
 }
+
+impl SeriesPoint {
+    fn merge(&mut self, o: &SeriesPoint) {
+        self.count += o.count;
+        self.total_ms += o.total_ms;
+        self.max_ms = self.max_ms.max(o.max_ms);
+        self.hist.merge(&o.hist);
+    }
+}
+
+/// One bin of the timeline chart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeBin {
+    /// Start, µs since the epoch.
+    pub start_us: i64,
+    /// Width, µs.
+    pub width_us: i64,
+    /// Timed statements.
+    pub count: u64,
+    /// Median, 95th percentile and slowest duration (ms), when any.
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// Slowest.
+    pub max: Option<f64>,
+}
+
+/// One statement in a trace's waterfall.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceStep {
+    /// Start (log time − duration), µs since the epoch.
+    pub start_us: i64,
+    /// Duration, ms (0 when not logged).
+    pub duration_ms: f64,
+    /// Protocol step.
+    pub kind: Kind,
+    /// The query on one line (comment cut out), shortened.
+    pub query: String,
+    /// The parent span id the statement ran under.
+    pub parent_span: String,
+    /// Failed.
+    pub error: bool,
+    /// Its auto_explain plan's nodes: (depth, label, node time in ms when analyzed).
+    pub plan: Vec<(usize, String, Option<f64>)>,
+}
+
+/// A trace's statements, for its waterfall.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceRows {
+    /// Trace id.
+    pub trace_id: String,
+    /// Database time in the trace, ms.
+    pub db_ms: f64,
+    /// Statements in log order.
+    pub steps: Vec<TraceStep>,
+}
+
+/// Traces kept for waterfalls (the half with the least database time is dropped when full).
+const MAX_TRACES: usize = 4000;
+/// Statements kept per trace.
+const MAX_STEPS: usize = 200;
+/// Plan nodes kept per statement.
+const MAX_PLAN_NODES: usize = 24;
 
 /// Everything the reports need, in bounded memory.
 #[derive(Debug)]
@@ -183,6 +257,7 @@ pub struct Aggregate {
     series_origin: Option<i64>,
     series_width_us: i64,
     min_duration_ms: f64,
+    traces: HashMap<String, TraceRows>,
 }
 
 impl Default for Aggregate {
@@ -213,6 +288,7 @@ impl Aggregate {
             series_origin: None,
             series_width_us: 1000,
             min_duration_ms,
+            traces: HashMap::new(),
         }
     }
 
@@ -255,6 +331,7 @@ impl Aggregate {
                 self.add_series(t, d);
             }
         }
+        self.add_trace_step(st);
         if st.duration_ms.unwrap_or(0.0) < self.min_duration_ms {
             return;
         }
@@ -354,6 +431,7 @@ impl Aggregate {
                 p.count += 1;
                 p.total_ms += d;
                 p.max_ms = p.max_ms.max(d);
+                p.hist.record(d);
             }
             return;
         }
@@ -365,10 +443,7 @@ impl Aggregate {
             for p in old {
                 let j = ((p.start_us - origin) / self.series_width_us) as usize;
                 self.ensure_series(j, origin);
-                let q = &mut self.series[j];
-                q.count += p.count;
-                q.total_ms += p.total_ms;
-                q.max_ms = q.max_ms.max(p.max_ms);
+                self.series[j].merge(&p);
             }
             idx = ((t - origin) / self.series_width_us) as usize;
         }
@@ -377,6 +452,87 @@ impl Aggregate {
         p.count += 1;
         p.total_ms += d;
         p.max_ms = p.max_ms.max(d);
+        p.hist.record(d);
+    }
+
+    fn add_trace_step(&mut self, st: &Statement) {
+        let (Some(ctx), Some(end)) = (&st.context, st.time_us) else { return };
+        let id = ctx.traceparent.trace_id_hex();
+        if !self.traces.contains_key(&id) && self.traces.len() >= MAX_TRACES {
+            let mut by_time: Vec<(f64, String)> = self.traces.values().map(|t| (t.db_ms, t.trace_id.clone())).collect();
+            by_time.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for (_, t) in by_time.into_iter().take(MAX_TRACES / 2) {
+                self.traces.remove(&t);
+            }
+        }
+        let t = self.traces.entry(id.clone()).or_insert_with(|| TraceRows { trace_id: id, ..TraceRows::default() });
+        let d = st.duration_ms.unwrap_or(0.0);
+        t.db_ms += d;
+        if t.steps.len() >= MAX_STEPS {
+            return;
+        }
+        let (a, b) = st.query_without_comment();
+        let plan = st
+            .plan_format
+            .and_then(|f| crate::plan::parse(&st.plan, f))
+            .map(|root| {
+                let mut out = Vec::new();
+                flatten(&root, 0, &mut out);
+                out
+            })
+            .unwrap_or_default();
+        t.steps.push(TraceStep {
+            start_us: end - (d * 1000.0) as i64,
+            duration_ms: d,
+            kind: st.kind,
+            query: crate::text::one_line(&format!("{a} {b}"), 120),
+            parent_span: ctx.traceparent.parent_id_hex(),
+            error: st.error.is_some(),
+            plan,
+        });
+    }
+
+    /// The `n` traces with the most database time, their statements in start order.
+    pub fn slowest_traces(&self, n: usize) -> Vec<TraceRows> {
+        let mut v: Vec<&TraceRows> = self.traces.values().collect();
+        v.sort_by(|a, b| b.db_ms.total_cmp(&a.db_ms).then_with(|| a.trace_id.cmp(&b.trace_id)));
+        v.into_iter()
+            .take(n)
+            .map(|t| {
+                let mut t = t.clone();
+                t.steps.sort_by_key(|s| s.start_us);
+                t
+            })
+            .collect()
+    }
+
+    /// The timed statements over time in at most `bins` bins (adjacent buckets merged).
+    pub fn timeline(&self, bins: usize) -> Vec<TimeBin> {
+        let (first, last) =
+            match (self.series.iter().position(|p| p.count > 0), self.series.iter().rposition(|p| p.count > 0)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Vec::new(),
+            };
+        let span = &self.series[first..=last];
+        let per = span.len().div_ceil(bins.max(1));
+        span.chunks(per)
+            .map(|c| {
+                let mut m = SeriesPoint { start_us: c[0].start_us, ..SeriesPoint::default() };
+                for p in c {
+                    m.merge(p);
+                }
+                let max = (m.count > 0).then_some(m.max_ms);
+                let q = |x: f64| Some(m.hist.quantile(x)?.min(m.max_ms));
+                TimeBin {
+                    start_us: m.start_us,
+                    width_us: self.series_width_us * c.len() as i64,
+                    count: m.count,
+                    p50: q(0.5),
+                    p95: q(0.95),
+                    max,
+                }
+            })
+            .collect()
     }
 
     fn ensure_series(&mut self, idx: usize, origin: i64) {
@@ -432,6 +588,16 @@ impl Aggregate {
     /// The duration-over-time series and its bucket width in µs.
     pub fn series(&self) -> (&[SeriesPoint], i64) {
         (&self.series, self.series_width_us)
+    }
+}
+
+fn flatten(node: &crate::plan::PlanNode, depth: usize, out: &mut Vec<(usize, String, Option<f64>)>) {
+    if out.len() >= MAX_PLAN_NODES {
+        return;
+    }
+    out.push((depth, node.label(), node.total_ms));
+    for c in &node.children {
+        flatten(c, depth + 1, out);
     }
 }
 

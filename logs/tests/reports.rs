@@ -93,7 +93,7 @@ fn html_report_in_headless_chromium() {
     let dom = String::from_utf8_lossy(&out.stdout);
     // Charts parsed as SVG with data in them.
     assert!(dom.contains("<svg id=\"chart-time\""), "time chart");
-    assert!(dom.contains("class=\"series-max\""), "time series polyline");
+    assert!(dom.contains("class=\"dot series-max\""), "time series points");
     assert!(dom.contains("<svg id=\"chart-top\"") && dom.contains("class=\"bar\""), "top-queries chart");
     // The slow statement's group links its trace through the template.
     let slow = trace_hex(9).max(trace_hex(3));
@@ -108,6 +108,14 @@ fn html_report_in_headless_chromium() {
     assert!(dom.contains(">workload<"), "workload in the gap table");
     assert!(!dom.contains(">workloa<"), "carrier-cut name counted under the full name");
     assert!(dom.contains("class=\"point\""), "time chart points");
+    assert!(dom.contains("class=\"rate\"") && dom.contains("class=\"series-p95\""), "statements/s bars, p95 line");
+    // The slowest traces as waterfalls: the pg_sleep traces first, each statement with its plan nodes.
+    let wf =
+        dom.find(&format!("class=\"waterfall\" data-trace-id=\"{}\"", trace_hex(3))).expect("waterfall of trace 3");
+    let wf = &dom[wf..];
+    let wf = &wf[..wf.find("</svg>").unwrap()];
+    assert!(wf.contains("class=\"step\"") && wf.contains("pg_sleep"), "its statement row");
+    assert!(wf.contains("class=\"plan-node\"") && wf.contains("↳ Result"), "its plan node row");
     assert!(dom.contains(">psql<"), "psql (no context) in the gap table");
     let count: u64 = {
         let i = dom.find("id=\"statement-count\">").unwrap() + "id=\"statement-count\">".len();
@@ -120,6 +128,10 @@ fn html_report_in_headless_chromium() {
     assert!(out.status.success(), "chromium screenshot: {}", String::from_utf8_lossy(&out.stderr));
     let bytes = std::fs::read(&png).unwrap();
     assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "screenshot is a real PNG ({} bytes)", bytes.len());
+    if let Ok(dir) = std::env::var("SQLC_LOGS_KEEP_REPORT") {
+        std::fs::copy(&html, Path::new(&dir).join("report.html")).unwrap();
+        std::fs::copy(&png, Path::new(&dir).join("report.png")).unwrap();
+    }
 }
 
 /// A minimal OTLP/HTTP receiver: decodes every POST body as an ExportTraceServiceRequest.
