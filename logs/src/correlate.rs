@@ -125,68 +125,35 @@ pub fn correlate(query: &str, application_name: &str) -> Correlation {
 }
 
 /// True for the carrier statements drivers and the proxy send to set or reset the session's trace context:
-/// the reserved `__sqlc*` statement names (the proxy's `__sqlc_tc`), `set_config` of a carrier setting
-/// (named in the text, or as `$1` — the drivers' `SELECT set_config($1, $2, false)`, checked against the
-/// logged `parameters` when there are any), `SET` of a carrier setting to a value with a traceparent, and
-/// `RESET` of a carrier setting.
+/// the reserved `__sqlc*` statement names (the proxy's `__sqlc_tc`), and what
+/// [`sqlcommenter::carrier::is_carrier_statement`] recognises — except the parameterized `set_config`
+/// whose logged parameters (`DETAIL:  parameters: $1 = 'work_mem', ...`) name another setting.
 pub fn is_carrier_statement(name: &str, query: &str, parameters: &str) -> bool {
     if name.starts_with(CARRIER_STATEMENT_PREFIX) {
         return true;
     }
+    // Most statements name no carrier setting: skip the lexer for them.
     let head = &query.as_bytes()[..query.len().min(512)];
-    let mentions = CARRIER_WORDS.iter().any(|f| f.find(head).is_some());
-    if !mentions {
+    if !CARRIER_WORDS.iter().any(|f| f.find(head).is_some()) || !carrier::is_carrier_statement(query) {
         return false;
     }
-    let lower = String::from_utf8_lossy(head).to_ascii_lowercase();
-    let body = strip_leading_comments(&lower);
-    let guc_names = ["application_name", carrier::DEFAULT_GUC, carrier::PG_TRACING_GUC];
-    if body.starts_with("select") && body.contains("set_config") {
-        // `select set_config('application_name', $1, false)` or with a literal carrier value.
-        if guc_names.iter().any(|g| body.contains(&format!("'{g}'"))) {
-            return body.contains('$') || contains_traceparent(&lower) || body.contains("sqlcommenter.");
+    match logged_param(parameters, "$1") {
+        Some(setting) if query.contains("$1") => {
+            setting == carrier::DEFAULT_GUC
+                || setting == carrier::PG_TRACING_GUC
+                || setting.starts_with("sqlcommenter.")
+                || (setting == "application_name"
+                    && logged_param(parameters, "$2").is_some_and(|v| carrier::decode_application_name(v).is_some()))
         }
-        // The setting's name as a parameter: carrier when the logged parameters say so, or when they are
-        // not logged (parse lines, `log_parameter_max_length = 0`).
-        if body.contains("set_config($1") {
-            let p = parameters.to_ascii_lowercase();
-            return p.is_empty() || guc_names.iter().any(|g| p.starts_with(&format!("$1 = '{g}'")));
-        }
-        return false;
-    }
-    if let Some(rest) = body.strip_prefix("reset ") {
-        let rest = rest.trim_start();
-        return guc_names.iter().any(|g| rest.starts_with(g));
-    }
-    if let Some(rest) = body.strip_prefix("set ") {
-        let rest = rest.trim_start();
-        let rest = rest.strip_prefix("session ").or_else(|| rest.strip_prefix("local ")).unwrap_or(rest).trim_start();
-        let is_guc = guc_names.iter().any(|g| rest.starts_with(g));
-        return is_guc && (contains_traceparent(&lower) || !rest.starts_with("application_name"));
-    }
-    false
-}
-
-fn strip_leading_comments(mut s: &str) -> &str {
-    loop {
-        s = s.trim_start();
-        if let Some(r) = s.strip_prefix("/*") {
-            match r.find("*/") {
-                Some(e) => s = &r[e + 2..],
-                None => return s,
-            }
-        } else {
-            return s;
-        }
+        _ => true,
     }
 }
 
-/// A W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`) anywhere in `s`.
-fn contains_traceparent(s: &str) -> bool {
-    let b = s.as_bytes();
-    memmem::find_iter(b, b"00-").any(|i| {
-        b.len() >= i + 55 && sqlcommenter::TraceParent::parse(std::str::from_utf8(&b[i..i + 55]).unwrap_or("")).is_ok()
-    })
+/// The value of `$n` in a logged `parameters:` detail (`$1 = 'a', $2 = 'b'`).
+fn logged_param<'a>(parameters: &'a str, n: &str) -> Option<&'a str> {
+    let at = parameters.find(&format!("{n} = '"))? + n.len() + 4;
+    let rest = &parameters[at..];
+    Some(&rest[..rest.find('\'')?])
 }
 
 #[cfg(test)]
@@ -219,15 +186,15 @@ mod tests {
     fn carrier_statements() {
         // the proxy's reserved statement
         assert!(is_carrier_statement("__sqlc_tc", "SELECT pg_catalog.set_config($1, $2, false)", ""));
-        assert!(is_carrier_statement("", "SELECT set_config('application_name', $1, false)", ""));
-        assert!(is_carrier_statement("", "select pg_catalog.set_config('sqlcommenter.traceparent', $1, false)", ""));
+        assert!(is_carrier_statement("", "SELECT pg_catalog.set_config($1, $2, $3)", ""));
         // the drivers' statement: the setting's name is $1
         let params = format!("$1 = 'application_name', $2 = 'svc@{TP}'");
         assert!(is_carrier_statement("s3", "SELECT set_config($1, $2, false)", &params));
         assert!(is_carrier_statement("s3", "SELECT set_config($1, $2, false)", ""));
-        assert!(is_carrier_statement("s4", "SELECT set_config($1, '', false)", "$1 = 'sqlcommenter.traceparent'"));
         assert!(!is_carrier_statement("s3", "SELECT set_config($1, $2, false)", "$1 = 'work_mem', $2 = '64MB'"));
-        assert!(is_carrier_statement("", "RESET application_name", ""));
+        assert!(!is_carrier_statement("s3", "SELECT set_config($1, $2, false)", "$1 = 'application_name', $2 = 'web'"));
+        // the application's own name back: not a carrier (it runs under the carrier it replaces)
+        assert!(!is_carrier_statement("", "RESET application_name", ""));
         assert!(is_carrier_statement("", &format!("SET application_name = 'svc@{TP}'"), ""));
         assert!(is_carrier_statement("", &format!("set sqlcommenter.traceparent = '{TP}'"), ""));
         assert!(!is_carrier_statement("", "SET application_name = 'svc'", ""));
