@@ -1,17 +1,17 @@
-//! `--headless`: the sampling loop without a view, for the exporters (a sidecar or a service). Connection
-//! losses and recoveries are one line each on stderr; SIGINT / SIGTERM / SIGHUP end it cleanly.
+//! `--headless`: samples without a view, for the exporters (a sidecar or a service). Connection losses and
+//! recoveries are one line each on stderr; SIGINT / SIGTERM / SIGHUP end it cleanly, even while a sample
+//! hangs (sampling runs on its own thread, [`crate::monitor::spawn`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use tokio::runtime::Runtime;
+use std::time::Duration;
 
 use crate::error::TopError;
-use crate::monitor::{Link, Monitor};
+use crate::monitor::{Link, Tick};
 use crate::sample::Snapshot;
 
-/// Longest sleep between two checks of the signal flag.
+/// Longest wait between two checks of the signal flag.
 const SLICE: Duration = Duration::from_millis(100);
 
 /// Flips to true on SIGINT, SIGTERM or SIGHUP.
@@ -23,39 +23,35 @@ pub(crate) fn quit_flag() -> Result<Arc<AtomicBool>, TopError> {
     Ok(flag)
 }
 
-/// Samples every `interval` until a signal arrives.
+/// Feeds every refresh from the sampling thread to `on_sample` until a signal arrives.
 ///
 /// # Errors
 /// [`TopError::Privilege`] when the server refuses the query.
 pub fn run(
-    rt: &Runtime,
-    monitor: &mut Monitor,
+    ticks: &Receiver<Result<Tick, TopError>>,
+    target: &str,
     interval: Duration,
     mut on_sample: impl FnMut(Option<&Snapshot>),
 ) -> Result<(), TopError> {
     let quit = quit_flag()?;
     let mut was_up = true;
     while !quit.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        let snapshot = monitor.sample(rt)?;
-        on_sample(snapshot.as_ref());
-        match (monitor.link(), was_up) {
+        let tick = match ticks.recv_timeout(SLICE) {
+            Ok(tick) => tick?,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return Err(TopError::Sample("the sampling thread stopped".into())),
+        };
+        on_sample(tick.snapshot.as_ref());
+        match (&tick.link, was_up) {
             (Link::Lost { reason, .. }, true) => {
                 eprintln!("sqlcommenter top: connection lost: {reason}; retrying every {}s", interval.as_secs_f64());
                 was_up = false;
             }
             (Link::Up, false) => {
-                eprintln!("sqlcommenter top: reconnected to {}", monitor.target().display);
+                eprintln!("sqlcommenter top: reconnected to {target}");
                 was_up = true;
             }
             _ => {}
-        }
-        while !quit.load(Ordering::Relaxed) {
-            let left = interval.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(SLICE));
         }
     }
     Ok(())

@@ -146,13 +146,25 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(TopError::Runtime)?;
     let interval = Duration::from_secs_f64(args.interval);
     let result = match mode {
-        Mode::Once(format) => once(&rt, &target, format, &mut exporters),
-        Mode::Headless => monitor::Monitor::connect(&rt, target)
-            .and_then(|mut m| headless::run(&rt, &mut m, interval, |s| exporters.record(s))),
-        Mode::Interactive => monitor::Monitor::connect(&rt, target)
-            .and_then(|mut m| ui::run(&rt, &mut m, interval, |s| exporters.record(s))),
+        Mode::Once(format) => {
+            let r = once(&rt, &target, format, &mut exporters);
+            drop(rt);
+            r
+        }
+        Mode::Headless | Mode::Interactive => {
+            let display = target.display.clone();
+            let user = target.config.get_user().unwrap_or_default().to_owned();
+            monitor::Monitor::connect(&rt, target).and_then(|m| {
+                let ticks = monitor::spawn(rt, m, interval)?;
+                let on_sample = |s: Option<&Snapshot>| exporters.record(s);
+                if mode == Mode::Headless {
+                    headless::run(&ticks, &display, interval, on_sample)
+                } else {
+                    ui::run(&ticks, &display, &user, interval, on_sample)
+                }
+            })
+        }
     };
-    drop(rt);
     let finished = exporters.finish();
     result?;
     finished

@@ -1,8 +1,10 @@
 //! The sampling loop's connection: one [`Sampler`], reconnected after a loss. The first connection's
 //! failure is fatal (a wrong password will not fix itself); later losses are reported and retried at every
-//! refresh. Refused privileges are always fatal.
+//! refresh. Refused privileges are always fatal. [`spawn`] runs the loop on a thread of its own, so a
+//! server that stops answering never freezes the view or delays a signal.
 
-use std::time::SystemTime;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::runtime::Runtime;
 
@@ -93,4 +95,39 @@ impl Monitor {
             Link::Lost { since, attempts: n, .. } => Link::Lost { reason, since: *since, attempts: n + attempts },
         };
     }
+}
+
+/// One refresh, as the sampling thread reports it.
+#[derive(Debug, Clone)]
+pub struct Tick {
+    /// The sample, or `None` when the server could not be reached this time.
+    pub snapshot: Option<Snapshot>,
+    /// The connection's state after it.
+    pub link: Link,
+}
+
+/// Samples every `interval` on a new thread (which owns `rt`, the runtime driving the connection) until
+/// the receiver is dropped or a fatal error was sent.
+///
+/// # Errors
+/// [`TopError::Runtime`] when the thread cannot be started.
+pub fn spawn(
+    rt: Runtime,
+    mut monitor: Monitor,
+    interval: Duration,
+) -> Result<Receiver<Result<Tick, TopError>>, TopError> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("top-sampler".into())
+        .spawn(move || loop {
+            let started = Instant::now();
+            let tick = monitor.sample(&rt).map(|snapshot| Tick { snapshot, link: monitor.link().clone() });
+            let fatal = tick.is_err();
+            if tx.send(tick).is_err() || fatal {
+                return;
+            }
+            std::thread::sleep(interval.saturating_sub(started.elapsed()));
+        })
+        .map_err(TopError::Runtime)?;
+    Ok(rx)
 }

@@ -1,21 +1,21 @@
-//! The interactive terminal view: ratatui on crossterm, refreshed every interval, keys between
-//! refreshes. The terminal is restored on every way out: `q`, Esc, Ctrl-C (a key in raw mode), SIGINT /
+//! The interactive terminal view: ratatui on crossterm. Samples arrive from the sampling thread
+//! ([`crate::monitor::spawn`]); keys are handled as they come, so the view answers even while the server
+//! does not. The terminal is restored on every way out: `q`, Esc, Ctrl-C (a key in raw mode), SIGINT /
 //! SIGTERM / SIGHUP, an error (the guard drops before the caller prints it) and a panic (ratatui's hook).
 
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
-use ratatui::DefaultTerminal;
-use tokio::runtime::Runtime;
 
 use crate::error::TopError;
-use crate::monitor::Monitor;
+use crate::monitor::{Link, Tick};
 use crate::sample::Snapshot;
 use crate::view::{draw, Action, Status, View};
 
-/// Longest time between two checks of the signal flag.
-const POLL_SLICE: Duration = Duration::from_millis(100);
+/// Longest time between two checks of the signal flag and the sampling thread.
+const POLL_SLICE: Duration = Duration::from_millis(50);
 
 /// Restores the terminal when dropped.
 struct Restore;
@@ -26,14 +26,15 @@ impl Drop for Restore {
     }
 }
 
-/// Runs the view until the user quits; `on_sample` sees every snapshot (exporters).
+/// Runs the view until the user quits; `on_sample` sees every refresh (exporters), `None` for a failed one.
 ///
 /// # Errors
-/// [`TopError::Terminal`] on terminal I/O failures,
-/// [`TopError::Privilege`] when the server refuses the query.
+/// [`TopError::Terminal`] on terminal I/O failures, [`TopError::Privilege`] when the server refuses the
+/// query.
 pub fn run(
-    rt: &Runtime,
-    monitor: &mut Monitor,
+    ticks: &Receiver<Result<Tick, TopError>>,
+    target: &str,
+    user: &str,
     interval: Duration,
     mut on_sample: impl FnMut(Option<&Snapshot>),
 ) -> Result<(), TopError> {
@@ -42,42 +43,51 @@ pub fn run(
     let _restore = Restore;
     let mut view = View::default();
     let mut snapshot: Option<Snapshot> = None;
-    let user = monitor.target().config.get_user().unwrap_or_default().to_owned();
+    let mut link = Link::Up;
+    let mut last_tick = Instant::now();
+    let mut last_draw = Instant::now();
     loop {
-        let started = Instant::now();
-        let sample = monitor.sample(rt)?;
-        on_sample(sample.as_ref());
-        if sample.is_some() {
-            snapshot = sample;
+        if quit.load(Ordering::Relaxed) {
+            return Ok(());
         }
-        let target = monitor.target().display.clone();
-        let link = monitor.link().clone();
-        let status = Status { target: &target, link: &link, interval: interval.as_secs_f64(), user: &user };
-        let redraw = |terminal: &mut DefaultTerminal, view: &mut View| {
-            terminal.draw(|f| draw(f, view, snapshot.as_ref(), &status)).map(drop).map_err(TopError::Terminal)
-        };
-        redraw(&mut terminal, &mut view)?;
-        let deadline = started + interval;
+        let mut redraw = false;
         loop {
-            if quit.load(Ordering::Relaxed) {
-                return Ok(());
+            match ticks.try_recv() {
+                Ok(tick) => {
+                    let tick = tick?;
+                    on_sample(tick.snapshot.as_ref());
+                    if tick.snapshot.is_some() {
+                        snapshot = tick.snapshot;
+                    }
+                    link = tick.link;
+                    last_tick = Instant::now();
+                    redraw = true;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return Err(TopError::Sample("the sampling thread stopped".into())),
             }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            if !event::poll((deadline - now).min(POLL_SLICE)).map_err(TopError::Terminal)? {
-                continue;
-            }
+        }
+        // A sample overdue by more than an interval: say so (once a second).
+        let waiting = last_tick.elapsed().saturating_sub(interval);
+        let stale = (waiting >= interval.max(Duration::from_secs(1))).then_some(waiting);
+        if stale.is_some() && last_draw.elapsed() >= Duration::from_secs(1) {
+            redraw = true;
+        }
+        if event::poll(POLL_SLICE).map_err(TopError::Terminal)? {
             match event::read().map_err(TopError::Terminal)? {
                 Event::Key(key) if key.kind != KeyEventKind::Release => match view.key(key) {
                     Action::Quit => return Ok(()),
-                    Action::Redraw => redraw(&mut terminal, &mut view)?,
+                    Action::Redraw => redraw = true,
                     Action::None => {}
                 },
-                Event::Resize(..) => redraw(&mut terminal, &mut view)?,
+                Event::Resize(..) => redraw = true,
                 _ => {}
             }
+        }
+        if redraw {
+            last_draw = Instant::now();
+            let status = Status { target, link: &link, interval: interval.as_secs_f64(), user, waiting: stale };
+            terminal.draw(|f| draw(f, &mut view, snapshot.as_ref(), &status)).map_err(TopError::Terminal)?;
         }
     }
 }

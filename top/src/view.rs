@@ -174,6 +174,8 @@ pub struct Status<'a> {
     pub interval: f64,
     /// The role top connected as (for the privilege hint).
     pub user: &'a str,
+    /// How long the current sample is overdue, when it is (the server is slow or not answering).
+    pub waiting: Option<std::time::Duration>,
 }
 
 fn clock(t: SystemTime) -> String {
@@ -198,6 +200,12 @@ pub fn draw(frame: &mut Frame<'_>, view: &mut View, snapshot: Option<&Snapshot>,
         header.push(Line::styled(
             format!("connection lost: {reason} — retrying every {}s (attempt {attempts})", status.interval),
             Style::default().fg(Color::White).bg(Color::Red),
+        ));
+    }
+    if let Some(w) = status.waiting {
+        header.push(Line::styled(
+            format!("waiting for the server: the sample is {} overdue (showing the last one)", age(w)),
+            Style::default().fg(Color::Black).bg(Color::Yellow),
         ));
     }
     let oldest = totals.oldest_xact.map(|(pid, d)| format!("{} (pid {pid})", age(d))).unwrap_or_else(|| "-".into());
@@ -374,7 +382,7 @@ mod tests {
     fn screen(view: &mut View) -> String {
         let mut term = Terminal::new(TestBackend::new(220, 12)).unwrap();
         let snap = snapshot();
-        let status = Status { target: "h:5432/db as u", link: &Link::Up, interval: 1.0, user: "u" };
+        let status = Status { target: "h:5432/db as u", link: &Link::Up, interval: 1.0, user: "u", waiting: None };
         term.draw(|f| draw(f, view, Some(&snap), &status)).unwrap();
         let buf = term.backend().buffer().clone();
         (0..buf.area.height)

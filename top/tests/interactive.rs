@@ -71,6 +71,23 @@ impl Tmux {
     }
 }
 
+/// A process stopped with SIGSTOP, continued on drop (also when an assertion fails).
+struct Stopped(String);
+
+impl Stopped {
+    fn new(pid: &str) -> Stopped {
+        assert!(pid.parse::<u32>().is_ok(), "pid {pid:?}");
+        assert!(Command::new("kill").args(["-STOP", pid]).status().unwrap().success());
+        Stopped(pid.to_owned())
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux").arg("-L").arg(&self.socket).arg("kill-server").output();
@@ -85,29 +102,48 @@ async fn blocking_tree_keys_lost_connection_and_clean_quit() {
     let conninfo = pg.keyword_conn_str("postgres");
     tokio::task::block_in_place(|| {
         tmux.run_top("main", &format!("--interval 0.3 '{conninfo}'"));
-        let a_row = format!("{} ", sc.a_pid);
-        let screen = tmux.wait_for("main", "the blocking tree", |s| s.contains("waiting 1"));
+        // Every check in one predicate, retried until a whole frame satisfies it (a capture may land
+        // in the middle of a redraw).
+        let tree_ok = |screen: &str| -> Result<(), String> {
+            let lines: Vec<&str> = screen.lines().collect();
+            let a = lines
+                .iter()
+                .position(|l| l.starts_with(&format!("{} ", sc.a_pid)) && l.contains("checkout"))
+                .ok_or("A's row")?;
+            let (a_line, b) = (lines[a], *lines.get(a + 1).ok_or("a row under A")?);
+            let checks = [
+                (a_line.contains(trace_id(TP_A)) && a_line.contains("comment"), "A's trace from its comment"),
+                (a_line.contains("idle in transaction") && a_line.contains("Client:ClientRead"), "A's state"),
+                (b.starts_with(&format!("{} ", sc.b_pid)) && b.contains("└─ -"), "B right under A"),
+                (b.contains(trace_id(TP_B)) && b.contains("app_name"), "B's own trace from application_name"),
+                (b.contains(&format!("{} {}", sc.a_pid, trace_id(TP_A))), "B shows its blocker's pid and trace"),
+                (b.contains("Lock:transactionid"), "B's wait"),
+                (
+                    lines.iter().any(|l| {
+                        l.starts_with(&format!("{} ", sc.c_pid))
+                            && l.contains("reports")
+                            && l.contains(trace_id(TP_C))
+                            && l.contains("Timeout:PgSleep")
+                    }),
+                    "C's row",
+                ),
+                (screen.contains("active 2  idle in transaction 1  waiting 1  oldest transaction"), "totals"),
+                (screen.contains("q quit  s sort  r reverse  / filter"), "keys on screen"),
+            ];
+            match checks.iter().find(|(ok, _)| !ok) {
+                Some((_, what)) => Err((*what).to_owned()),
+                None => Ok(()),
+            }
+        };
+        let screen = tmux.wait_for("main", "the blocking tree", |s| tree_ok(s).is_ok());
+        tree_ok(&screen).unwrap();
         assert!(tmux.alternate_on("main"), "the view runs on the alternate screen");
-        let lines: Vec<&str> = screen.lines().collect();
-        let a = lines
-            .iter()
-            .position(|l| l.starts_with(&a_row) && l.contains("checkout") && l.contains(trace_id(TP_A)))
-            .unwrap_or_else(|| panic!("A's row:\n{screen}"));
-        let b = lines[a + 1];
-        assert!(b.starts_with(&format!("{} ", sc.b_pid)) && b.contains("└─ -"), "B right under A:\n{screen}");
-        assert!(b.contains(trace_id(TP_B)) && b.contains("app_name"), "B's own trace:\n{screen}");
-        assert!(b.contains(&format!("{} {}", sc.a_pid, trace_id(TP_A))), "B shows its blocker's trace:\n{screen}");
-        assert!(b.contains("Lock:transactionid"), "{screen}");
-        assert!(lines[a].contains("idle in transaction") && lines[a].contains("Client:ClientRead"), "{screen}");
-        let c = lines.iter().find(|l| l.starts_with(&format!("{} ", sc.c_pid))).expect("C's row");
-        assert!(c.contains("reports") && c.contains(trace_id(TP_C)) && c.contains("Timeout:PgSleep"), "{screen}");
-        assert!(screen.contains("active 2  idle in transaction 1  waiting 1  oldest transaction"), "{screen}");
-        assert!(screen.contains("q quit  s sort  r reverse  / filter"), "keys on screen:\n{screen}");
 
         // Filter: only C's tree remains; Esc clears it.
         tmux.keys("main", &["/", "reports", "Enter"]);
-        let screen = tmux.wait_for("main", "the filter", |s| s.contains("filter: reports"));
-        assert!(screen.contains(trace_id(TP_C)) && !screen.contains(trace_id(TP_A)), "{screen}");
+        tmux.wait_for("main", "the filter showing C's tree only", |s| {
+            s.contains("filter: reports") && s.contains(trace_id(TP_C)) && !s.contains(trace_id(TP_A))
+        });
         tmux.keys("main", &["Escape"]);
         tmux.wait_for("main", "the filter cleared", |s| s.contains(trace_id(TP_A)));
 
@@ -131,6 +167,18 @@ async fn blocking_tree_keys_lost_connection_and_clean_quit() {
         let screen = tmux.wait_for("ctrlc", "the exit", |s| s.contains(" END"));
         assert!(screen.contains("TOP-EXIT=0") && screen.contains("TTY: icanon echo END"), "{screen}");
         assert!(!tmux.alternate_on("ctrlc"));
+
+        // The server stops answering (top's own backend is stopped): the view says it waits, and `q` still
+        // quits at once.
+        tmux.run_top("hung", &format!("--interval 0.3 '{conninfo}'"));
+        tmux.wait_for("hung", "the view", |s| s.contains("sessions "));
+        let backend = pg.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'sqlcommenter-top'").unwrap();
+        let _stopped = Stopped::new(backend.trim());
+        tmux.wait_for("hung", "the overdue sample", |s| s.contains("waiting for the server"));
+        tmux.keys("hung", &["q"]);
+        let screen = tmux.wait_for("hung", "the exit", |s| s.contains(" END"));
+        assert!(screen.contains("TOP-EXIT=0") && screen.contains("TTY: icanon echo END"), "{screen}");
+        drop(_stopped);
 
         // Privileges revoked while the view runs: the next refresh fails, the terminal is restored first,
         // then one line and exit 2.
