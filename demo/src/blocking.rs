@@ -1,6 +1,6 @@
 //! A small blocking scenario shown with `sqlcommenter top`: three requests, each under its own trace, queue
 //! on one row — `checkout` (tokio-postgres, trace in a comment) updates it and leaves its transaction
-//! open, `billing` (unmodified, through the proxy: `SET sqlcommenter.traceparent`) waits for it, and
+//! open, `billing` (unmodified, through the proxy: `set_config('sqlcommenter.traceparent', …)`) waits for it, and
 //! `report` (unmodified, its trace in the startup `application_name`) waits behind `billing`. One sample of
 //! `pg_stat_activity` ([`sqlcommenter_top::Sampler`]) then prints the chain by trace.
 
@@ -92,7 +92,10 @@ async fn scenario(pg: &Cluster) -> Result<Snapshot, DemoError> {
         pg.user()
     ))
     .await?;
-    billing.batch_execute(&format!("SET sqlcommenter.traceparent = '{}'", t_billing.traceparent)).await.map_err(err)?;
+    billing
+        .batch_execute(&format!("SELECT set_config('sqlcommenter.traceparent', '{}', false)", t_billing.traceparent))
+        .await
+        .map_err(err)?;
     let b = billing.clone();
     let billing_wait =
         tokio::spawn(async move { b.batch_execute("UPDATE demo_stock SET qty = qty + 5 WHERE sku = 'sku-1'").await });

@@ -6,7 +6,8 @@
 //! - `cart`: the tokio-postgres wrapper ([`sqlcommenter_tokio_postgres::Client`]): a statement
 //!   prepared once and executed per request, `query_typed`, a simple query, a transaction.
 //! - `legacy` / `batch`: plain tokio-postgres through the proxy, unmodified except for how it
-//!   hands over its context, the two ways the proxy reads it: `SET sqlcommenter.traceparent = '...'` at the
+//!   hands over its context, the two ways the proxy reads it: `SELECT set_config('sqlcommenter.traceparent',
+//!   '...', false)` (one pg_stat_statements entry for every trace, unlike a `SET` text) at the
 //!   start of each request, or (a batch job) the traceparent in the startup `application_name`
 //!   (`PGAPPNAME`-style, [`sqlcommenter::carrier::encode_application_name`]).
 
@@ -211,7 +212,7 @@ async fn unmodified_app(proxy: SocketAddr, rec: &Recorder, requests: u32) -> Res
         async {
             // Without a span there is nothing to hand over (and the statements would count as misses).
             let tp = TraceContext::current_span().map(|c| c.traceparent.to_string()).unwrap_or_default();
-            client.simple_query(&format!("SET sqlcommenter.traceparent = '{tp}'")).await?;
+            client.simple_query(&format!("SELECT set_config('sqlcommenter.traceparent', '{tp}', false)")).await?;
             proxy_statements(&mut client, &named, rec).await
         }
         .instrument(span)

@@ -122,9 +122,14 @@ pub struct Session {
     reserved: Reserved,
     /// What the server's carrier setting holds (the proxy writes it transaction-scoped only).
     tracker: Tracker,
-    /// The `application_name` value the proxy wrote in the current transaction (its ParameterStatus is
-    /// hidden from the client).
-    written: Option<String>,
+    /// The `application_name` values the proxy wrote lately (their ParameterStatus, reported at the
+    /// ReadyForQuery of an explicit transaction, is hidden from the client).
+    written: std::collections::VecDeque<String>,
+    /// Whether the client's transaction is open as of the messages sent so far (a pipeline's replies lag
+    /// behind: a Sync outside a transaction ends the request's implicit transaction when it is sent).
+    open_txn: bool,
+    /// Named statements that open (`true`) or end (`false`) a transaction when executed.
+    txn_control: HashMap<Vec<u8>, bool>,
     backend_key: Option<Vec<u8>>,
     keys: Option<Arc<CancelKeys>>,
     client_stream: Stream,
@@ -163,7 +168,9 @@ impl Session {
             settings_dirty: false,
             reserved: Reserved::Unknown,
             tracker: Tracker::new(),
-            written: None,
+            written: Default::default(),
+            open_txn: false,
+            txn_control: HashMap::new(),
             backend_key: None,
             keys: None,
             client_stream: Stream::default(),
@@ -283,6 +290,9 @@ impl Session {
         }
         self.proto.client_message(tag);
         self.request_started(tag);
+        if tag == frame::SYNC && !self.open_txn && self.proto.phase() == crate::state::Phase::Ready {
+            self.request_ended();
+        }
         if tag == frame::EXECUTE {
             METRICS.statements_extended.fetch_add(1, Relaxed);
         }
@@ -292,7 +302,6 @@ impl Session {
         match tag {
             frame::QUERY if inject && !self.proto.in_copy() => {
                 let sql = frame::text_body(body);
-                self.client_statement(None, sql);
                 let mut ctx = self.current_ctx();
                 if let Some(t) = &mut self.spans {
                     let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
@@ -309,6 +318,11 @@ impl Session {
                         METRICS.skip(other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped())));
                         out.put_slice(f);
                     }
+                }
+                // Its effects (a BEGIN, a SET of the session context) apply from the next request on.
+                self.client_statement(None, sql);
+                if !self.open_txn {
+                    self.request_ended();
                 }
             }
             frame::PARSE if inject => match frame::parse_body(body) {
@@ -372,18 +386,33 @@ impl Session {
     /// effects are noted now; a named statement's when it is bound (see [`Session::carrier_before_bind`]).
     fn client_statement(&mut self, name: Option<&[u8]>, sql: &[u8]) {
         // Cheap pre-check: no keyword that could change settings or need its own transaction.
-        const HINTS: [&[u8]; 9] =
-            [b"set", b"reset", b"discard", b"rollback", b"abort", b"vacuum", b"concurrently", b"database", b"system"];
+        const HINTS: [&[u8]; 14] = [
+            b"set",
+            b"reset",
+            b"discard",
+            b"rollback",
+            b"abort",
+            b"vacuum",
+            b"concurrently",
+            b"database",
+            b"system",
+            b"begin",
+            b"start",
+            b"commit",
+            b"end",
+            b"prepare",
+        ];
         let hinted = HINTS.iter().any(|w| frame::find_ci(sql, w).is_some());
         if let Some(name) = name.filter(|n| !n.is_empty()) {
-            self.no_txn_block.remove(name);
-            self.touches_settings.remove(name);
+            self.forget_statement(name);
         }
         let Some(text) = std::str::from_utf8(sql).ok().filter(|_| hinted) else { return };
+        // A Query or an unnamed statement runs now; a named one when it is executed.
+        let runs_now = name.is_none_or(<[u8]>::is_empty);
         for effect in carrier::statements(text) {
             let touches = match &effect {
                 Effect::Set { variable, value, scope, computed } => {
-                    if *variable == self.cfg.session_guc && *scope == Scope::Session && name.is_none() {
+                    if *variable == self.cfg.session_guc && *scope == Scope::Session && runs_now {
                         // The client's own session context (`SET sqlcommenter.traceparent = '…'`).
                         self.guc_ctx = match (value, computed) {
                             (Some(v), false) => TraceParent::parse(v.trim()).ok().map(TraceContext::new),
@@ -393,7 +422,7 @@ impl Session {
                     self.cfg.carrier.as_ref().is_some_and(|t| t.variable() == variable)
                 }
                 Effect::ResetAll => {
-                    if name.is_none() {
+                    if runs_now {
                         self.guc_ctx = None;
                     }
                     true
@@ -405,7 +434,17 @@ impl Session {
                     }
                     false
                 }
-                Effect::Begin | Effect::Commit | Effect::Rollback | Effect::Other => false,
+                Effect::Begin | Effect::Commit | Effect::Rollback => {
+                    let opens = effect == Effect::Begin;
+                    match name.filter(|n| !n.is_empty()) {
+                        Some(n) => {
+                            self.txn_control.insert(n.to_vec(), opens);
+                        }
+                        None => self.open_txn = opens,
+                    }
+                    false
+                }
+                Effect::Other => false,
             };
             if touches {
                 match name {
@@ -424,6 +463,14 @@ impl Session {
         }
         self.no_txn_block.remove(name);
         self.touches_settings.remove(name);
+        self.txn_control.remove(name);
+    }
+
+    /// The client's request ended its implicit transaction (a Sync or Query sent outside a transaction
+    /// block): the transaction-scoped carrier is gone from then on, and the next request gets a new root.
+    fn request_ended(&mut self) {
+        self.tracker.transaction_ended(true);
+        self.txn_ctx = None;
     }
 
     /// Notes when a request the server answers with ReadyForQuery was forwarded.
@@ -477,6 +524,9 @@ impl Session {
             self.tracker.forget();
         }
         let stmt = stmt.to_vec();
+        if let Some(&opens) = self.txn_control.get(&stmt) {
+            self.open_txn = opens;
+        }
         let touches = self.touches_settings.contains(&stmt);
         let Some(target) = self.cfg.carrier.clone() else { return };
         if !self.proto.may_inject() || self.no_txn_block.contains(&stmt) {
@@ -510,7 +560,10 @@ impl Session {
                 self.proto.sent(tag, Owner::Proxy);
             }
             if write.variable == "application_name" {
-                self.written = Some(write.value);
+                if self.written.len() == 8 {
+                    self.written.pop_front();
+                }
+                self.written.push_back(write.value);
             }
             self.counters.carriers += 1;
             METRICS.carriers.fetch_add(1, Relaxed);
@@ -597,11 +650,12 @@ impl Session {
                 if tag == frame::READY_FOR_QUERY {
                     self.request_done();
                 }
-                if ev == ServerEvent::TransactionEnded {
-                    // The transaction-scoped carrier ended with it.
-                    self.tracker.transaction_ended(true);
-                    self.written = None;
-                    self.txn_ctx = None;
+                if tag == frame::READY_FOR_QUERY && self.proto.pending() == 0 {
+                    // Nothing in flight: the server's status is the truth about the transaction.
+                    self.open_txn = ev != ServerEvent::TransactionEnded;
+                    if !self.open_txn {
+                        self.tracker.transaction_ended(true);
+                    }
                 }
                 if tag == frame::READY_FOR_QUERY && self.reserved == Reserved::Parsing {
                     // Its ParseComplete never came: skipped after an error.
@@ -638,6 +692,7 @@ impl Session {
             self.named_ctx.clear();
             self.no_txn_block.clear();
             self.touches_settings.clear();
+            self.txn_control.clear();
         }
     }
 
@@ -650,7 +705,7 @@ impl Session {
             out.put_slice(f);
             return;
         }
-        if self.written.as_deref() == Some(&*value) || value == self.client_app {
+        if self.written.iter().any(|w| *w == value) || value == self.client_app {
             // Ours, or the revert to the client's own name when our transaction-scoped value ended.
             self.counters.parameter_status_hidden += 1;
             return;

@@ -127,11 +127,14 @@ pub struct ProtocolState {
     queue: VecDeque<Pending>,
     txn: TxnStatus,
     phase: Phase,
+    /// The server answered an extended-protocol message with an error before the batch's Sync was
+    /// sent: it ignores every message up to that Sync, so none of them expects a reply.
+    skip_until_sync: bool,
 }
 
 impl Default for ProtocolState {
     fn default() -> Self {
-        ProtocolState { queue: VecDeque::new(), txn: TxnStatus::Idle, phase: Phase::Startup }
+        ProtocolState { queue: VecDeque::new(), txn: TxnStatus::Idle, phase: Phase::Startup, skip_until_sync: false }
     }
 }
 
@@ -197,8 +200,12 @@ impl ProtocolState {
             frame::SYNC if self.phase == Phase::CopyIn || self.phase == Phase::CopyBoth => {}
             frame::COPY_DONE | frame::COPY_FAIL if self.phase == Phase::CopyIn => self.phase = Phase::Ready,
             frame::COPY_DONE if self.phase == Phase::CopyBoth => self.phase = Phase::CopyOut,
+            _ if self.skip_until_sync && tag != frame::SYNC => {}
             _ => {
                 if let Some(expect) = expect_of(tag) {
+                    if expect == Expect::Sync {
+                        self.skip_until_sync = false;
+                    }
                     self.queue.push_back(Pending { expect, owner });
                 }
             }
@@ -222,18 +229,20 @@ impl ProtocolState {
         OutOfSync { got: tag as char, expected }
     }
 
-    /// Drops the expectations the server skips after an error: every extended-protocol message up to
-    /// (not including) the next Sync. Returns whether any of them was the client's.
+    /// Drops the expectations the server skips after an error: every message up to (not including) the
+    /// next Sync; when that Sync has not been sent yet, messages sent until it expect no reply either.
+    /// Returns whether any skipped message was (or may yet be) the client's.
     fn skip_to_sync(&mut self) -> bool {
         let mut client = false;
         while let Some(p) = self.head() {
-            if matches!(p.expect, Expect::Sync | Expect::Query | Expect::FunctionCall) {
-                break;
+            if p.expect == Expect::Sync {
+                return client;
             }
             client |= p.owner == Owner::Client;
             self.queue.pop_front();
         }
-        client
+        self.skip_until_sync = true;
+        true
     }
 
     /// Pops the head, which must be one of `expect`, and says what to do with the reply that ended it.
@@ -483,6 +492,22 @@ mod tests {
             server(&mut s, &[(b'2', b""), (b'E', b""), (b'Z', b"I")]),
             [ProxyDone(Expect::Bind), ProxyError { relay: true }, TransactionEnded]
         );
+    }
+
+    #[test]
+    fn messages_sent_after_an_error_before_the_sync_expect_nothing() {
+        // asyncpg executemany: Bind/Execute pairs stream out; the server fails one; more pairs and the
+        // Sync follow after the error reached the proxy.
+        let mut s = ready();
+        client(&mut s, &[BIND, EXECUTE, BIND, EXECUTE]);
+        assert_eq!(server(&mut s, &[(b'2', b""), (b'C', b""), (b'2', b""), (b'E', b"")]), [Relay; 4]);
+        client(&mut s, &[BIND, EXECUTE]);
+        proxy(&mut s, &[BIND, EXECUTE, CLOSE]);
+        client(&mut s, &[BIND, EXECUTE, SYNC]);
+        assert_eq!(s.pending(), 1);
+        assert_eq!(server(&mut s, &[(b'Z', b"I")]), [TransactionEnded]);
+        client(&mut s, &[BIND, EXECUTE, SYNC]);
+        assert_eq!(s.pending(), 3, "after the Sync replies are expected again");
     }
 
     #[test]

@@ -8,6 +8,7 @@ import sys
 import threading
 
 import psycopg
+from psycopg import sql
 
 port, clients, requests = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 lines = []
@@ -17,11 +18,12 @@ lock = threading.Lock()
 def client(n):
     out = []
     with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
-                         application_name=f"pool{n}", autocommit=True) as conn:
+                         application_name="pooled", autocommit=True) as conn:
         for r in range(requests):
             trace = os.urandom(16).hex()
             tp = f"00-{trace}-{os.urandom(8).hex()}-01"
-            conn.execute("SELECT set_config('sqlcommenter.traceparent', %s, false)", (tp,), prepare=False)
+            # A literal, so the proxy reads the context from the text (pg_stat_statements normalizes it).
+            conn.execute(sql.SQL("SELECT set_config('sqlcommenter.traceparent', {}, false)").format(sql.Literal(tp)))
             base = (n * requests + r) * 10
             conn.execute("SELECT %s::int /*marker_pool_named*/", (base + 1,), prepare=True)
             conn.execute("SELECT %s::int /*marker_pool_unnamed*/", (base + 2,), prepare=False)

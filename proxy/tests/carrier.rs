@@ -1,0 +1,179 @@
+//! The carrier through the proxy, seen from the server. 10,000 named executions, each under a new trace,
+//! leave one pg_stat_statements entry for the carrier. And the proxy in front of PgBouncer 1.24 (session and transaction pooling, prepared statements on, a pool
+//! of 2): 8 psycopg clients, 96 requests, each request with its own context and a named, an unnamed and
+//! an in-transaction named statement. From the server's side: every execution's own log line carries its
+//! request's trace, PgBouncer replays no `SET application_name` because of the carrier, at most one
+//! carrier statement per transaction that runs a named statement, and pg_stat_statements keeps at most a
+//! handful of carrier entries however many traces pass.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::{app_of, carrier_trace_id, comment_trace_id};
+use sqlcommenter_proxy::{ProxyConfig, Upstream};
+use sqlcommenter_testpg::{pgbouncer_or_skip, Cluster, LogFormat, PgBouncer, PoolMode};
+
+const CLIENTS: usize = 8;
+const REQUESTS: usize = 12;
+
+fn python_ok() -> bool {
+    let ok = Command::new("python3").args(["-c", "import psycopg"]).output().is_ok_and(|o| o.status.success());
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("python3 + psycopg 3 missing and CI is set");
+    }
+    ok
+}
+
+fn cluster(log_all: bool) -> Cluster {
+    let pg = Cluster::builder()
+        .setting("log_min_duration_statement", if log_all { "0" } else { "-1" })
+        .setting("pg_stat_statements.track_utility", "on")
+        .log_format(LogFormat::Stderr { prefix: common::PREFIX.into() })
+        .preload(&["pg_stat_statements"])
+        .start()
+        .unwrap();
+    pg.execute_sql("CREATE EXTENSION pg_stat_statements").unwrap();
+    pg
+}
+
+fn carrier_entries(pg: &Cluster) -> usize {
+    pg.query("SELECT count(*) FROM pg_stat_statements WHERE query ILIKE '%set_config%'").unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_traces_leave_one_carrier_entry_in_pg_stat_statements() {
+    let pg = cluster(false);
+    pg.execute_sql("SELECT pg_stat_statements_reset()").unwrap();
+    let mut config =
+        ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Upstream::parse(&format!("127.0.0.1:{}", pg.port())).unwrap());
+    config.admin = None;
+    let proxy = sqlcommenter_proxy::start(config).await.unwrap();
+    let c = common::connect(proxy.local_addr().port(), "pss").await;
+    let stmt = c.prepare("SELECT $1::int /*marker_pss*/").await.unwrap();
+    // Pipelined autocommit executions: each its own transaction, so each under a new root trace.
+    for chunk in 0..20 {
+        let runs = (0..500).map(|i| {
+            let (c, stmt) = (&c, &stmt);
+            async move { c.query_one(stmt, &[&(chunk * 500 + i)]).await }
+        });
+        for r in futures_util::future::join_all(runs).await {
+            r.unwrap();
+        }
+    }
+    proxy.shutdown().await;
+    let calls: i64 = pg
+        .query("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query ILIKE '%set_config%'")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(carrier_entries(&pg), 1, "{}", pg.query("SELECT query FROM pg_stat_statements").unwrap());
+    assert_eq!(calls, 10_000, "one carrier per execution, each its own trace");
+}
+
+async fn run_through(mode: PoolMode, bin: &Path) {
+    let pg = cluster(true);
+    let bouncer = PgBouncer::builder(mode).binary(bin).pool_size(2).max_prepared_statements(200).start(&pg).unwrap();
+    pg.execute_sql("SELECT pg_stat_statements_reset()").unwrap();
+    let mut config = ProxyConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Upstream::parse(&format!("127.0.0.1:{}", bouncer.port())).unwrap(),
+    );
+    config.admin = None;
+    let proxy = sqlcommenter_proxy::start(config).await.unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pooled_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([&proxy.local_addr().port().to_string(), &CLIENTS.to_string(), &REQUESTS.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want: HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(v, t)| (v.to_owned(), t.to_owned())))
+        .collect();
+    assert_eq!(want.len(), CLIENTS * REQUESTS * 3);
+    proxy.shutdown().await;
+
+    // Every execution's own log line, with its parameter on the DETAIL line after it.
+    let log = wait_for_log(&pg, "marker_pool_txn", CLIENTS * REQUESTS);
+    let lines: Vec<&str> = log.lines().collect();
+    let mut seen = HashMap::new();
+    let mut carriers = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains("execute") && line.contains("set_config($1, $2, $3)") {
+            carriers += 1;
+        }
+        if !(line.contains("execute") && line.contains("marker_pool_")) {
+            continue;
+        }
+        let value = lines[i + 1..]
+            .iter()
+            .take(4)
+            .find_map(|l| l.split_once("parameters: $1 = '").map(|(_, v)| v.trim_end_matches('\'').to_owned()))
+            .unwrap_or_else(|| panic!("no parameters after {line}"));
+        let trace = comment_trace_id(line).map(str::to_owned).or_else(|| carrier_trace_id(app_of(line)));
+        seen.insert(value, (trace, line.to_string()));
+    }
+    let mut wrong = Vec::new();
+    for (value, trace) in &want {
+        match seen.get(value) {
+            Some((Some(t), _)) if t == trace => {}
+            other => wrong.push(format!("{value}: want {trace}, got {other:?}")),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{mode:?}: {} of {} executions under the wrong trace: {wrong:#?}",
+        wrong.len(),
+        want.len()
+    );
+    // One carrier at most per transaction that runs a named statement (2 per request).
+    assert!(carriers <= CLIENTS * REQUESTS * 2, "{mode:?}: {carriers} carrier executions");
+    assert!(carriers >= CLIENTS * REQUESTS * 2, "{mode:?}: named executions without a carrier: {carriers}");
+    // PgBouncer re-syncs a client's application_name with its own SET when it links a client to a server
+    // whose value differs. All clients here share one name, so beyond the first link of each of the 2
+    // server connections (transaction pooling) or of each client (session pooling, 8 clients queued on 2
+    // servers) a SET would be the carrier's doing; and none may write a traceparent.
+    let replays: Vec<_> = lines.iter().filter(|l| l.contains("statement: SET application_name")).collect();
+    let carried = replays.iter().filter(|l| l.contains("00-")).count();
+    let links = if mode == PoolMode::Session { CLIENTS } else { 2 };
+    assert!(replays.len() <= links && carried == 0, "{mode:?}: PgBouncer replayed application_name: {replays:#?}");
+    let entries = carrier_entries(&pg);
+    assert!(
+        entries <= 5,
+        "{mode:?}: {entries} carrier entries: {}",
+        pg.query("SELECT query FROM pg_stat_statements").unwrap()
+    );
+    eprintln!(
+        "{mode:?}: {} executions under their own trace, {carriers} carriers, {} application_name replays, \
+         {entries} pg_stat_statements carrier entries",
+        want.len(),
+        replays.len()
+    );
+}
+
+fn wait_for_log(pg: &Cluster, needle: &str, min: usize) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = pg.read_log();
+        if log.matches(needle).count() >= min || std::time::Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_pgbouncer_every_execution_carries_its_own_trace_and_nothing_is_replayed() {
+    let Some(bin) = pgbouncer_or_skip("proxy behind PgBouncer") else { return };
+    if !python_ok() {
+        eprintln!("SKIPPED: python3 + psycopg 3 missing");
+        return;
+    }
+    for mode in [PoolMode::Transaction, PoolMode::Session] {
+        run_through(mode, &bin).await;
+    }
+}
