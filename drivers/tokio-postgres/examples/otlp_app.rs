@@ -6,7 +6,7 @@
 //! DATABASE_URL=postgres://postgres@localhost/postgres cargo run -p sqlcommenter-tokio-postgres --example otlp_app
 //! ```
 //! With `log_line_prefix = '%m [%p] %a '` and `log_min_duration_statement = 0` the server log shows each
-//! statement with `otlp-demo@00-<trace id>-<span id>-01`, the same ids the collector receives.
+//! statement with `00-<trace id>-<span id>-01` (the bare W3C traceparent), the same ids the collector receives.
 
 use anyhow::Result;
 use opentelemetry::trace::TracerProvider as _;

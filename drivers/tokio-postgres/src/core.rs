@@ -66,7 +66,8 @@ pub(crate) enum Wrap {
 }
 
 impl Wrap {
-    /// For a text statement: never around transaction control or what refuses a transaction block.
+    /// For a text statement: never around transaction control or what refuses a transaction block
+    /// (`ResetAll` covers `DISCARD ALL`, which refuses one; `RESET ALL` is left unwrapped with it).
     pub(crate) fn for_text(sql: &str) -> Wrap {
         let refuses = statements(sql).iter().any(|e| {
             matches!(
@@ -76,6 +77,7 @@ impl Wrap {
                     | Effect::Rollback
                     | Effect::RollbackToSavepoint
                     | Effect::NoTransactionBlock
+                    | Effect::ResetAll
             )
         });
         if refuses {
@@ -131,7 +133,7 @@ macro_rules! by_statement {
                 } else {
                     None
                 };
-                let wrap = if $wrap == Wrap::Allowed { Wrap::for_text(sql) } else { Wrap::Never };
+                let wrap = if $wrap == Wrap::Allowed { $self.wrap_text(sql) } else { Wrap::Never };
                 let out = match types {
                     Some($types) if $types.len() == $n => {
                         let $text = $self.cfg.commenter.inject(sql, $call.ctx.as_ref()).into_cow();
@@ -281,6 +283,14 @@ impl Core {
             Poll::Ready(())
         })
         .await
+    }
+
+    /// Whether a text statement may be wrapped; only read (with the lexer) when wraps are configured.
+    fn wrap_text(&self, sql: &str) -> Wrap {
+        match self.cfg.scope {
+            CarrierScope::Transaction => Wrap::for_text(sql),
+            CarrierScope::Session => Wrap::Allowed,
+        }
     }
 
     /// `BEGIN` succeeded.
@@ -516,7 +526,7 @@ impl Core {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, Wrap::for_text(sql), pg.query_typed(&text, params)).await;
+        let out = self.run(pg, want, self.wrap_text(sql), pg.query_typed(&text, params)).await;
         self.after_text(sql, out.is_ok());
         out
     }
@@ -529,7 +539,7 @@ impl Core {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Row, Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, Wrap::for_text(sql), pg.query_typed_one(&text, params)).await;
+        let out = self.run(pg, want, self.wrap_text(sql), pg.query_typed_one(&text, params)).await;
         self.after_text(sql, out.is_ok());
         out
     }
@@ -542,7 +552,7 @@ impl Core {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Option<Row>, Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, Wrap::for_text(sql), pg.query_typed_opt(&text, params)).await;
+        let out = self.run(pg, want, self.wrap_text(sql), pg.query_typed_opt(&text, params)).await;
         self.after_text(sql, out.is_ok());
         out
     }
@@ -555,7 +565,7 @@ impl Core {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<u64, Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, Wrap::for_text(sql), pg.execute_typed(&text, params)).await;
+        let out = self.run(pg, want, self.wrap_text(sql), pg.execute_typed(&text, params)).await;
         self.after_text(sql, out.is_ok());
         out
     }
@@ -567,14 +577,14 @@ impl Core {
         sql: &str,
     ) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, Wrap::for_text(sql), pg.simple_query(&text)).await;
+        let out = self.run(pg, want, self.wrap_text(sql), pg.simple_query(&text)).await;
         self.after_text(sql, out.is_ok());
         out
     }
 
     pub(crate) async fn batch_execute(&self, pg: &PgClient, call: &Call, sql: &str) -> Result<(), Error> {
         let (text, want) = self.text_for(call, sql);
-        let out = self.run(pg, want, Wrap::for_text(sql), pg.batch_execute(&text)).await;
+        let out = self.run(pg, want, self.wrap_text(sql), pg.batch_execute(&text)).await;
         self.after_text(sql, out.is_ok());
         out
     }

@@ -38,12 +38,14 @@ pub type PooledClient = Client<Object>;
 
 /// Wraps a `deadpool_postgres::Pool`: the one line to change in an application.
 ///
-/// Each server connection keeps its carrier state across checkouts (keyed by the connection's
-/// statement cache, which lives exactly as long as the connection). A connection checked out again
-/// never reports the previous request's context: a traceparent left in its carrier is treated as stale
-/// and the first statement of the next checkout overwrites it (or resets it, if that request carries no
-/// context), pipelined with that statement. This also covers deadpool's `RecyclingMethod::Clean`, whose
-/// `RESET ALL` resets `application_name` behind the wrapper's back.
+/// Each server connection keeps its carrier state (the core [`sqlcommenter::carrier::Tracker`]) across
+/// checkouts, keyed by the connection's statement cache, which lives exactly as long as the connection.
+/// A connection checked out again never reports the previous request's context: a session-scoped
+/// traceparent left in its carrier ([`crate::CarrierScope::Session`]) is treated as stale and the first
+/// statement of the next checkout overwrites it (or clears it, if that request carries no context),
+/// pipelined with that statement. This also covers deadpool's `RecyclingMethod::Clean`, whose `RESET ALL`
+/// resets `application_name` behind the wrapper's back. Transaction-scoped carriers (inside transactions,
+/// and everywhere with [`crate::CarrierScope::Transaction`]) leave nothing to clear.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
