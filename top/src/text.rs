@@ -1,5 +1,6 @@
 //! Plain-text rendering of a snapshot as a blocking tree (`--once`, and the demo's blocking chain).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -7,6 +8,16 @@ use std::time::Duration;
 use crate::sample::Snapshot;
 use crate::session::Session;
 use crate::tree::{forest, shown_blocker};
+
+/// `s` with control characters (escape sequences a client can put in a quoted identifier or a comment
+/// PostgreSQL keeps) replaced by `�`, so a terminal only ever shows them.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        Cow::Owned(s.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
 
 /// A short human duration: `850ms`, `12.3s`, `4m05s`, `2h03m`.
 pub fn age(d: Duration) -> String {
@@ -44,15 +55,15 @@ pub fn render(snapshot: &Snapshot, keep: impl Fn(&Session) -> bool) -> String {
             out,
             "{indent}{branch}pid {} {} {} {}{}{}{} {}",
             s.pid,
-            s.application.as_deref().unwrap_or("-"),
+            printable(s.application.as_deref().unwrap_or("-")),
             trace_label(s),
             s.state.as_ref().map_or("-", |st| st.as_str()),
             wait,
             s.xact_age.map(|d| format!(" xact {}", age(d))).unwrap_or_default(),
             s.query_age.map(|d| format!(" query {}", age(d))).unwrap_or_default(),
             match (s.query.as_deref(), s.carrier_statement) {
-                (Some(q), true) => format!("[carrier] {q}"),
-                (q, _) => q.unwrap_or("").to_owned(),
+                (Some(q), true) => format!("[carrier] {}", printable(q)),
+                (q, _) => printable(q.unwrap_or("")).into_owned(),
             },
         );
         if let Some(b) = shown_blocker(snapshot, s) {
@@ -73,5 +84,13 @@ mod tests {
         assert_eq!(age(Duration::from_millis(12_345)), "12.3s");
         assert_eq!(age(Duration::from_secs(245)), "4m05s");
         assert_eq!(age(Duration::from_secs(7380)), "2h03m");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let q = sqlcommenter::normalize("SELECT 1 AS \"\u{1b}[2J\u{7}x\"", sqlcommenter::Dialect::Postgres);
+        assert!(q.contains('\u{1b}'), "normalization keeps quoted identifiers: {q:?}");
+        assert_eq!(printable(&q), "SELECT ? AS \"\u{fffd}[2J\u{fffd}x\"");
+        assert!(matches!(printable("plain"), Cow::Borrowed("plain")));
     }
 }

@@ -14,7 +14,7 @@ use ratatui::Frame;
 use crate::monitor::Link;
 use crate::sample::Snapshot;
 use crate::session::{Session, State};
-use crate::text::age;
+use crate::text::{age, printable};
 use crate::tree::{forest, shown_blocker};
 
 /// What the rows are ordered by (blocked rows stay under their blocker).
@@ -294,7 +294,7 @@ pub fn draw(frame: &mut Frame<'_>, view: &mut View, snapshot: Option<&Snapshot>,
         };
         let row = Row::new(vec![
             Cell::from(s.pid.to_string()),
-            Cell::from(format!("{branch}{}", s.application.as_deref().unwrap_or("-"))),
+            Cell::from(format!("{branch}{}", printable(s.application.as_deref().unwrap_or("-")))),
             Cell::from(trace),
             Cell::from(source),
             Cell::from(s.state.as_ref().map_or("-", |st| st.as_str()).to_owned()).style(state_style),
@@ -305,9 +305,9 @@ pub fn draw(frame: &mut Frame<'_>, view: &mut View, snapshot: Option<&Snapshot>,
             Cell::from(match (&s.query, s.carrier_statement) {
                 (Some(q), true) => Line::from(vec![
                     Span::styled("[carrier] ", Style::default().add_modifier(Modifier::DIM)),
-                    Span::raw(q.clone()),
+                    Span::raw(printable(q).into_owned()),
                 ]),
-                (q, _) => Line::from(q.clone().unwrap_or_default()),
+                (q, _) => Line::from(printable(q.as_deref().unwrap_or_default()).into_owned()),
             }),
         ]);
         if dim {
