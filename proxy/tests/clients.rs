@@ -146,8 +146,17 @@ async fn psycopg3_with_pipeline_mode() {
     assert_eq!(
         out,
         "simple 1\nprepared 10\nprepared 11\nprepared 12\npipeline error contained\npipeline [0, 1, 2, 3, 4]\n\
-         copy (1000, 499500)\n"
+         copy (1000, 499500)\npipeline50 1225\n"
     );
+    // Every one of the 50 pipelined executions reached the server with its context: the unprepared ones
+    // in a comment, the auto-prepared (named) ones in the carrier.
+    let lines = log_lines("marker_psycopg_pipe50", 50);
+    let executions: Vec<_> = lines.iter().filter(|l| l.contains("execute")).collect();
+    assert_eq!(executions.len(), 50, "{lines:#?}");
+    let carried =
+        executions.iter().filter(|l| comment_trace_id(l).is_some() || carrier_trace_id(app_of(l)).is_some()).count();
+    assert_eq!(carried, 50, "{executions:#?}");
+    assert!(executions.iter().any(|l| carrier_trace_id(app_of(l)).is_some()), "auto-prepare reached: {executions:#?}");
     assert_commented("pycg", "marker_psycopg_simple");
     assert_commented("pycg", "marker_psycopg_pipeline");
     // psycopg prepares on the third execution by default; prepare=True forces it: named from the first.

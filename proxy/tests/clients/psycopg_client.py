@@ -23,3 +23,8 @@ with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postg
         for i in range(1000):
             cp.write_row((i,))
     print("copy", conn.execute("SELECT count(*), sum(x) FROM pc").fetchone())
+    # A pipeline of 50 executions with psycopg's default auto-prepare: after a few, the statement is
+    # prepared (named) mid-batch and its later Binds follow Executes in the same batch.
+    with conn.pipeline():
+        curs = [conn.execute("SELECT %s::int /*marker_psycopg_pipe50*/", (i,)) for i in range(50)]
+    print("pipeline50", sum(c.fetchone()[0] for c in curs))
