@@ -67,7 +67,7 @@ fn decode_literal(text: &str) -> Option<Cow<'_, str>> {
         _ => return None,
     };
     let inner = body.strip_prefix('\'')?.strip_suffix('\'')?;
-    if !inner.contains('\'') && !(escape && inner.contains('\\')) {
+    if !(inner.contains('\'') || escape && inner.contains('\\')) {
         return Some(Cow::Borrowed(inner));
     }
     let mut out = String::with_capacity(inner.len());
