@@ -1,16 +1,19 @@
 //! From `[CONNINFO]` to a tokio-postgres configuration, filling the gaps as psql would: `PGHOST`,
 //! `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGPASSFILE` / `~/.pgpass`, `PGAPPNAME`, `PGOPTIONS`,
-//! `PGCONNECT_TIMEOUT`, `PGSSLMODE`; then libpq's defaults (local socket, port 5432, the OS user, a
-//! database named like the user). tokio-postgres itself parses the URL or key/value string.
+//! `PGCONNECT_TIMEOUT`, `PGSSLMODE`, `PGSSLROOTCERT`; then libpq's defaults (local socket, port 5432, the
+//! OS user, a database named like the user). tokio-postgres itself parses the URL or key/value string,
+//! after `sslmode` and `sslrootcert` are taken out of it (it knows neither `verify-*` nor root files; see
+//! [`crate::tls`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::Host;
 use tokio_postgres::Config;
 
 use crate::error::TopError;
 use crate::pgpass::{self, PgpassKey};
+use crate::tls::TlsSettings;
 
 /// The `application_name` top connects with, so it can be told apart in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "sqlcommenter-top";
@@ -30,6 +33,111 @@ pub struct Target {
     pub display: String,
     /// Things psql would have warned about (e.g. an ignored password file).
     pub warnings: Vec<String>,
+    /// `sslmode` and the root certificates.
+    pub tls: TlsSettings,
+}
+
+/// The TLS options taken out of a connection string, and the rest of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct TlsOptions {
+    rest: String,
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+}
+
+const TLS_KEYS: [&str; 2] = ["sslmode", "sslrootcert"];
+
+/// Splits `sslmode` / `sslrootcert` from a URL (query parameters) or a key/value string (libpq quoting:
+/// `'…'` with `\'` and `\\`, or a bare word with `\` escapes).
+fn take_tls_options(conninfo: &str) -> Result<TlsOptions, TopError> {
+    let mut out = TlsOptions::default();
+    let mut keep = |key: &str, value: String| -> bool {
+        match key {
+            "sslmode" => out.sslmode = Some(value),
+            "sslrootcert" => out.sslrootcert = Some(value),
+            _ => return true,
+        }
+        false
+    };
+    if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
+        let Some((base, query)) = conninfo.split_once('?') else {
+            return Ok(TlsOptions { rest: conninfo.to_owned(), ..out });
+        };
+        let params: Vec<&str> = query
+            .split('&')
+            .filter(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                !TLS_KEYS.contains(&percent_decode(k).as_str()) || keep(&percent_decode(k), percent_decode(v))
+            })
+            .collect();
+        let rest = if params.is_empty() { base.to_owned() } else { format!("{base}?{}", params.join("&")) };
+        return Ok(TlsOptions { rest, ..out });
+    }
+    let mut rest = String::with_capacity(conninfo.len());
+    let mut chars = conninfo.char_indices().peekable();
+    let bad = |what: &str| TopError::Conninfo(what.to_owned());
+    loop {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let Some(&(start, _)) = chars.peek() else { break };
+        let mut key = String::new();
+        while let Some((_, c)) = chars.next_if(|(_, c)| !c.is_whitespace() && *c != '=') {
+            key.push(c);
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        if chars.next().map(|(_, c)| c) != Some('=') {
+            return Err(bad(&format!("expected `=` after {key:?}")));
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        let quoted = chars.next_if(|(_, c)| *c == '\'').is_some();
+        loop {
+            match chars.peek().map(|&(_, c)| c) {
+                None if quoted => return Err(bad("unterminated quoted value")),
+                None => break,
+                Some('\'') if quoted => {
+                    chars.next();
+                    break;
+                }
+                Some(c) if c.is_whitespace() && !quoted => break,
+                Some('\\') => {
+                    chars.next();
+                    if let Some((_, n)) = chars.next() {
+                        value.push(n);
+                    }
+                }
+                Some(c) => {
+                    chars.next();
+                    value.push(c);
+                }
+            }
+        }
+        let end = chars.peek().map_or(conninfo.len(), |&(i, _)| i);
+        if keep(&key, value) {
+            rest.push_str(&conninfo[start..end]);
+            rest.push(' ');
+        }
+    }
+    Ok(TlsOptions { rest: rest.trim_end().to_owned(), ..out })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |j: usize| b.get(j).and_then(|&c| (c as char).to_digit(16));
+        match (b[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Where environment values come from (the process environment, or a map in tests).
@@ -57,13 +165,21 @@ impl<F: Fn(&str) -> Option<String>> Env for F {
 /// Resolves `conninfo` (a `postgres://` URL or `key=value` pairs; empty or `None` for defaults only).
 ///
 /// # Errors
-/// [`TopError::Conninfo`] for a string tokio-postgres cannot parse, a bad `PGPORT`, or an
-/// `sslmode` that requires TLS (not supported by this tool).
+/// [`TopError::Conninfo`] for a string tokio-postgres cannot parse, a bad `PGPORT`, a bad `sslmode`, or
+/// `verify-*` without root certificates.
 pub fn resolve(conninfo: Option<&str>, env: &dyn Env) -> Result<Target, TopError> {
-    let mut config: Config = match conninfo.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(s) => s.parse().map_err(|e: tokio_postgres::Error| TopError::Conninfo(e.to_string()))?,
-        None => Config::new(),
+    let tls_options = take_tls_options(conninfo.unwrap_or_default().trim())?;
+    let mut config: Config = match tls_options.rest.as_str() {
+        "" => Config::new(),
+        s => s.parse().map_err(|e: tokio_postgres::Error| TopError::Conninfo(e.to_string()))?,
     };
+    let home = env.var("HOME").map(PathBuf::from);
+    let tls = TlsSettings::new(
+        tls_options.sslmode.or_else(|| env.var("PGSSLMODE")).as_deref(),
+        tls_options.sslrootcert.or_else(|| env.var("PGSSLROOTCERT")).as_deref(),
+        home.as_deref(),
+    )?;
+    config.ssl_mode(tls.mode.ssl_mode());
     let mut warnings = Vec::new();
 
     if config.get_ports().is_empty() {
@@ -111,17 +227,6 @@ pub fn resolve(conninfo: Option<&str>, env: &dyn Env) -> Result<Target, TopError
         let secs = env.var("PGCONNECT_TIMEOUT").and_then(|s| s.parse::<u64>().ok()).filter(|&s| s > 0);
         config.connect_timeout(secs.map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_secs));
     }
-    let ssl_from_string = conninfo.is_some_and(|s| s.contains("sslmode"));
-    if !ssl_from_string {
-        match env.var("PGSSLMODE").as_deref() {
-            None | Some("disable" | "allow" | "prefer") => {}
-            Some(other) => return Err(tls_unsupported(other)),
-        }
-    }
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(tls_unsupported("require"));
-    }
-
     let host_text = match config.get_hosts().first() {
         Some(Host::Tcp(h)) => h.clone(),
         #[cfg(unix)]
@@ -161,13 +266,7 @@ pub fn resolve(conninfo: Option<&str>, env: &dyn Env) -> Result<Target, TopError
         config.get_dbname().unwrap_or_default(),
         config.get_user().unwrap_or_default()
     );
-    Ok(Target { config, display, warnings })
-}
-
-fn tls_unsupported(mode: &str) -> TopError {
-    TopError::Conninfo(format!(
-        "sslmode={mode}: sqlcommenter top does not speak TLS yet; connect over a local socket or with sslmode=prefer/disable"
-    ))
+    Ok(Target { config, display, warnings, tls })
 }
 
 #[cfg(test)]
@@ -210,15 +309,37 @@ mod tests {
         for (conninfo, needle) in [
             ("host=h port=notaport", "invalid connection string"),
             ("postgres://h:99999999/d", "invalid connection string"),
-            ("host=h sslmode=require", "TLS"),
+            ("host=h sslmode=verify-full", "needs root certificates"),
+            ("host=h sslmode=secure", "sslmode=\"secure\""),
+            ("host='h", "unterminated"),
         ] {
             let err = resolve(Some(conninfo), &e).unwrap_err().to_string();
             assert!(err.contains(needle), "{conninfo}: {err}");
         }
         let err = resolve(Some("host=h"), &env(&[("USER", "a"), ("PGPORT", "x")])).unwrap_err().to_string();
         assert!(err.contains("PGPORT"), "{err}");
-        let err = resolve(Some("host=h"), &env(&[("USER", "a"), ("PGSSLMODE", "verify-full")])).unwrap_err();
-        assert!(err.to_string().contains("sslmode=verify-full"), "{err}");
+        let err = resolve(Some("host=h"), &env(&[("USER", "a"), ("PGSSLMODE", "verify-ca")])).unwrap_err();
+        assert!(err.to_string().contains("needs root certificates"), "{err}");
+    }
+
+    #[test]
+    fn tls_options_are_taken_out_of_both_forms() {
+        let t = take_tls_options("host=h sslmode = verify-full  sslrootcert='/a b/c\\'d' user=u").unwrap();
+        assert_eq!(t.rest, "host=h user=u");
+        assert_eq!(t.sslmode.as_deref(), Some("verify-full"));
+        assert_eq!(t.sslrootcert.as_deref(), Some("/a b/c'd"));
+        let t = take_tls_options("postgres://u@h/db?sslmode=verify-ca&application_name=x&sslrootcert=%2Ftmp%2Fca.pem")
+            .unwrap();
+        assert_eq!(t.rest, "postgres://u@h/db?application_name=x");
+        assert_eq!((t.sslmode.as_deref(), t.sslrootcert.as_deref()), (Some("verify-ca"), Some("/tmp/ca.pem")));
+        let t = take_tls_options("postgresql://h/db?sslmode=require").unwrap();
+        assert_eq!((t.rest.as_str(), t.sslmode.as_deref()), ("postgresql://h/db", Some("require")));
+        let e = env(&[("USER", "a"), ("PGSSLMODE", "require")]);
+        let t = resolve(Some("host=h options='-c a=b'"), &e).unwrap();
+        assert_eq!(t.tls.mode, crate::tls::TlsMode::Require);
+        assert_eq!(t.config.get_options(), Some("-c a=b"));
+        let t = resolve(Some("host=h sslmode=disable"), &e).unwrap();
+        assert_eq!(t.tls.mode, crate::tls::TlsMode::Disable, "the string wins over PGSSLMODE");
     }
 
     #[test]

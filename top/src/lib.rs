@@ -23,6 +23,7 @@ pub mod prometheus;
 pub mod sample;
 pub mod session;
 pub mod text;
+pub mod tls;
 pub mod tree;
 mod ui;
 pub mod view;

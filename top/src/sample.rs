@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::conninfo::Target;
 use crate::error::{describe, TopError};
@@ -102,9 +102,10 @@ impl Sampler {
     /// [`TopError::Connect`] with the server's or the network's reason; [`TopError::Privilege`] /
     /// [`TopError::Sample`] when the query cannot be prepared.
     pub async fn connect(target: &Target) -> Result<Sampler, TopError> {
+        let tls = target.tls.connector()?;
         let (client, connection) = target
             .config
-            .connect(NoTls)
+            .connect(tls)
             .await
             .map_err(|e| TopError::Connect { target: target.display.clone(), reason: describe(&e) })?;
         tokio::spawn(async move {
