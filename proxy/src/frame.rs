@@ -157,6 +157,29 @@ pub fn error_field(body: &[u8], field: u8) -> Option<&[u8]> {
     None
 }
 
+/// Writes an ErrorResponse/NoticeResponse (`tag`) whose field `field` is replaced by `value`; the other
+/// fields keep their order and bytes. `None` when the body is malformed or lacks the field.
+pub fn write_with_error_field(out: &mut BytesMut, tag: u8, body: &[u8], field: u8, value: &[u8]) -> Option<()> {
+    error_field(body, field)?;
+    let mut fields = Vec::with_capacity(body.len() + value.len());
+    let mut rest = body;
+    while let Some((&code, tail)) = rest.split_first() {
+        if code == 0 {
+            break;
+        }
+        let (v, tail) = cstr(tail)?;
+        fields.push(code);
+        fields.extend_from_slice(if code == field { value } else { v });
+        fields.push(0);
+        rest = tail;
+    }
+    fields.push(0);
+    out.put_u8(tag);
+    out.put_i32(i32::try_from(fields.len() + 4).ok()?);
+    out.put_slice(&fields);
+    Some(())
+}
+
 /// Whether an ErrorResponse body is FATAL or PANIC (the server closes the connection after it).
 pub fn is_fatal(body: &[u8]) -> bool {
     matches!(error_field(body, b'V').or_else(|| error_field(body, b'S')), Some(b"FATAL" | b"PANIC"))

@@ -16,7 +16,7 @@ use crate::config::InjectConfig;
 use crate::context::{guc_from_options, IdGenerator};
 use crate::frame::{self, FrameError, HEADER_LEN};
 use crate::metrics::{SkipReason, METRICS};
-use crate::state::{Expect, OutOfSync, Owner, ProtocolState, ServerEvent};
+use crate::state::{Expect, OutOfSync, Owner, ProtocolState, ServerEvent, Shift};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Largest frame the proxy decodes (to rewrite or read it); larger frames are streamed through untouched.
@@ -44,6 +44,8 @@ pub struct Counters {
     pub carrier_errors: u64,
     /// ParameterStatus messages swallowed or rewritten.
     pub parameter_status_hidden: u64,
+    /// Error/notice positions mapped back to the client's text.
+    pub positions_mapped: u64,
 }
 
 /// The startup parameters the session needs.
@@ -130,6 +132,9 @@ pub struct Session {
     open_txn: bool,
     /// Named statements that open (`true`) or end (`false`) a transaction when executed.
     txn_control: HashMap<Vec<u8>, bool>,
+    /// Where the proxy's comment sits in the unnamed statement and in the unnamed portal's statement.
+    unnamed_statement_shift: Option<Shift>,
+    unnamed_portal_shift: Option<Shift>,
     backend_key: Option<Vec<u8>>,
     keys: Option<Arc<CancelKeys>>,
     client_stream: Stream,
@@ -171,6 +176,8 @@ impl Session {
             written: Default::default(),
             open_txn: false,
             txn_control: HashMap::new(),
+            unnamed_statement_shift: None,
+            unnamed_portal_shift: None,
             backend_key: None,
             keys: None,
             client_stream: Stream::default(),
@@ -288,8 +295,11 @@ impl Session {
         if inject && tag == frame::BIND {
             self.carrier_before_bind(body, out);
         }
-        self.proto.client_message(tag);
+        let answered = self.proto.client_message(tag);
         self.request_started(tag);
+        if answered {
+            self.note_shift(tag, body);
+        }
         if tag == frame::SYNC && !self.open_txn && self.proto.phase() == crate::state::Phase::Ready {
             self.request_ended();
         }
@@ -307,11 +317,15 @@ impl Session {
                     let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
                     ctx = t.query(sql, ctx, client, &mut self.ids);
                 }
-                match std::str::from_utf8(sql).ok().map(|s| self.commenter.inject(s, Some(&ctx))) {
+                match std::str::from_utf8(sql).ok().map(|s| self.comment(s, &ctx)) {
                     Some(Injected::Commented(s)) => {
                         self.counters.commented += 1;
                         METRICS.comments.fetch_add(1, Relaxed);
                         frame::write_query(out, s.as_bytes());
+                        if answered {
+                            self.proto
+                                .set_last_shift(std::str::from_utf8(sql).ok().and_then(|o| Shift::between(o, &s)));
+                        }
                     }
                     other => {
                         self.counters.comment_skipped += 1;
@@ -337,11 +351,17 @@ impl Session {
                             let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
                             ctx = t.parse_unnamed(p.query, ctx, client, &mut self.ids);
                         }
-                        match std::str::from_utf8(p.query).ok().map(|s| self.commenter.inject(s, Some(&ctx))) {
+                        self.unnamed_statement_shift = None;
+                        match std::str::from_utf8(p.query).ok().map(|s| self.comment(s, &ctx)) {
                             Some(Injected::Commented(s)) => {
                                 self.counters.commented += 1;
                                 METRICS.comments.fetch_add(1, Relaxed);
                                 frame::write_parse(out, p.name, s.as_bytes(), p.rest);
+                                let shift = std::str::from_utf8(p.query).ok().and_then(|o| Shift::between(o, &s));
+                                self.unnamed_statement_shift = shift;
+                                if answered {
+                                    self.proto.set_last_shift(shift);
+                                }
                             }
                             other => {
                                 self.counters.comment_skipped += 1;
@@ -379,6 +399,33 @@ impl Session {
                 out.put_slice(f);
             }
             _ => out.put_slice(f),
+        }
+    }
+
+    /// The comment for a statement the client sent, unless the server keeps its text and shows it back
+    /// (`PREPARE … AS`, `DECLARE … CURSOR`): those are left as written, their uses carry the context.
+    fn comment<'q>(&self, sql: &'q str, ctx: &TraceContext) -> Injected<'q> {
+        if carrier::stores_text(sql) {
+            return Injected::Unchanged(sql, sqlcommenter::Skip::NothingToAdd);
+        }
+        self.commenter.inject(sql, Some(ctx))
+    }
+
+    /// Bind and Execute of the unnamed statement/portal: errors about them report positions in the
+    /// commented text.
+    fn note_shift(&mut self, tag: u8, body: &[u8]) {
+        match tag {
+            frame::BIND => {
+                let Some((portal, rest)) = frame::cstr(body) else { return };
+                let Some((stmt, _)) = frame::cstr(rest) else { return };
+                let shift = if stmt.is_empty() { self.unnamed_statement_shift } else { None };
+                if portal.is_empty() {
+                    self.unnamed_portal_shift = shift;
+                }
+                self.proto.set_last_shift(shift);
+            }
+            frame::EXECUTE if body.first() == Some(&0) => self.proto.set_last_shift(self.unnamed_portal_shift),
+            _ => {}
         }
     }
 
@@ -642,6 +689,10 @@ impl Session {
             frame::COMMAND_COMPLETE => self.command_tag(frame::text_body(body)),
             _ => {}
         }
+        let shift = match tag {
+            frame::ERROR_RESPONSE | frame::NOTICE_RESPONSE => self.proto.head_shift(),
+            _ => None,
+        };
         match self.proto.server_message(tag, body)? {
             ev @ (ServerEvent::Relay | ServerEvent::TransactionEnded) => {
                 if let Some(t) = &mut self.spans {
@@ -661,7 +712,10 @@ impl Session {
                     // Its ParseComplete never came: skipped after an error.
                     self.reserved = Reserved::Unknown;
                 }
-                out.put_slice(f);
+                match shift.and_then(|s| map_position(s, tag, body, out)) {
+                    Some(()) => self.counters.positions_mapped += 1,
+                    None => out.put_slice(f),
+                }
             }
             ServerEvent::StartupDone => out.put_slice(f),
             ServerEvent::Swallow => {}
@@ -713,6 +767,13 @@ impl Session {
         self.client_app = value.into_owned();
         out.put_slice(f);
     }
+}
+
+/// Writes the error/notice with its position (`P`) mapped back to the client's text; `None` (nothing
+/// written) when it has no position.
+fn map_position(shift: Shift, tag: u8, body: &[u8], out: &mut BytesMut) -> Option<()> {
+    let p: u32 = std::str::from_utf8(frame::error_field(body, b'P')?).ok()?.parse().ok()?;
+    frame::write_with_error_field(out, tag, body, b'P', shift.map(p).to_string().as_bytes())
 }
 
 /// Whether a server message with this event reaches the client.

@@ -44,6 +44,43 @@ pub enum Expect {
     FunctionCall,
 }
 
+/// Where the proxy inserted text into a statement the client sent: errors about that statement report
+/// positions in the server's text, which the client must see in its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shift {
+    /// Characters of the client's text before the insertion.
+    pub at: u32,
+    /// Characters inserted.
+    pub len: u32,
+}
+
+impl Shift {
+    /// The insertion that turned `original` into `rewritten` (which holds `original` plus one inserted run).
+    pub fn between(original: &str, rewritten: &str) -> Option<Shift> {
+        let added = rewritten.len().checked_sub(original.len())?;
+        let mut at = original.bytes().zip(rewritten.bytes()).take_while(|(a, b)| a == b).count();
+        while !original.is_char_boundary(at) || !rewritten.is_char_boundary(at) {
+            at -= 1;
+        }
+        let inserted = rewritten.get(at..at + added)?;
+        Some(Shift {
+            at: u32::try_from(original[..at].chars().count()).ok()?,
+            len: u32::try_from(inserted.chars().count()).ok()?,
+        })
+    }
+
+    /// Maps a 1-based character position in the server's text to the client's text.
+    pub fn map(self, position: u32) -> u32 {
+        if position <= self.at {
+            position
+        } else if position <= self.at + self.len {
+            self.at.max(1)
+        } else {
+            position - self.len
+        }
+    }
+}
+
 /// One expected reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Pending {
@@ -51,6 +88,8 @@ pub struct Pending {
     pub expect: Expect,
     /// Whose it is.
     pub owner: Owner,
+    /// Text the proxy inserted into the statement this message parses or runs.
+    pub shift: Option<Shift>,
 }
 
 /// The transaction status of a ReadyForQuery.
@@ -190,10 +229,11 @@ impl ProtocolState {
         self.phase == Phase::Ready && self.txn != TxnStatus::Failed
     }
 
-    /// Records a message sent upstream: the client's, or the proxy's own.
-    pub fn sent(&mut self, tag: u8, owner: Owner) {
+    /// Records a message sent upstream: the client's, or the proxy's own. Returns whether the server will
+    /// answer it (it is the queue's last item then).
+    pub fn sent(&mut self, tag: u8, owner: Owner) -> bool {
         if self.phase == Phase::Startup {
-            return;
+            return false;
         }
         match tag {
             // The server ignores Sync and Flush while it receives COPY data.
@@ -206,15 +246,29 @@ impl ProtocolState {
                     if expect == Expect::Sync {
                         self.skip_until_sync = false;
                     }
-                    self.queue.push_back(Pending { expect, owner });
+                    self.queue.push_back(Pending { expect, owner, shift: None });
+                    return true;
                 }
             }
         }
+        false
     }
 
-    /// Records the client's message by its type byte.
-    pub fn client_message(&mut self, tag: u8) {
-        self.sent(tag, Owner::Client);
+    /// Notes the text the proxy inserted into the statement of the message recorded last.
+    pub fn set_last_shift(&mut self, shift: Option<Shift>) {
+        if let Some(p) = self.queue.back_mut() {
+            p.shift = shift;
+        }
+    }
+
+    /// The inserted text of the statement the next reply is about.
+    pub fn head_shift(&self) -> Option<Shift> {
+        self.queue.front().and_then(|p| p.shift)
+    }
+
+    /// Records the client's message by its type byte; see [`ProtocolState::sent`].
+    pub fn client_message(&mut self, tag: u8) -> bool {
+        self.sent(tag, Owner::Client)
     }
 
     fn head(&self) -> Option<Pending> {
@@ -312,12 +366,12 @@ impl ProtocolState {
                 }
                 match self.head() {
                     // A simple Query or FunctionCall: its ReadyForQuery follows.
-                    Some(Pending { expect: Query | FunctionCall, owner }) => Ok(match owner {
+                    Some(Pending { expect: Query | FunctionCall, owner, .. }) => Ok(match owner {
                         Owner::Client => ServerEvent::Relay,
                         Owner::Proxy => ServerEvent::ProxyError { relay: false },
                     }),
                     // An error at the Sync itself (a deferred constraint at the implicit commit).
-                    Some(Pending { expect: Sync, owner }) => Ok(match owner {
+                    Some(Pending { expect: Sync, owner, .. }) => Ok(match owner {
                         Owner::Client => ServerEvent::Relay,
                         Owner::Proxy => ServerEvent::ProxyError { relay: false },
                     }),
@@ -508,6 +562,20 @@ mod tests {
         assert_eq!(server(&mut s, &[(b'Z', b"I")]), [TransactionEnded]);
         client(&mut s, &[BIND, EXECUTE, SYNC]);
         assert_eq!(s.pending(), 3, "after the Sync replies are expected again");
+    }
+
+    #[test]
+    fn positions_map_back_to_the_clients_text() {
+        let sql = "SELECT 1 UNION;";
+        let commented = "SELECT 1 UNION /*traceparent='x'*/;";
+        let shift = Shift::between(sql, commented).unwrap();
+        assert_eq!(shift, Shift { at: 14, len: 20 });
+        assert_eq!(shift.map(15), 14, "inside the comment: at the insertion");
+        assert_eq!(shift.map(35), 15, "the ';' after it");
+        assert_eq!(shift.map(3), 3);
+        let s = Shift::between("/*é*/ select x", "/*é*/ select x /*c*/").unwrap();
+        assert_eq!(s, Shift { at: 14, len: 6 });
+        assert_eq!(Shift::between("abc", "ab"), None);
     }
 
     #[test]

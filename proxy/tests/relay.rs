@@ -390,3 +390,49 @@ async fn shutdown_timeout_closes_lingering_sessions() {
     let r = tokio::time::timeout(Duration::from_secs(5), sleeper).await.unwrap().unwrap();
     assert!(r.is_err(), "the lingering session was closed");
 }
+
+/// Error positions count characters of the text the server received; the proxy maps them back so the
+/// client sees what it would see directly (psql draws its `^` from them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_positions_are_those_of_the_clients_text() {
+    let proxy = proxy().await;
+    let via = connect(proxy.local_addr().port(), "t_pos").await;
+    let direct = connect(pg().port(), "t_pos_direct").await;
+    let position = |e: tokio_postgres::Error| match e.as_db_error().and_then(|d| d.position()) {
+        Some(tokio_postgres::error::ErrorPosition::Original(p)) => *p,
+        other => panic!("no position: {other:?} ({e})"),
+    };
+    for sql in ["SELECT 1 UNION;", "SELECT 'é', 'x'::int /* note */", "  select nosuchcolumn from pg_class"] {
+        let want = position(direct.simple_query(sql).await.unwrap_err());
+        let got = position(via.simple_query(sql).await.unwrap_err());
+        assert_eq!(got, want, "simple {sql:?}");
+        // The unnamed statement of the extended protocol (query_typed: Parse/Bind/Execute in one batch).
+        let want = position(direct.query_typed(sql, &[]).await.unwrap_err());
+        let got = position(via.query_typed(sql, &[]).await.unwrap_err());
+        assert_eq!(got, want, "extended {sql:?}");
+    }
+    // The server really got a comment (so the mapping was needed).
+    assert!(log_lines("SELECT 1 UNION /*", 1).iter().any(|l| comment_trace_id(l).is_some()));
+    proxy.shutdown().await;
+}
+
+/// Texts the server keeps and shows back stay as the client wrote them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_and_declare_texts_are_left_as_written() {
+    let proxy = proxy().await;
+    let c = connect(proxy.local_addr().port(), "t_stored").await;
+    c.batch_execute("PREPARE q_stored AS SELECT 1").await.unwrap();
+    let stmt: String =
+        c.query_one("SELECT statement FROM pg_prepared_statements WHERE name = 'q_stored'", &[]).await.unwrap().get(0);
+    assert_eq!(stmt, "PREPARE q_stored AS SELECT 1");
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("DECLARE c_stored CURSOR FOR SELECT 2").await.unwrap();
+    let cur: String =
+        c.query_one("SELECT statement FROM pg_cursors WHERE name = 'c_stored'", &[]).await.unwrap().get(0);
+    assert_eq!(cur, "DECLARE c_stored CURSOR FOR SELECT 2");
+    c.batch_execute("COMMIT").await.unwrap();
+    // Their uses carry the context.
+    c.batch_execute("EXECUTE q_stored /*marker_execute_stored*/").await.unwrap();
+    assert!(log_lines("marker_execute_stored", 1).iter().all(|l| comment_trace_id(l).is_some()));
+    proxy.shutdown().await;
+}

@@ -142,6 +142,19 @@ pub fn statements(sql: &str) -> Vec<Effect<'_>> {
     atomize(sql).iter().map(|atoms| classify(atoms)).collect()
 }
 
+/// Whether the server keeps the first statement's text and shows it back — `PREPARE name AS …`
+/// (`pg_prepared_statements.statement`) and `DECLARE … CURSOR` (`pg_cursors.statement`): a per-request
+/// comment would be frozen into it and shown to the client. Carry context at `EXECUTE`/`FETCH` instead.
+pub fn stores_text(sql: &str) -> bool {
+    let atoms = atomize(sql);
+    let Some(first) = atoms.first() else { return false };
+    match first.first() {
+        Some(w) if w.is("PREPARE") => !first.get(1).is_some_and(|x| x.is("TRANSACTION")),
+        Some(w) => w.is("DECLARE"),
+        None => false,
+    }
+}
+
 fn lower(w: &str) -> Cow<'_, str> {
     if w.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(w.to_ascii_lowercase())
@@ -308,6 +321,16 @@ mod tests {
             statements("BEGIN; SET LOCAL application_name TO 'x'; SELECT 1"),
             vec![Effect::Begin, set("application_name", Some("x"), Scope::Transaction), Effect::Other]
         );
+    }
+
+    #[test]
+    fn texts_the_server_keeps() {
+        assert!(stores_text("PREPARE q1 AS SELECT 1"));
+        assert!(stores_text("/* x */ declare c cursor for select 1"));
+        assert!(!stores_text("PREPARE TRANSACTION 'x'"));
+        assert!(!stores_text("EXECUTE q1"));
+        assert!(!stores_text("SELECT 'PREPARE q AS'"));
+        assert!(!stores_text(""));
     }
 
     #[test]
