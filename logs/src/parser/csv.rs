@@ -1,135 +1,104 @@
 //! csvlog: one CSV row per entry; quoted fields may span lines. Column sets of PostgreSQL 13 (24 columns),
-//! 14–17 (26) and ≤ 12 (23) are accepted.
+//! 14–17 (26) and ≤ 12 (23) are accepted. Rows are cut by csv-core (quotes, doubled quotes, newlines
+//! inside fields); the physical lines are fed to it with their newline.
+
+use csv_core::{ReadRecordResult, Reader};
 
 use super::{push_capped, set_pid, set_severity, ParseStats, RecordParser, Src, MAX_FIELD};
 use crate::record::{parse_i64, LogRecord};
 use crate::time::{parse_timestamp, TimeError, Zones};
 
 const MAX_COLS: usize = 32;
+/// A row longer than this (an unbalanced quote) is dropped.
+const MAX_ROW: usize = 4 * MAX_FIELD;
 
 /// Parser for csvlog files.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CsvParser {
+    reader: Reader,
     /// Unescaped bytes of the row so far.
-    row: Vec<u8>,
-    /// Field boundaries in `row`.
+    out: Vec<u8>,
+    /// Field end positions in `out`.
+    ends: Vec<usize>,
+    nout: usize,
+    nend: usize,
     fields: Vec<(usize, usize)>,
-    field_start: usize,
-    in_quotes: bool,
+    /// Bytes of the current row were read (it is open).
+    in_row: bool,
+    /// The row has more columns than csvlog: it is dropped when it ends.
+    oversized: bool,
+    /// The rest of the current line is skipped (after dropping an oversized row).
+    resync: bool,
     rec: LogRecord,
     stats: ParseStats,
     zones: Zones,
-    /// Set once a row grew past the limit; the row is dropped when it ends.
-    oversized: bool,
 }
 
 impl CsvParser {
     /// A new parser; `zones` resolves time zone abbreviations.
     pub fn new(zones: Zones) -> Self {
-        CsvParser { zones, ..Self::default() }
+        CsvParser {
+            reader: Reader::new(),
+            out: vec![0; 64 * 1024],
+            ends: vec![0; MAX_COLS + 1],
+            nout: 0,
+            nend: 0,
+            fields: Vec::with_capacity(MAX_COLS + 1),
+            in_row: false,
+            oversized: false,
+            resync: false,
+            rec: LogRecord::default(),
+            stats: ParseStats::default(),
+            zones,
+        }
     }
 
-    fn reset_row(&mut self) {
-        self.row.clear();
+    fn feed(&mut self, mut input: &[u8], emit: &mut dyn FnMut(&LogRecord)) {
+        loop {
+            let (res, nin, nout, nend) =
+                self.reader.read_record(input, &mut self.out[self.nout..], &mut self.ends[self.nend..]);
+            input = &input[nin..];
+            self.nout += nout;
+            self.nend += nend;
+            self.in_row |= nin > 0;
+            match res {
+                ReadRecordResult::InputEmpty | ReadRecordResult::End => return,
+                ReadRecordResult::OutputFull if self.out.len() >= MAX_ROW => {
+                    // An unbalanced quote (or a monstrous row): drop it, start afresh at the next line.
+                    self.stats.unknown += 1;
+                    self.reader.reset();
+                    (self.nout, self.nend, self.in_row, self.oversized) = (0, 0, false, false);
+                    self.resync = true;
+                    return;
+                }
+                ReadRecordResult::OutputFull => self.out.resize(self.out.len() * 2, 0),
+                ReadRecordResult::OutputEndsFull => {
+                    // More columns than csvlog has: not a csvlog row; keep counting ends.
+                    self.oversized = true;
+                    self.nend = 0;
+                }
+                ReadRecordResult::Record => self.row_done(emit),
+            }
+        }
+    }
+
+    fn row_done(&mut self, emit: &mut dyn FnMut(&LogRecord)) {
         self.fields.clear();
-        self.field_start = 0;
-        self.in_quotes = false;
+        let mut start = 0;
+        for &e in &self.ends[..self.nend] {
+            self.fields.push((start, e));
+            start = e;
+        }
+        if !self.oversized && build_record(&self.out[..self.nout], &self.fields, &mut self.rec, &self.zones) {
+            self.stats.records += 1;
+            emit(&self.rec);
+        } else {
+            self.stats.unknown += 1;
+        }
+        self.nout = 0;
+        self.nend = 0;
+        self.in_row = false;
         self.oversized = false;
-    }
-
-    /// Scans one physical line; returns true when the row is complete.
-    fn scan(&mut self, line: &[u8]) -> bool {
-        let mut i = 0;
-        if self.in_quotes {
-            self.row.push(b'\n');
-        }
-        loop {
-            if self.in_quotes {
-                match memchr::memchr(b'"', &line[i..]) {
-                    None => {
-                        self.row.extend_from_slice(&line[i..]);
-                        return false;
-                    }
-                    Some(off) => {
-                        self.row.extend_from_slice(&line[i..i + off]);
-                        i += off + 1;
-                        if line.get(i) == Some(&b'"') {
-                            self.row.push(b'"');
-                            i += 1;
-                        } else {
-                            self.in_quotes = false;
-                        }
-                    }
-                }
-            } else {
-                match line.get(i) {
-                    None => {
-                        self.fields.push((self.field_start, self.row.len()));
-                        return true;
-                    }
-                    Some(b'"') => {
-                        self.in_quotes = true;
-                        i += 1;
-                    }
-                    Some(_) => {
-                        let end = memchr::memchr2(b',', b'"', &line[i..]).map_or(line.len(), |o| i + o);
-                        self.row.extend_from_slice(&line[i..end]);
-                        i = end;
-                        if line.get(i) == Some(&b',') {
-                            self.fields.push((self.field_start, self.row.len()));
-                            self.field_start = self.row.len();
-                            i += 1;
-                            if self.fields.len() > MAX_COLS {
-                                self.fields.truncate(MAX_COLS);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn build(&mut self) -> bool {
-        build_record(&self.row, &self.fields, &mut self.rec, &self.zones)
-    }
-
-    /// A row on one line with no doubled quotes (the common case): fields are taken straight from the line.
-    /// `false` when the line needs the general path.
-    fn scan_in_place(&mut self, line: &[u8]) -> bool {
-        self.fields.clear();
-        let mut i = 0;
-        loop {
-            if line.get(i) == Some(&b'"') {
-                let start = i + 1;
-                let Some(off) = memchr::memchr(b'"', &line[start..]) else { return false };
-                let end = start + off;
-                match line.get(end + 1) {
-                    None => {
-                        self.fields.push((start, end));
-                        return true;
-                    }
-                    Some(b',') => {
-                        self.fields.push((start, end));
-                        i = end + 2;
-                    }
-                    // `""` inside the field, or garbage after the closing quote
-                    Some(_) => return false,
-                }
-            } else {
-                let end = memchr::memchr2(b',', b'"', &line[i..]).map_or(line.len(), |o| i + o);
-                if line.get(end) == Some(&b'"') {
-                    return false;
-                }
-                self.fields.push((i, end));
-                if end == line.len() {
-                    return true;
-                }
-                i = end + 1;
-            }
-            if self.fields.len() > MAX_COLS {
-                return false;
-            }
-        }
     }
 }
 
@@ -186,42 +155,24 @@ fn build_record(row: &[u8], fields: &[(usize, usize)], rec: &mut LogRecord, zone
 impl RecordParser for CsvParser {
     fn push_line(&mut self, line: &[u8], emit: &mut dyn FnMut(&LogRecord)) {
         self.stats.lines += 1;
-        if !self.in_quotes && self.row.is_empty() && self.fields.is_empty() {
-            if line.is_empty() {
-                return;
-            }
-            if self.scan_in_place(line) {
-                if build_record(line, &self.fields, &mut self.rec, &self.zones) {
-                    self.stats.records += 1;
-                    emit(&self.rec);
-                } else {
-                    self.stats.unknown += 1;
-                }
-                self.fields.clear();
-                return;
-            }
-            self.fields.clear();
+        if line.is_empty() && !self.in_row {
+            return;
         }
-        if self.scan(line) {
-            if !self.oversized && self.build() {
-                self.stats.records += 1;
-                emit(&self.rec);
-            } else {
-                self.stats.unknown += 1;
-            }
-            self.reset_row();
-        } else if self.row.len() > 4 * MAX_FIELD {
-            // An unbalanced quote: drop what we have and resynchronise on the next line.
-            self.stats.unknown += 1;
-            self.reset_row();
-            self.oversized = false;
+        self.resync = false;
+        self.feed(line, emit);
+        if !self.resync {
+            self.feed(b"\n", emit);
         }
     }
 
     fn finish(&mut self, _emit: &mut dyn FnMut(&LogRecord)) {
-        if !self.row.is_empty() || !self.fields.is_empty() {
+        if self.in_row {
             self.stats.unknown += 1;
-            self.reset_row();
+            self.reader.reset();
+            self.nout = 0;
+            self.nend = 0;
+            self.in_row = false;
+            self.oversized = false;
         }
     }
 
@@ -254,5 +205,21 @@ mod tests {
         assert_eq!(out[1].statement, "select * from x");
         assert_eq!(out[1].sql_state, "42P01");
         assert_eq!(p.stats().unknown, 1);
+    }
+
+    #[test]
+    fn an_unbalanced_quote_is_dropped_and_reading_goes_on() {
+        let good = "2024-05-01 10:00:00.123 UTC,\"bob\",\"shop\",42,\"[local]\",6631f0a0.2a,4,\"SELECT\",2024-05-01 09:59:00 UTC,3/4,0,LOG,00000,\"duration: 1.0 ms  statement: select 1\",,,,,,,,,\"psql\",\"client backend\"";
+        let mut p = CsvParser::new(Zones::new());
+        let mut n = 0;
+        p.push_line(b"2024-05-01 10:00:00.123 UTC,\"never closed", &mut |_| n += 1);
+        let filler = "x".repeat(64 * 1024);
+        for _ in 0..(MAX_ROW / filler.len() + 2) {
+            p.push_line(filler.as_bytes(), &mut |_| n += 1);
+        }
+        p.push_line(good.as_bytes(), &mut |_| n += 1);
+        p.finish(&mut |_| n += 1);
+        assert_eq!(n, 1, "the row after the broken one is read");
+        assert!(p.stats().unknown >= 1);
     }
 }
