@@ -100,6 +100,9 @@ impl Default for View {
     }
 }
 
+/// Terminal width below which trace ids are shortened (the full table needs about 190 columns).
+const COMPACT_BELOW: u16 = 190;
+
 /// The keys, as shown at the bottom of the screen.
 pub const KEYS: &str = "q quit  s sort  r reverse  / filter  i hide idle  ↑↓ PgUp PgDn scroll";
 
@@ -244,6 +247,9 @@ pub fn draw(frame: &mut Frame<'_>, view: &mut View, snapshot: Option<&Snapshot>,
         if view.hide_idle {
             spans.push(Span::raw("   idle hidden"));
         }
+        if frame.area().width < COMPACT_BELOW {
+            spans.push(Span::raw("   trace ids shortened: widen the terminal, or --once --format json"));
+        }
         Line::from(spans)
     };
 
@@ -270,11 +276,14 @@ pub fn draw(frame: &mut Frame<'_>, view: &mut View, snapshot: Option<&Snapshot>,
     let visible = usize::from(table_area.height.saturating_sub(1)).max(1);
     view.scroll = view.scroll.min(tree.len().saturating_sub(visible));
     let dim = matches!(status.link, Link::Lost { .. });
+    // Below this width trace ids are cut to 12 digits, so the query keeps some room.
+    let compact = table_area.width < COMPACT_BELOW;
+    let id = |t: String| if compact { format!("{}…", &t[..12.min(t.len())]) } else { t };
     let rows = tree.iter().skip(view.scroll).take(visible).map(|r| {
         let s = &snapshot.sessions[r.index];
         let branch = if r.depth > 0 { format!("{}└─ ", "  ".repeat(r.depth - 1)) } else { String::new() };
         let (trace, source) = match &s.trace {
-            Some(t) => (t.trace_id(), if t.source.as_str() == "comment" { "comment" } else { "app_name" }),
+            Some(t) => (id(t.trace_id()), if t.source.as_str() == "comment" { "comment" } else { "app_name" }),
             None => ("-".to_owned(), ""),
         };
         let wait = match (&s.wait_event_type, &s.wait_event) {
@@ -282,7 +291,7 @@ pub fn draw(frame: &mut Frame<'_>, view: &mut View, snapshot: Option<&Snapshot>,
             _ => String::new(),
         };
         let blocker = shown_blocker(snapshot, s).map(|b| {
-            let t = b.trace.as_ref().map_or_else(|| "no trace".to_owned(), |t| t.trace_id());
+            let t = b.trace.as_ref().map_or_else(|| "no trace".to_owned(), |t| id(t.trace_id()));
             let more = if s.blocked_by.len() > 1 { format!(" +{}", s.blocked_by.len() - 1) } else { String::new() };
             format!("{} {t}{more}", b.pid)
         });
@@ -329,16 +338,17 @@ pub fn draw(frame: &mut Frame<'_>, view: &mut View, snapshot: Option<&Snapshot>,
         "QUERY",
     ])
     .style(bold.add_modifier(Modifier::UNDERLINED));
+    let (trace_w, blocker_w) = if compact { (13, 21) } else { (32, 40) };
     let widths = [
         Constraint::Length(7),
         Constraint::Length(18),
-        Constraint::Length(32),
+        Constraint::Length(trace_w),
         Constraint::Length(8),
         Constraint::Length(19),
         Constraint::Length(22),
         Constraint::Length(7),
         Constraint::Length(9),
-        Constraint::Length(40),
+        Constraint::Length(blocker_w),
         Constraint::Min(20),
     ];
     frame.render_widget(Table::new(rows, widths).header(head), table_area);
@@ -380,7 +390,11 @@ mod tests {
     }
 
     fn screen(view: &mut View) -> String {
-        let mut term = Terminal::new(TestBackend::new(220, 12)).unwrap();
+        screen_at(view, 220)
+    }
+
+    fn screen_at(view: &mut View, width: u16) -> String {
+        let mut term = Terminal::new(TestBackend::new(width, 12)).unwrap();
         let snap = snapshot();
         let status = Status { target: "h:5432/db as u", link: &Link::Up, interval: 1.0, user: "u", waiting: None };
         term.draw(|f| draw(f, view, Some(&snap), &status)).unwrap();
@@ -414,5 +428,13 @@ mod tests {
         assert!(view.filter.is_empty());
         assert_eq!(view.key(KeyEvent::from(KeyCode::Char('q'))), Action::Quit);
         assert_eq!(view.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Action::Quit);
+    }
+
+    #[test]
+    fn narrow_terminals_keep_the_query() {
+        let text = screen_at(&mut View::default(), 140);
+        let waiter = text.lines().find(|l| l.contains("waiter")).unwrap();
+        assert!(waiter.contains("1 aaaaaaaaaaaa…") && waiter.contains("update t set x = ?"), "{text}");
+        assert!(text.contains("trace ids shortened"), "{text}");
     }
 }
