@@ -38,9 +38,14 @@ pub struct InjectConfig {
     pub placement: Placement,
     /// Probability that a fresh root context is sampled (0.0..=1.0).
     pub sample_ratio: f64,
+    /// Invent a root context per transaction when the client supplies none and the proxy exports no
+    /// spans. Off by default: such trace ids exist in no tracing backend. With span export on, the
+    /// proxy's spans are the roots whatever this says.
+    pub root_contexts: bool,
     /// Static tags added to every comment.
     pub tags: Vec<(String, String)>,
-    /// Add `application=<client's startup application_name>` to comments.
+    /// Add `application=<client's startup application_name>` to comments (off by default: the server
+    /// already has it in `%a` and `pg_stat_activity`).
     pub application_tag: bool,
 }
 
@@ -52,8 +57,9 @@ impl Default for InjectConfig {
             session_guc: sqlcommenter::carrier::DEFAULT_GUC.to_owned(),
             placement: Placement::Append,
             sample_ratio: 1.0,
+            root_contexts: false,
             tags: Vec::new(),
-            application_tag: true,
+            application_tag: false,
         }
     }
 }
@@ -201,13 +207,17 @@ pub struct ProxyArgs {
     /// Probability that a fresh root context is sampled, 0.0 to 1.0 [default: 1.0].
     #[arg(long, env = "SQLCOMMENTER_SAMPLE_RATIO")]
     pub sample_ratio: Option<f64>,
+    /// Invent a root trace context per transaction for clients that supply none, without exporting
+    /// spans (their trace ids exist in no tracing backend) [default: false].
+    #[arg(long, env = "SQLCOMMENTER_ROOT_CONTEXTS")]
+    pub root_contexts: Option<bool>,
     /// Static tag KEY=VALUE (repeatable; the variable takes a comma-separated list).
     #[arg(long = "tag", env = "SQLCOMMENTER_TAGS", value_delimiter = ',', value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
     /// Shortcut for --tag db_driver=NAME.
     #[arg(long, env = "SQLCOMMENTER_DB_DRIVER")]
     pub db_driver: Option<String>,
-    /// Add application=<client's startup application_name> to comments [default: true].
+    /// Add application=<client's startup application_name> to comments [default: false].
     #[arg(long, env = "SQLCOMMENTER_APPLICATION_TAG")]
     pub application_tag: Option<bool>,
     /// Inject trace context at all (false = plain relay) [default: true].
@@ -264,7 +274,7 @@ pub struct ProxyArgs {
 }
 
 /// The TOML file: the same keys as the flags (`listen`, `upstream`, `carrier`, `guc`, `placement`,
-/// `sample_ratio`, `db_driver`, `application_tag`, `inject`, `shutdown_timeout`, `connect_timeout`,
+/// `sample_ratio`, `root_contexts`, `db_driver`, `application_tag`, `inject`, `shutdown_timeout`, `connect_timeout`,
 /// `tls_cert`, `tls_key`, `require_tls`, `worker_threads`, `upstream_tls`, `upstream_ca`) plus a `[tags]`
 /// table.
 #[derive(Debug, Default, Deserialize)]
@@ -276,6 +286,7 @@ struct FileConfig {
     guc: Option<String>,
     placement: Option<String>,
     sample_ratio: Option<f64>,
+    root_contexts: Option<bool>,
     #[serde(default)]
     tags: std::collections::BTreeMap<String, String>,
     db_driver: Option<String>,
@@ -336,6 +347,9 @@ impl ProxyArgs {
                 return Err(ProxyError::Config(format!("sample_ratio {r} is not within 0.0..=1.0")));
             }
             inject.sample_ratio = r;
+        }
+        if let Some(r) = self.root_contexts.or(file.root_contexts) {
+            inject.root_contexts = r;
         }
         // Tags: file first, then flags/env override the same key.
         let mut tags: Vec<(String, String)> = file.tags.into_iter().collect();

@@ -215,12 +215,16 @@ impl Session {
     }
 
     /// The context the session carries now: the client's session context, else this transaction's root.
-    fn current_ctx(&mut self) -> TraceContext {
+    /// `None` when there is nothing to carry: no client context, no span export, no roots configured.
+    fn current_ctx(&mut self) -> Option<TraceContext> {
         if let Some(c) = self.guc_ctx.as_ref().or(self.startup_ctx.as_ref()) {
-            return c.clone();
+            return Some(c.clone());
+        }
+        if self.spans.is_none() && !self.cfg.root_contexts {
+            return None;
         }
         let (ids, ratio) = (&mut self.ids, self.cfg.sample_ratio);
-        self.txn_ctx.get_or_insert_with(|| ids.root(ratio)).clone()
+        Some(self.txn_ctx.get_or_insert_with(|| ids.root(ratio)).clone())
     }
 
     /// Tracks activity for [`Session::idle_for`] (off until called once).
@@ -315,9 +319,9 @@ impl Session {
                 let mut ctx = self.current_ctx();
                 if let Some(t) = &mut self.spans {
                     let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
-                    ctx = t.query(sql, ctx, client, &mut self.ids);
+                    ctx = ctx.map(|c| t.query(sql, c, client, &mut self.ids));
                 }
-                match std::str::from_utf8(sql).ok().map(|s| self.comment(s, &ctx)) {
+                match std::str::from_utf8(sql).ok().map(|s| self.comment(s, ctx.as_ref())) {
                     Some(Injected::Commented(s)) => {
                         self.counters.commented += 1;
                         METRICS.comments.fetch_add(1, Relaxed);
@@ -349,10 +353,10 @@ impl Session {
                         let mut ctx = self.current_ctx();
                         if let Some(t) = &mut self.spans {
                             let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
-                            ctx = t.parse_unnamed(p.query, ctx, client, &mut self.ids);
+                            ctx = ctx.map(|c| t.parse_unnamed(p.query, c, client, &mut self.ids));
                         }
                         self.unnamed_statement_shift = None;
-                        match std::str::from_utf8(p.query).ok().map(|s| self.comment(s, &ctx)) {
+                        match std::str::from_utf8(p.query).ok().map(|s| self.comment(s, ctx.as_ref())) {
                             Some(Injected::Commented(s)) => {
                                 self.counters.commented += 1;
                                 METRICS.comments.fetch_add(1, Relaxed);
@@ -404,11 +408,11 @@ impl Session {
 
     /// The comment for a statement the client sent, unless the server keeps its text and shows it back
     /// (`PREPARE … AS`, `DECLARE … CURSOR`): those are left as written, their uses carry the context.
-    fn comment<'q>(&self, sql: &'q str, ctx: &TraceContext) -> Injected<'q> {
+    fn comment<'q>(&self, sql: &'q str, ctx: Option<&TraceContext>) -> Injected<'q> {
         if carrier::stores_text(sql) {
             return Injected::Unchanged(sql, sqlcommenter::Skip::NothingToAdd);
         }
-        self.commenter.inject(sql, Some(ctx))
+        self.commenter.inject(sql, ctx)
     }
 
     /// Bind and Execute of the unnamed statement/portal: errors about them report positions in the
@@ -548,7 +552,7 @@ impl Session {
         if !matches!(tag, frame::BIND | frame::CLOSE | frame::EXECUTE | frame::SYNC) {
             return;
         }
-        let ctx = (tag == frame::EXECUTE).then(|| self.current_ctx());
+        let ctx = if tag == frame::EXECUTE { self.current_ctx() } else { None };
         let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
         let Some(t) = &mut self.spans else { return };
         match (tag, ctx) {
@@ -583,13 +587,15 @@ impl Session {
             return;
         }
         let (mut ctx, client) = match self.named_ctx.get(&stmt) {
-            Some(c) => (c.clone(), true),
+            Some(c) => (Some(c.clone()), true),
             None => (self.current_ctx(), self.guc_ctx.is_some() || self.startup_ctx.is_some()),
         };
         if let Some(t) = &mut self.spans {
-            ctx = t.carrier(ctx, client, &mut self.ids);
+            ctx = ctx.map(|c| t.carrier(c, client, &mut self.ids));
         }
-        if let Some(action) = self.tracker.plan(Want::Carry(ctx.traceparent), Scope::Transaction) {
+        // Nothing to carry: a value written earlier in this transaction must not stay on.
+        let want = ctx.map_or(Want::Clean, |c| Want::Carry(c.traceparent));
+        if let Some(action) = self.tracker.plan(want, Scope::Transaction) {
             let write = target.write(&action, Scope::Transaction, &self.client_app);
             if self.reserved == Reserved::Unknown {
                 // Close first: a copy may exist if an earlier Parse's outcome was unknown.
@@ -820,9 +826,15 @@ mod tests {
         msg(b'S', format!("{name}\0{value}\0").as_bytes())
     }
 
+    /// A session that invents roots and tags the application (the mechanics under test need a context).
     fn session() -> Session {
+        let cfg = InjectConfig { root_contexts: true, application_tag: true, ..InjectConfig::default() };
+        session_with(cfg)
+    }
+
+    fn session_with(cfg: InjectConfig) -> Session {
         let info = StartupInfo { application_name: Some("app".into()), options: None };
-        let mut s = Session::new(Arc::new(InjectConfig::default()), &info, 1).with_ids(IdGenerator::seeded(3));
+        let mut s = Session::new(Arc::new(cfg), &info, 1).with_ids(IdGenerator::seeded(3));
         let mut startup = msg(b'R', &[0, 0, 0, 0]);
         startup.extend(status("application_name", "app"));
         startup.extend(msg(b'K', &[0, 0, 0, 9, 1, 2, 3, 4]));
@@ -957,6 +969,23 @@ mod tests {
     }
 
     #[test]
+    fn nothing_to_carry_means_nothing_injected() {
+        // Default: no client context, no span export, no configured tags.
+        let mut s = session_with(InjectConfig::default());
+        let q = msg(b'Q', b"select 1;\0");
+        assert_eq!(&feed_client(&mut s, &q)[..], &q[..]);
+        let batch = named_batch();
+        assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..]);
+        // A client context (the session GUC) is carried.
+        let mut s = session_with(InjectConfig::default());
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        feed_client(&mut s, &msg(b'Q', format!("SET sqlcommenter.traceparent = '{tp}'\0").as_bytes()));
+        feed_server(&mut s, &[msg(b'C', b"SET\0"), msg(b'Z', b"I")].concat());
+        assert!(String::from_utf8_lossy(&feed_client(&mut s, &q)).contains(tp));
+        assert!(String::from_utf8_lossy(&feed_client(&mut s, &batch)).contains(tp));
+    }
+
+    #[test]
     fn no_carrier_in_failed_transaction() {
         let mut s = session();
         feed_client(&mut s, &msg(b'Q', b"BEGIN\0"));
@@ -1001,6 +1030,7 @@ mod tests {
         let info = StartupInfo { application_name: Some("app".into()), options: None };
         let cfg = InjectConfig {
             carrier: Some(carrier::Target::ApplicationName(carrier::AppNameFormat::Named)),
+            root_contexts: true,
             ..InjectConfig::default()
         };
         let mut s = Session::new(Arc::new(cfg), &info, 1).with_ids(IdGenerator::seeded(3));

@@ -50,6 +50,8 @@ async fn ten_thousand_traces_leave_one_carrier_entry_in_pg_stat_statements() {
     let mut config =
         ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Upstream::parse(&format!("127.0.0.1:{}", pg.port())).unwrap());
     config.admin = None;
+    // Each autocommit execution under a new root trace.
+    config.inject.root_contexts = true;
     let proxy = sqlcommenter_proxy::start(config).await.unwrap();
     let c = common::connect(proxy.local_addr().port(), "pss").await;
     let stmt = c.prepare("SELECT $1::int /*marker_pss*/").await.unwrap();

@@ -436,3 +436,25 @@ async fn prepare_and_declare_texts_are_left_as_written() {
     assert!(log_lines("marker_execute_stored", 1).iter().all(|l| comment_trace_id(l).is_some()));
     proxy.shutdown().await;
 }
+
+/// With the defaults and a client that supplies no context, the proxy has nothing to carry: statements
+/// reach the server as the client wrote them (no invented trace ids that exist in no tracing backend)
+/// and named executions get no carrier. A client context is carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_to_carry_by_default() {
+    let proxy = proxy_with(|c| c.inject = sqlcommenter_proxy::InjectConfig::default()).await;
+    let c = connect(proxy.local_addr().port(), "t_plain").await;
+    c.simple_query("SELECT 1 /*marker_plain_simple*/").await.unwrap();
+    let stmt = c.prepare("SELECT $1::int /*marker_plain_named*/").await.unwrap();
+    c.query_one(&stmt, &[&1i32]).await.unwrap();
+    let l = log_lines("marker_plain_simple", 1);
+    assert!(l.iter().all(|l| l.ends_with("statement: SELECT 1 /*marker_plain_simple*/")), "{l:#?}");
+    let l = exec_lines("marker_plain_named", 1);
+    assert!(l.iter().all(|l| app_of(l) == "t_plain"), "{l:#?}");
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    c.simple_query(&format!("SELECT set_config('sqlcommenter.traceparent', '{tp}', false)")).await.unwrap();
+    c.query_one(&stmt, &[&2i32]).await.unwrap();
+    let l = exec_lines("marker_plain_named", 2);
+    assert!(l.iter().any(|l| carrier_trace_id(app_of(l)).as_deref() == Some("4bf92f3577b34da6a3ce929d0e0e4736")));
+    proxy.shutdown().await;
+}

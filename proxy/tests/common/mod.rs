@@ -30,6 +30,10 @@ pub fn upstream() -> Upstream {
 pub async fn proxy_with(f: impl FnOnce(&mut ProxyConfig)) -> ProxyHandle {
     let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), upstream());
     config.shutdown_timeout = Duration::from_secs(2);
+    // The tests exercise injection for clients that supply no context: a root per transaction (off by
+    // default, see `relay::nothing_to_carry_by_default`), and the application tag.
+    config.inject.root_contexts = true;
+    config.inject.application_tag = true;
     f(&mut config);
     sqlcommenter_proxy::start(config).await.unwrap()
 }
