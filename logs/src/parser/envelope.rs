@@ -392,6 +392,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn azure_flexible_with_another_prefix_is_read_from_its_severity() {
+        let mut p =
+            EnvelopeParser::new(Service::Azure, Prefix::new(crate::parser::AZURE_PREFIX).unwrap(), Zones::new());
+        let rec = r#"{"records":[{"category":"PostgreSQLLogs","time":"2023-02-27T22:21:11.830Z","properties":{"timestamp":"2023-02-27 22:21:11.823 UTC","processId":2030,"errorLevel":"LOG","sqlerrcode":"00000","message":"<custom prefix 2030> LOG:  duration: 0.053 ms  bind <unnamed>: UPDATE t SET x = $1","detail":"parameters: $1 = '4'"}}]}"#;
+        let mut out = Vec::new();
+        p.push_line(rec.as_bytes(), &mut |r| out.push(r.clone()));
+        p.finish(&mut |r| out.push(r.clone()));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].message, "duration: 0.053 ms  bind <unnamed>: UPDATE t SET x = $1");
+        assert_eq!((out[0].pid, out[0].detail.as_str()), (Some(2030), "parameters: $1 = '4'"));
+        assert_eq!(crate::time::format_rfc3339(out[0].time_us.unwrap()), "2023-02-27T22:21:11.823Z");
+        assert_eq!(p.stats().unknown, 0);
+    }
+
+    #[test]
     fn objects_across_lines_and_arrays() {
         let mut s = ObjectStream::default();
         let mut got = Vec::new();

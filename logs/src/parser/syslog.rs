@@ -194,6 +194,14 @@ fn unescape_controls(s: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&s[i..]);
 }
 
+/// PostgreSQL's `syslog_ident` (`postgres` by default; `postgresql`, or either with a `-suffix` per
+/// cluster), not `postgres_exporter` and the like.
+fn is_postgres_ident(tag: &[u8]) -> bool {
+    [&b"postgres"[..], b"postgresql"]
+        .iter()
+        .any(|id| tag.strip_prefix(*id).is_some_and(|rest| rest.is_empty() || rest.starts_with(b"-")))
+}
+
 /// A message being reassembled from its pieces.
 #[derive(Debug, Default)]
 struct Pending {
@@ -232,7 +240,7 @@ impl SyslogParser {
     fn ours<'a>(&self, h: &Header<'a>) -> Option<Option<u32>> {
         let pid = |p: &[u8]| std::str::from_utf8(p).ok()?.parse::<u32>().ok();
         match self.flavor {
-            Flavor::Syslog => h.tag.starts_with(b"postgres").then(|| pid(h.proc_id)),
+            Flavor::Syslog => is_postgres_ident(h.tag).then(|| pid(h.proc_id)),
             Flavor::Logplex => {
                 let p = h.proc_id.strip_prefix(b"postgres.")?;
                 (h.tag == b"app").then(|| pid(p))
@@ -377,6 +385,8 @@ mod tests {
         let l = b"2024-05-01T10:00:00+0000 db1 postgres[8]: x";
         assert_eq!(parse_header(l, &z).unwrap().proc_id, b"8");
         assert!(parse_header(b"random words here", &z).is_none());
+        assert!(is_postgres_ident(b"postgres") && is_postgres_ident(b"postgresql-15-main"));
+        assert!(!is_postgres_ident(b"postgres_exporter") && !is_postgres_ident(b"sshd"));
         assert_eq!(numbering(b"[12-3] abc"), Some((12, Some(3), &b"abc"[..])));
         assert_eq!(numbering(b"[12] abc"), Some((12, None, &b"abc"[..])));
         let mut out = Vec::new();
