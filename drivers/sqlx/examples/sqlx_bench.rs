@@ -26,10 +26,13 @@ enum Variant {
     Wrapped100,
     Wrapped10,
     WrapTx100,
+    FormPrepared,
+    FormLiteral,
+    Carrier10Unnamed,
 }
 
 impl Variant {
-    const ALL: [Variant; 8] = [
+    const ALL: [Variant; 11] = [
         Variant::Plain,
         Variant::Control,
         Variant::Carrier100,
@@ -38,7 +41,24 @@ impl Variant {
         Variant::Wrapped100,
         Variant::Wrapped10,
         Variant::WrapTx100,
+        Variant::FormPrepared,
+        Variant::FormLiteral,
+        Variant::Carrier10Unnamed,
     ];
+
+    /// The carrier-form comparisons run on one connection only.
+    fn connection_only(self) -> bool {
+        matches!(self, Variant::FormPrepared | Variant::FormLiteral | Variant::Carrier10Unnamed)
+    }
+
+    /// Skipped in this topology (0: one connection, 1: pool).
+    fn skipped(self, topology: u8) -> bool {
+        if topology == 0 {
+            self.pool_only()
+        } else {
+            self.connection_only()
+        }
+    }
 
     /// `TracedPool::new` (clear on release) only differs from `connect_with` for pools.
     fn pool_only(self) -> bool {
@@ -49,32 +69,45 @@ impl Variant {
         match self {
             Variant::Plain => "plain sqlx (cached statements)",
             Variant::Control => "plain sqlx again (noise floor)",
-            Variant::Carrier100 => "session carrier (pool: connect_with, written at checkout), 100% sampled",
-            Variant::Carrier10 => "session carrier (pool: connect_with, written at checkout), 10% sampled",
+            Variant::Carrier100 => {
+                "session carrier (pool: connect_with, written at checkout instead of the ping), 100% sampled"
+            }
+            Variant::Carrier10 => {
+                "session carrier (pool: connect_with, written at checkout instead of the ping), 10% sampled"
+            }
+            Variant::Carrier10Unnamed => {
+                "session carrier, 10% sampled, connection's own name unknown (clear via reset_val)"
+            }
             Variant::Comment100 => "per-query comment, 100% sampled",
             Variant::Wrapped100 => "session carrier, TracedPool::new (cleared on release), 100% sampled",
             Variant::Wrapped10 => "session carrier, TracedPool::new (cleared on release), 10% sampled",
             Variant::WrapTx100 => "WrapInTransaction (transaction-pooler mode), 100% sampled",
+            Variant::FormPrepared => "form only: plain sqlx + prepared SET_CONFIG_SQL per request",
+            Variant::FormLiteral => "form only: plain sqlx + literal set_config (simple Query) per request",
         }
     }
 
     fn config(self) -> Option<Config> {
         match self {
-            Variant::Plain | Variant::Control => None,
+            Variant::Plain | Variant::Control | Variant::FormPrepared | Variant::FormLiteral => None,
+            // the connections' own name (from the URL), as a pool's connect options give it
             Variant::Carrier100 | Variant::Carrier10 | Variant::Wrapped100 | Variant::Wrapped10 => {
-                Some(Config::default())
+                Config::builder().base_application_name("bench").build().ok()
             }
+            Variant::Carrier10Unnamed => Some(Config::default()),
             Variant::Comment100 => Config::builder().mode(Mode::PerQueryComment).build().ok(),
-            Variant::WrapTx100 => {
-                Config::builder().outside_transaction(OutsideTransaction::WrapInTransaction).build().ok()
-            }
+            Variant::WrapTx100 => Config::builder()
+                .base_application_name("bench")
+                .outside_transaction(OutsideTransaction::WrapInTransaction)
+                .build()
+                .ok(),
         }
     }
 
     /// Whether request `n` is sampled.
     fn sampled(self, n: u64) -> bool {
         match self {
-            Variant::Carrier10 | Variant::Wrapped10 => n % 10 == 0,
+            Variant::Carrier10 | Variant::Wrapped10 | Variant::Carrier10Unnamed => n % 10 == 0,
             _ => true,
         }
     }
@@ -132,6 +165,7 @@ async fn one_connection(url: &str, v: Variant, requests: u64, seed: u64) -> Resu
             sqlx::query(QUERY).bind(1).fetch_one(&mut conn).await?;
             start = Instant::now();
             for n in 0..requests {
+                carrier_form(&mut conn, v, n).await?;
                 request_plain(&mut conn, &mut rng).with_context(request_context(n, v.sampled(n))).await?;
             }
             let el = start.elapsed();
@@ -151,6 +185,32 @@ async fn one_connection(url: &str, v: Variant, requests: u64, seed: u64) -> Resu
             Ok((requests as f64 / el.as_secs_f64(), prepared))
         }
     }
+}
+
+/// The carrier write alone, in one of its two forms, for request `n`.
+async fn carrier_form(conn: &mut PgConnection, v: Variant, n: u64) -> Result<()> {
+    use sqlcommenter::carrier::{Action, Scope, Target, SET_CONFIG_SQL};
+    let tp = sqlcommenter::TraceParent::new(
+        {
+            let mut t = [0x5au8; 16];
+            t[8..].copy_from_slice(&(n + 1).to_be_bytes());
+            t
+        },
+        [0x17; 8],
+        1,
+    )?;
+    let target = Target::default();
+    let write = target.write(&Action::Set(tp), Scope::Session, "bench");
+    match v {
+        Variant::FormPrepared => {
+            sqlx::query(SET_CONFIG_SQL).bind(write.variable).bind(&write.value).bind(false).execute(&mut *conn).await?;
+        }
+        Variant::FormLiteral => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(write.literal_sql())).execute(&mut *conn).await?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn server_prepared(conn: &mut PgConnection) -> Result<i64> {
@@ -314,7 +374,7 @@ fn main() -> Result<()> {
                 let mut by_variant = vec![0.0; Variant::ALL.len()];
                 for &i in &order {
                     let v = Variant::ALL[i];
-                    if topology == 0 && v.pool_only() {
+                    if v.skipped(topology) {
                         by_variant[i] = f64::NAN;
                         continue;
                     }
@@ -338,7 +398,7 @@ fn main() -> Result<()> {
             );
             println!("|---|---|---|---|---|---|---|");
             for (i, v) in Variant::ALL.iter().enumerate() {
-                if topology == 0 && v.pool_only() {
+                if v.skipped(topology) {
                     continue;
                 }
                 let (med, min, max) = stats(ratios[i].clone());

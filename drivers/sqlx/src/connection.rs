@@ -73,16 +73,6 @@ impl PgConn for PoolConnection<Postgres> {
     }
 }
 
-/// Who clears a session-scoped carrier before a pooled connection serves someone else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Release {
-    /// The wrapper, when it gives the connection up (a spawned clear if the session may carry a context).
-    Clear,
-    /// The pool's checkout hook ([`crate::TracedPool::connect_with`]) writes every checked-out connection's
-    /// carrier, so nothing is sent on release.
-    Checkout,
-}
-
 /// A connection whose statements carry the current trace context: a drop-in `sqlx::Executor`
 /// (`&mut conn`), for `sqlx::query`, `query_as`, `query_scalar`, `query!` output, `execute`, `fetch*`.
 ///
@@ -91,12 +81,11 @@ pub(crate) enum Release {
 /// `RESET ALL`, `DISCARD ALL`, `SET`, `BEGIN`/`COMMIT`/`ROLLBACK [TO]`) and writes the carrier only before
 /// a statement whose context differs: one round trip per request, none for the request's further
 /// statements. A pooled connection that may still carry a context when dropped is cleared (in a spawned
-/// task) before it goes back, unless its pool's checkout hook does it ([`crate::TracedPool::connect_with`]).
+/// task) before it goes back, so pooled connections never wait in the pool carrying a context.
 pub struct TracedConnection<C: PgConn = PoolConnection<Postgres>> {
     conn: Option<C>,
     state: CarrierState,
     shared: Arc<Shared>,
-    release: Release,
 }
 
 impl<C: PgConn> fmt::Debug for TracedConnection<C> {
@@ -109,16 +98,11 @@ impl<C: PgConn> TracedConnection<C> {
     /// Wraps a connection that carries no context yet (fresh, or from a pool of connections only ever
     /// used through this crate's wrappers).
     pub fn new(conn: C, config: &Config) -> Self {
-        TracedConnection {
-            conn: Some(conn),
-            state: CarrierState::default(),
-            shared: config.shared.clone(),
-            release: Release::Clear,
-        }
+        TracedConnection { conn: Some(conn), state: CarrierState::default(), shared: config.shared.clone() }
     }
 
-    pub(crate) fn from_pool(conn: C, shared: Arc<Shared>, state: CarrierState, release: Release) -> Self {
-        TracedConnection { conn: Some(conn), state, shared, release }
+    pub(crate) fn from_pool(conn: C, shared: Arc<Shared>, state: CarrierState) -> Self {
+        TracedConnection { conn: Some(conn), state, shared }
     }
 
     /// The connection and its carrier state, for a transaction that takes it over.
@@ -189,10 +173,7 @@ impl<C: PgConn> Drop for TracedConnection<C> {
             self.state.ended(true);
         }
         let Some(conn) = self.conn.take() else { return };
-        let clear = self.shared.mode == Mode::SessionCarrier
-            && self.release == Release::Clear
-            && conn.reused()
-            && self.state.held() != Held::Base;
+        let clear = self.shared.mode == Mode::SessionCarrier && conn.reused() && self.state.held() != Held::Base;
         if clear {
             cleanup.push(self.shared.write_sql(&Action::Clear, Scope::Session));
         }

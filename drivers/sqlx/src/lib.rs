@@ -7,8 +7,8 @@
 //! use sqlcommenter_sqlx::{Config, TracedPool};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
-//! let db = TracedPool::new(pool, &Config::builder().application("checkout").build()?);
+//! let config = Config::builder().application("checkout").build()?;
+//! let db = TracedPool::connect("postgres://localhost/app", &config).await?;
 //!
 //! // Inside a request (a tracing span with an OpenTelemetry context):
 //! let mut conn = db.acquire().await?; // one connection for the request's statements
@@ -28,24 +28,28 @@
 //! 0.32× throughput; 0.43× with `persistent(false)`). So by default ([`Mode::SessionCarrier`]):
 //! - static tags (`application`, `db_driver='sqlx:0.9'`, your `route`/`action`...) go into the text as a
 //!   comment: they repeat, so the cache keeps one entry per query, exactly as without the wrapper;
-//! - the traceparent goes into a session carrier, `application_name = '<name>@<traceparent>'` by default
-//!   (it reaches `%a` in `log_line_prefix`, csvlog/jsonlog and `pg_stat_activity`) or a custom GUC
-//!   ([`Carrier::Guc`]). It is written with a simple-protocol `SET` (no prepared statement, nothing
-//!   cached) only before a statement whose context differs from what the session carries, i.e. once per
-//!   request and connection. sqlx has no public pipelining, so that is one round trip per request
-//!   (amortized over the request's queries); in a transaction it is a `SET LOCAL` folded into the
-//!   `BEGIN` and costs nothing.
+//! - the traceparent goes into a carrier variable ([`Target`], from the core `sqlcommenter::carrier`):
+//!   by default `application_name` holding the bare W3C traceparent (what OpenTelemetry's tools read;
+//!   it reaches `%a` in `log_line_prefix`, csvlog/jsonlog and `pg_stat_activity`). Every write is the
+//!   core statement `SELECT pg_catalog.set_config(…)` as one simple Query with literals: one
+//!   `pg_stat_statements` entry whatever the trace, nothing in the statement cache. It is written only
+//!   before a statement whose context differs from what the connection carries: in a transaction,
+//!   transaction-scoped and folded into the `BEGIN` (free, ends with the transaction); outside one,
+//!   session-scoped once per request and connection ([`OutsideTransaction::Session`]), written by the
+//!   pool checkout itself with [`TracedPool::connect_with`] — or, behind a transaction pooler, in a
+//!   transaction the wrapper opens around the statement ([`OutsideTransaction::WrapInTransaction`]).
 //!
 //! [`Mode::PerQueryComment`] writes the traceparent into every statement instead (for tools that read
 //! comments, e.g. pg_tracing); those texts are never cached (`persistent(false)`), which costs a Parse
 //! round trip per statement. See the crate README for the benchmark behind these defaults.
 //!
 //! ## No stale context
-//! A [`TracedConnection`] knows what its session carries and rewrites (or `RESET`s) the carrier before
-//! any statement whose context differs, including statements with no context. A pooled connection that
-//! still carries a context when dropped is reset before it returns to the pool. Transactions use
-//! `SET LOCAL`, which ends with them. Work without a span (or with an unsampled one, by default) carries
-//! no traceparent, never a wrong one.
+//! A [`TracedConnection`] knows what its connection carries (the core `Tracker`, fed with what the
+//! application's own `RESET ALL`, `SET`, `BEGIN`/`COMMIT`/`ROLLBACK [TO]` did) and rewrites or clears the
+//! carrier before any statement whose context differs, including statements with no context. A pooled
+//! connection is cleared at its next checkout ([`TracedPool::connect_with`]) or when the wrapper gives it
+//! back ([`TracedPool::new`]). Work without a span (or with an unsampled one, by default) carries no
+//! traceparent, never a wrong one.
 //!
 //! ## Per-request tags
 //! [`TagScope`] adds tags such as `route`/`action` to the statements of a task (a web framework's matched

@@ -15,64 +15,58 @@ use sqlx::{AssertSqlSafe, Describe, Either, Execute, Executor, PgPool, Postgres,
 
 use crate::carrier::CarrierState;
 use crate::config::{Config, Mode, OutsideTransaction, Shared};
-use crate::connection::{Release, TracedConnection};
+use crate::connection::TracedConnection;
 use crate::transaction::{StateRef, TracedTransaction};
 
 tokio::task_local! {
     /// What the wrapper's checkout in this task wants the connection to carry, and what the pool's
-    /// `before_acquire` hook wrote (`Some(None)`: cleared).
+    /// `before_acquire` hook wrote.
     static CHECKOUT: Checkout;
 }
 
 struct Checkout {
     want: Option<TraceParent>,
-    wrote: Cell<Option<Option<TraceParent>>>,
+    wrote: Cell<Option<TraceParent>>,
 }
 
 /// Wraps a [`PgPool`]. `&pool` is an `Executor` (each statement takes a connection, like `&PgPool`);
 /// [`TracedPool::acquire`] gives a [`TracedConnection`] for a request's several statements (the carrier is
 /// then written once for all of them); [`TracedPool::begin`] gives a [`TracedTransaction`].
 ///
-/// Two ways to build one, differing in who clears a session-scoped carrier before a connection is reused:
-/// - [`TracedPool::connect_with`] (recommended) installs a `before_acquire` hook that writes every
-///   checked-out connection's carrier (the wrapper's context, or cleared for anyone else) in place of the
-///   pool's liveness ping (`test_before_acquire`): the write is the ping, so a traced request costs no
-///   round trip more than plain sqlx, and raw pool users never see a context. Idle connections may keep
-///   the last context until their next checkout.
-/// - [`TracedPool::new`] wraps an existing pool: a connection that may carry a context is cleared in a
-///   spawned task when the wrapper gives it back (one round trip after the request). Use that pool only
-///   through this crate's wrappers (or clear connections yourself).
+/// Connections wait in the pool carrying nothing: one that may carry a context is cleared in a spawned
+/// task when the wrapper gives it back (one round trip after the request, off its critical path). Use the
+/// pool only through this crate's wrappers (or clear connections yourself).
+///
+/// [`TracedPool::connect_with`] (recommended) also installs a `before_acquire` hook: a traced checkout
+/// writes the request's context in place of the pool's liveness ping (`test_before_acquire`), so the
+/// carrier costs no round trip before the request's first statement; [`TracedPool::new`] wraps an
+/// existing pool, and the first statement writes it.
 #[derive(Clone)]
 pub struct TracedPool {
     pool: PgPool,
     shared: Arc<Shared>,
-    release: Release,
 }
 
 impl fmt::Debug for TracedPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TracedPool")
-            .field("pool", &self.pool)
-            .field("mode", &self.shared.mode)
-            .field("release", &self.release)
-            .finish()
+        f.debug_struct("TracedPool").field("pool", &self.pool).field("mode", &self.shared.mode).finish()
     }
 }
 
 impl TracedPool {
-    /// Wraps `pool`; connections carrying a context are cleared when the wrapper gives them back. The
-    /// pool's `application_name` (if set) is the connections' own name unless the configuration names one.
+    /// Wraps `pool`. The pool's `application_name` (if set) is the connections' own name unless the
+    /// configuration names one.
     pub fn new(pool: PgPool, config: &Config) -> Self {
         let opts = pool.connect_options();
         let config = config.with_default_base_name(opts.get_application_name());
-        TracedPool { pool, shared: config.shared, release: Release::Clear }
+        TracedPool { pool, shared: config.shared }
     }
 
-    /// Opens a pool with `options` whose checkouts write the carrier (see [`TracedPool`]). It installs its
-    /// own `before_acquire` hook (replacing one set on `options`) and runs the carrier write in place of
-    /// `test_before_acquire`'s ping; with `test_before_acquire(false)` the write still runs on every
-    /// checkout. Without a session-scoped carrier ([`Mode::PerQueryComment`],
-    /// [`OutsideTransaction::WrapInTransaction`]) `options` are used unchanged.
+    /// Opens a pool with `options` whose traced checkouts write the carrier (see [`TracedPool`]). It
+    /// installs its own `before_acquire` hook (replacing one set on `options`), which pings (when
+    /// `test_before_acquire` was on) or writes the checking-out request's context instead. Without a
+    /// session-scoped carrier ([`Mode::PerQueryComment`], [`OutsideTransaction::WrapInTransaction`])
+    /// `options` are used unchanged.
     pub async fn connect_with(
         options: PgPoolOptions,
         connect: PgConnectOptions,
@@ -83,9 +77,10 @@ impl TracedPool {
         let hooked = shared.mode == Mode::SessionCarrier && shared.outside == OutsideTransaction::Session;
         if !hooked {
             let pool = options.connect_with(connect).await?;
-            return Ok(TracedPool { pool, shared, release: Release::Clear });
+            return Ok(TracedPool { pool, shared });
         }
         let hook_shared = shared.clone();
+        let ping = options.get_test_before_acquire();
         let options = options.test_before_acquire(false).before_acquire(move |conn, _meta| {
             let want = CHECKOUT
                 .try_with(|c| {
@@ -94,16 +89,21 @@ impl TracedPool {
                 })
                 .ok()
                 .flatten();
-            let action = want.map_or(Action::Clear, Action::Set);
-            let sql = hook_shared.write_sql(&action, Scope::Session);
+            let write = want.map(|tp| (tp, hook_shared.write_sql(&Action::Set(tp), Scope::Session)));
             Box::pin(async move {
-                conn.execute(AssertSqlSafe(sql)).await?;
-                let _ = CHECKOUT.try_with(|c| c.wrote.set(Some(want)));
+                match write {
+                    Some((tp, sql)) => {
+                        conn.execute(AssertSqlSafe(sql)).await?;
+                        let _ = CHECKOUT.try_with(|c| c.wrote.set(Some(tp)));
+                    }
+                    None if ping => sqlx::Connection::ping(conn).await?,
+                    None => {}
+                }
                 Ok(true)
             })
         });
         let pool = options.connect_with(connect).await?;
-        Ok(TracedPool { pool, shared, release: Release::Checkout })
+        Ok(TracedPool { pool, shared })
     }
 
     /// [`TracedPool::connect_with`] with default pool options and `url`.
@@ -130,13 +130,13 @@ impl TracedPool {
                 (conn, CHECKOUT.with(|c| c.wrote.get()))
             })
             .await;
-        // No hook ran: a new connection, or a pool whose connections are cleared on release.
-        let state = CarrierState::holding(wrote.flatten());
-        Ok(TracedConnection::from_pool(conn?, self.shared.clone(), state, self.release))
+        // Pooled connections carry nothing unless the hook just wrote this checkout's context.
+        let state = CarrierState::holding(wrote);
+        Ok(TracedConnection::from_pool(conn?, self.shared.clone(), state))
     }
 
     /// A connection for several statements of one request; with [`TracedPool::connect_with`] the current
-    /// context is written by the checkout itself.
+    /// context is written by the checkout itself, in place of its ping.
     pub async fn acquire(&self) -> Result<TracedConnection<PoolConnection<Postgres>>, sqlx::Error> {
         let want = self.shared.current().map_or(Want::Clean, |c| Want::Carry(c.traceparent));
         self.checkout(want).await
