@@ -16,7 +16,7 @@ use crate::config::InjectConfig;
 use crate::context::{guc_from_options, IdGenerator};
 use crate::frame::{self, FrameError, HEADER_LEN};
 use crate::metrics::{SkipReason, METRICS};
-use crate::state::{Expect, OutOfSync, Owner, ProtocolState, ServerEvent, Shift};
+use crate::state::{OutOfSync, Owner, ProtocolState, ServerEvent, Shift};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Largest frame the proxy decodes (to rewrite or read it); larger frames are streamed through untouched.
@@ -25,8 +25,6 @@ pub const MAX_DECODE: usize = 1 << 20;
 /// Client frames claiming this many bytes or more are refused (ErrorResponse 08P01, disconnect).
 pub const MAX_CLIENT_FRAME: usize = 1 << 30;
 
-/// Name of the proxy's reserved prepared statement on each server connection.
-pub const RESERVED_STATEMENT: &[u8] = b"__sqlc_tc";
 /// Name of the portal the reserved statement runs in (closed right after, so the client's unnamed
 /// portal is never touched).
 pub const RESERVED_PORTAL: &[u8] = b"__sqlc_tcp";
@@ -90,15 +88,16 @@ struct Stream {
     relay: bool,
 }
 
-/// Whether the server connection has the reserved statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reserved {
-    /// Not known: Close and Parse it before use.
-    Unknown,
-    /// Parse sent, ParseComplete not seen yet (later uses in the same pipeline may rely on it).
-    Parsing,
-    /// Parsed on this connection.
-    Parsed,
+/// The client's unnamed prepared statement, which the carrier (parsed as the unnamed statement, so that
+/// nothing of the proxy's shows in `pg_prepared_statements`) replaces for a moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unnamed {
+    /// None exists (never parsed, closed, or dropped by a simple Query).
+    Absent,
+    /// This Parse frame (as sent upstream) created it: sent again after the carrier.
+    Parsed(Vec<u8>),
+    /// One exists but was too large to keep: no carrier may replace it.
+    TooLarge,
 }
 
 /// One client session (see the module docs).
@@ -121,7 +120,7 @@ pub struct Session {
     touches_settings: std::collections::HashSet<Vec<u8>>,
     /// A statement the client ran may have changed the carrier's setting.
     settings_dirty: bool,
-    reserved: Reserved,
+    unnamed: Unnamed,
     /// What the server's carrier setting holds (the proxy writes it transaction-scoped only).
     tracker: Tracker,
     /// The `application_name` values the proxy wrote lately (their ParameterStatus, reported at the
@@ -171,7 +170,7 @@ impl Session {
             no_txn_block: Default::default(),
             touches_settings: Default::default(),
             settings_dirty: false,
-            reserved: Reserved::Unknown,
+            unnamed: Unnamed::Absent,
             tracker: Tracker::new(),
             written: Default::default(),
             open_txn: false,
@@ -270,6 +269,13 @@ impl Session {
                     self.counters.comment_skipped += 1;
                     METRICS.skip(SkipReason::TooLarge);
                 }
+                if h.tag == frame::PARSE && input[pos + HEADER_LEN..].first().is_none_or(|&b| b == 0) {
+                    // An unnamed statement too large to keep (or whose name is not here yet).
+                    self.unnamed = Unnamed::TooLarge;
+                }
+                if h.tag == frame::QUERY {
+                    self.unnamed = Unnamed::Absent;
+                }
                 self.proto.client_message(h.tag);
                 self.request_started(h.tag);
                 out.put_slice(&input[pos..]);
@@ -337,6 +343,8 @@ impl Session {
                         out.put_slice(f);
                     }
                 }
+                // A simple Query drops the unnamed statement.
+                self.unnamed = Unnamed::Absent;
                 // Its effects (a BEGIN, a SET of the session context) apply from the next request on.
                 self.client_statement(None, sql);
                 if !self.open_txn {
@@ -345,6 +353,7 @@ impl Session {
             }
             frame::PARSE if inject => match frame::parse_body(body) {
                 Some(p) => {
+                    let start = out.len();
                     self.client_statement(Some(p.name), p.query);
                     if let Some(t) = &mut self.spans {
                         t.statement(p.name, p.query);
@@ -391,12 +400,18 @@ impl Session {
                         }
                         out.put_slice(f);
                     }
+                    if p.name.is_empty() {
+                        self.unnamed = Unnamed::Parsed(out[start..].to_vec());
+                    }
                 }
                 None => out.put_slice(f),
             },
             frame::CLOSE => {
                 if body.first() == Some(&b'S') {
                     if let Some((name, _)) = frame::cstr(&body[1..]) {
+                        if name.is_empty() {
+                            self.unnamed = Unnamed::Absent;
+                        }
                         self.forget_statement(name);
                     }
                 }
@@ -580,7 +595,7 @@ impl Session {
         }
         let touches = self.touches_settings.contains(&stmt);
         let Some(target) = self.cfg.carrier.clone() else { return };
-        if !self.proto.may_inject() || self.no_txn_block.contains(&stmt) {
+        if !self.proto.may_inject() || self.no_txn_block.contains(&stmt) || self.unnamed == Unnamed::TooLarge {
             if touches {
                 self.tracker.forget();
             }
@@ -597,20 +612,19 @@ impl Session {
         let want = ctx.map_or(Want::Clean, |c| Want::Carry(c.traceparent));
         if let Some(action) = self.tracker.plan(want, Scope::Transaction) {
             let write = target.write(&action, Scope::Transaction, &self.client_app);
-            if self.reserved == Reserved::Unknown {
-                // Close first: a copy may exist if an earlier Parse's outcome was unknown.
-                frame::write_close(out, b'S', RESERVED_STATEMENT);
-                frame::write_parse_untyped(out, RESERVED_STATEMENT, SET_CONFIG_SQL.as_bytes());
-                self.proto.sent(frame::CLOSE, Owner::Proxy);
-                self.proto.sent(frame::PARSE, Owner::Proxy);
-                self.reserved = Reserved::Parsing;
-            }
+            // The carrier as the unnamed statement in the proxy's own portal, then the client's unnamed
+            // statement restored: nothing of the proxy's stays on the server.
+            frame::write_parse_untyped(out, b"", SET_CONFIG_SQL.as_bytes());
             let params = write.params();
-            frame::write_bind_text(out, RESERVED_PORTAL, RESERVED_STATEMENT, &params.map(str::as_bytes));
+            frame::write_bind_text(out, RESERVED_PORTAL, b"", &params.map(str::as_bytes));
             frame::write_execute(out, RESERVED_PORTAL);
             frame::write_close(out, b'P', RESERVED_PORTAL);
-            for tag in [frame::BIND, frame::EXECUTE, frame::CLOSE] {
+            for tag in [frame::PARSE, frame::BIND, frame::EXECUTE, frame::CLOSE] {
                 self.proto.sent(tag, Owner::Proxy);
+            }
+            if let Unnamed::Parsed(parse) = &self.unnamed {
+                out.put_slice(parse);
+                self.proto.sent(frame::PARSE, Owner::Proxy);
             }
             if write.variable == "application_name" {
                 if self.written.len() == 8 {
@@ -714,10 +728,6 @@ impl Session {
                         self.tracker.transaction_ended(true);
                     }
                 }
-                if tag == frame::READY_FOR_QUERY && self.reserved == Reserved::Parsing {
-                    // Its ParseComplete never came: skipped after an error.
-                    self.reserved = Reserved::Unknown;
-                }
                 match shift.and_then(|s| map_position(s, tag, body, out)) {
                     Some(()) => self.counters.positions_mapped += 1,
                     None => out.put_slice(f),
@@ -725,11 +735,9 @@ impl Session {
             }
             ServerEvent::StartupDone => out.put_slice(f),
             ServerEvent::Swallow => {}
-            ServerEvent::ProxyDone(Expect::Parse) => self.reserved = Reserved::Parsed,
             ServerEvent::ProxyDone(_) => {}
             ServerEvent::ProxyError { relay } => {
                 self.counters.carrier_errors += 1;
-                self.reserved = Reserved::Unknown;
                 self.tracker.failed(Scope::Transaction);
                 tracing::debug!(
                     sqlstate = %String::from_utf8_lossy(frame::sqlstate(body).unwrap_or(b"")),
@@ -748,7 +756,6 @@ impl Session {
 
     fn command_tag(&mut self, tag: &[u8]) {
         if matches!(tag, b"DEALLOCATE ALL" | b"DISCARD ALL") {
-            self.reserved = Reserved::Unknown;
             self.named_ctx.clear();
             self.no_txn_block.clear();
             self.touches_settings.clear();
@@ -865,18 +872,18 @@ mod tests {
         b
     }
 
-    /// The server's replies to the proxy's carrier (with or without its Close+Parse) and a client
-    /// Bind/Execute/Sync, ending in `status`.
-    fn replies(parse: bool, status: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    /// The server's replies to the proxy's carrier (Parse/Bind/Execute/Close, and `restore`: the
+    /// client's unnamed statement parsed again) and a client Bind/Execute/Sync, ending in `status`.
+    fn replies(restore: bool, status: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let mut server = Vec::new();
-        if parse {
-            server.extend(msg(b'3', b""));
-            server.extend(msg(b'1', b""));
-        }
+        server.extend(msg(b'1', b""));
         server.extend(msg(b'2', b""));
         server.extend(msg(b'D', b"\0\x01\0\0\0\x01x"));
         server.extend(msg(b'C', b"SELECT 1\0"));
         server.extend(msg(b'3', b""));
+        if restore {
+            server.extend(msg(b'1', b""));
+        }
         let client_part = [msg(b'2', b""), msg(b'C', b"SELECT 0\0"), msg(b'Z', status)].concat();
         server.extend(&client_part);
         (server, client_part)
@@ -890,7 +897,7 @@ mod tests {
         assert!(out.ends_with(&batch), "client bytes follow unchanged");
         let injected = &out[..out.len() - batch.len()];
         let text = String::from_utf8_lossy(injected);
-        assert!(text.contains("__sqlc_tc") && text.contains(SET_CONFIG_SQL), "{text}");
+        assert!(text.contains("__sqlc_tcp") && text.contains(SET_CONFIG_SQL), "{text}");
         assert!(text.contains("application_name\0") && text.contains("true\0"), "transaction-scoped: {text}");
         let mut pos = 0;
         while let Ok(Some(h)) = frame::header(&injected[pos..]) {
@@ -901,15 +908,33 @@ mod tests {
         // The bare traceparent is the value.
         let at = text.find("00-").unwrap();
         assert!(TraceParent::parse(&text[at..at + 55]).is_ok(), "{text}");
-        assert_eq!(s.proto.pending(), 5 + 3);
-        let (server, client_part) = replies(true, b"I");
+        assert_eq!(s.proto.pending(), 4 + 3);
+        let (server, client_part) = replies(false, b"I");
         let out = feed_server(&mut s, &server);
         assert_eq!(&out[..], &client_part[..], "only the client's replies reach the client");
         assert_eq!(s.proto.pending(), 0);
-        // The next transaction gets a new root context: a new carrier, the statement parsed once.
+        // The next transaction gets a new root context: a new carrier.
         let out = feed_client(&mut s, &batch);
         assert!(out.len() > batch.len());
-        assert!(!String::from_utf8_lossy(&out).contains(SET_CONFIG_SQL), "parsed once");
+    }
+
+    #[test]
+    fn the_clients_unnamed_statement_is_restored_after_the_carrier() {
+        let mut s = session();
+        let parse = msg(b'P', b"\0select $1\0\0\0");
+        let out = feed_client(&mut s, &[parse, msg(b'S', b"")].concat());
+        let sent_parse = out[..out.len() - 5].to_vec();
+        feed_server(&mut s, &[msg(b'1', b""), msg(b'Z', b"I")].concat());
+        let out = feed_client(&mut s, &named_batch());
+        let injected = &out[..out.len() - named_batch().len()];
+        assert!(injected.ends_with(&sent_parse), "the client's unnamed Parse (as sent) follows the carrier");
+        let (server, client_part) = replies(true, b"I");
+        assert_eq!(&feed_server(&mut s, &server)[..], &client_part[..]);
+        // A simple Query drops the unnamed statement: nothing to restore then.
+        feed_client(&mut s, &msg(b'Q', b"select 1\0"));
+        feed_server(&mut s, &[msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I")].concat());
+        let out = feed_client(&mut s, &named_batch());
+        assert!(!out.windows(sent_parse.len()).any(|w| w == &sent_parse[..]));
     }
 
     #[test]
@@ -926,7 +951,7 @@ mod tests {
         feed_server(&mut s, &[msg(b'C', b"BEGIN\0"), msg(b'Z', b"T")].concat());
         let batch = named_batch();
         assert!(feed_client(&mut s, &batch).len() > batch.len());
-        feed_server(&mut s, &replies(true, b"T").0);
+        feed_server(&mut s, &replies(false, b"T").0);
         assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..], "same transaction, same context");
         // The application's ROLLBACK TO SAVEPOINT may have undone it: written again.
         feed_server(&mut s, &[msg(b'2', b""), msg(b'C', b"SELECT 0\0"), msg(b'Z', b"T")].concat());
@@ -946,7 +971,7 @@ mod tests {
         let out = feed_server(&mut s, &[err.clone(), msg(b'Z', b"I")].concat());
         assert_eq!(&out[..], &[err, msg(b'Z', b"I")].concat()[..]);
         assert_eq!(s.proto.pending(), 0);
-        // The reserved statement was never parsed: parsed again next time.
+        // The carrier is written again next time.
         let out = feed_client(&mut s, &named_batch());
         assert!(String::from_utf8_lossy(&out).contains(SET_CONFIG_SQL));
     }
@@ -956,7 +981,7 @@ mod tests {
         let mut s = session();
         feed_client(&mut s, &named_batch());
         let err = msg(b'E', b"SERROR\0VERROR\0C57014\0Mcanceling statement due to user request\0\0");
-        let out = feed_server(&mut s, &[msg(b'3', b""), err.clone(), msg(b'Z', b"I")].concat());
+        let out = feed_server(&mut s, &[msg(b'1', b""), err.clone(), msg(b'Z', b"I")].concat());
         assert_eq!(&out[..], &[err, msg(b'Z', b"I")].concat()[..]);
         assert_eq!(s.counters.carrier_errors, 1);
     }

@@ -41,7 +41,7 @@ SUITE=$CACHE/$TAG
 if [ ! -f "$SUITE/ready" ]; then
   log "preparing psycopg $TAG's suite in $SUITE..."
   rm -rf "$SUITE" && mkdir -p "$SUITE"
-  git_ archive "$TAG" tests psycopg_pool pyproject.toml | tar -x -C "$SUITE"
+  git_ archive "$TAG" tests tools psycopg_pool pyproject.toml | tar -x -C "$SUITE"
   python3 -m venv "$SUITE/venv"
   "$SUITE/venv/bin/pip" install -q "psycopg[binary,test]==$TAG" "$SUITE/psycopg_pool" pytest-timeout
   echo "$TAG" > "$SUITE/ready"
@@ -144,7 +144,7 @@ run_mode() { # mode -> $RESULTS/$mode.xml
   # Fixed order (no pytest-randomly shuffle) so that the modes run the same sequence; the suite's own
   # conftest needs pytest's cache plugin (it keeps a segfault flag there): a cache folder per run instead.
   (cd "$SUITE" && PSYCOPG_TEST_DSN="host=127.0.0.1 port=$port user=postgres dbname=psycopg_test" \
-     PGOPTIONS="$options" timeout 3600 bash -c "venv/bin/python -m pytest -p no:randomly \
+     PGOPTIONS="$options" PATH="$SUITE/venv/bin:$PATH" timeout 3600 bash -c "venv/bin/python -m pytest -p no:randomly \
        -o cache_dir='$WORK/cache-$mode' -q --timeout=$TIMEOUT --junitxml='$RESULTS/$mode.xml' $PYTEST_ARGS" \
      >"$RESULTS/$mode.out" 2>&1) || true
   echo $(( $(date +%s) - t0 )) > "$RESULTS/$mode.seconds"
