@@ -97,7 +97,7 @@ pub enum HarnessError {
     /// The `pgbouncer` binary was not found.
     #[error(
         "PgBouncer binary not found (looked at: {searched}). Build PgBouncer 1.24 with \
-         `shared/tools/pgbouncer-build.sh` (it prints the path), or set PGBOUNCER_BIN"
+         `../shared/tools/pgbouncer-build.sh` (it prints the path), or set PGBOUNCER_BIN"
     )]
     PgBouncerNotFound {
         /// The paths that were looked at.

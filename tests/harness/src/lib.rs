@@ -57,7 +57,7 @@
 //! database name routed to the cluster, trust authentication for `postgres`, pool of 2,
 //! `max_prepared_statements = 200`, admin console `pgbouncer`; other settings with
 //! [`PgBouncerBuilder::setting`]. The binary comes from `PGBOUNCER_BIN`, else
-//! [`DEFAULT_PGBOUNCER_BIN`] (where `shared/tools/pgbouncer-build.sh` installs it).
+//! [`DEFAULT_PGBOUNCER_BIN`] (where `../shared/tools/pgbouncer-build.sh` installs it).
 //! Tests that need it start with [`pgbouncer_or_skip`]: a loud `SKIPPED` line when the
 //! binary is missing, a failure under `CI=true`. As root it runs as `postgres`;
 //! dropping it kills it and removes its directory (the watchdog does so after a crash).

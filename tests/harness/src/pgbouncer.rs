@@ -16,7 +16,7 @@ use crate::sys;
 /// Environment variable naming the `pgbouncer` binary to use.
 pub const PGBOUNCER_BIN_ENV: &str = "PGBOUNCER_BIN";
 
-/// Where `shared/tools/pgbouncer-build.sh` installs PgBouncer 1.24 (Debian 12 ships 1.18,
+/// Where `../shared/tools/pgbouncer-build.sh` installs PgBouncer 1.24 (Debian 12 ships 1.18,
 /// which has no prepared statements in transaction pooling).
 pub const DEFAULT_PGBOUNCER_BIN: &str = "/usr/local/lib/pgbouncer-trixie/inst/bin/pgbouncer";
 
