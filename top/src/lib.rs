@@ -50,8 +50,8 @@ pub enum Format {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TopArgs {
     /// A libpq-style URL (`postgres://user@host:5432/db`) or key/value string (`host=… user=…`); unset
-    /// fields come from PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, ~/.pgpass (or PGPASSFILE) as psql
-    /// would use them.
+    /// fields come from PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, ~/.pgpass (or PGPASSFILE),
+    /// PGSSLMODE, PGSSLROOTCERT as psql would use them.
     #[arg(value_name = "CONNINFO")]
     pub conninfo: Option<String>,
     /// Seconds between refreshes.

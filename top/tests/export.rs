@@ -227,5 +227,19 @@ async fn otlp_records_and_prometheus_metrics() {
     assert!(std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap().success());
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
+
+    // `--once --otlp`: one sample, flushed before exit.
+    let (endpoint, got) = otlp_receiver();
+    let out = top(
+        &["--once", "--otlp", &pg.keyword_conn_str("postgres")],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BLRP_SCHEDULE_DELAY", "60000")],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let traces: Vec<String> =
+        records(&got).iter().filter(|r| r.event_name == "db.server.query_sample").map(|r| hex(&r.trace_id)).collect();
+    for tp in [TP_A, TP_B, TP_C] {
+        assert_eq!(traces.iter().filter(|t| *t == trace_id(tp)).count(), 1, "{tp} once in {traces:?}");
+    }
     sc.proxy.shutdown().await;
 }

@@ -113,11 +113,25 @@ pub async fn start(pg: &Cluster) -> Scenario {
     Scenario { a, a_pid, b_pid, c_pid, proxy, _b: b, _c: c }
 }
 
-/// Runs the `sqlcommenter-top` binary with a clean libpq environment plus `env`.
+/// Runs the `sqlcommenter-top` binary with a clean libpq and OTLP environment plus `env`.
 pub async fn top(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sqlcommenter-top"));
     cmd.args(args);
-    for var in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGPASSFILE", "PGAPPNAME", "PGSSLMODE"] {
+    for var in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGAPPNAME",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+    ] {
         cmd.env_remove(var);
     }
     for (k, v) in env {
