@@ -34,7 +34,9 @@ fn unmodified_app_gets_context_through_the_proxy() {
     let pg = cluster();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let upstream = sqlcommenter_proxy::Upstream { host: pg.host().into(), port: pg.port() };
-    let config = sqlcommenter_proxy::ProxyConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
+    let mut config = sqlcommenter_proxy::ProxyConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
+    // The second run hands over no context: the proxy invents roots only when told to.
+    config.inject.root_contexts = true;
     let proxy = rt.block_on(sqlcommenter_proxy::start(config)).unwrap();
     let url = format!("postgres://postgres@{}/postgres", proxy.local_addr());
 
@@ -47,12 +49,13 @@ fn unmodified_app_gets_context_through_the_proxy() {
     let simple = stdout.lines().find(|l| l.starts_with("simple query")).unwrap();
     assert!(simple.contains(&format!("traceparent='00-{trace}-")), "{simple}");
     let named = stdout.lines().find(|l| l.starts_with("named prepared #2")).unwrap();
-    assert!(named.contains(&format!("legacy@00-{trace}-")), "{named}");
+    // The carrier is the bare traceparent (what OpenTelemetry's tools read).
+    assert!(named.contains(&format!("carrier:    00-{trace}-")), "{named}");
     // The server log has them too: the comment, and %a on the named execution.
     let log = pg.wait_for_log("current_setting('application_name')", Duration::from_secs(10)).unwrap();
     assert!(log.lines().any(|l| l.contains("SELECT current_query()") && l.contains(trace)));
     assert!(log.lines().any(|l| l.contains("execute s")
-        && l.contains(&format!("legacy@00-{trace}"))
+        && l.contains(&format!(" 00-{trace}-"))
         && l.contains("current_setting")));
 
     // Without a context: the proxy starts a trace per transaction, still a valid traceparent.
@@ -109,8 +112,9 @@ fn axum_app_spans_and_server_log_share_trace_ids() {
     let trace_of = |needle: &str| -> String {
         let line =
             log.lines().find(|l| l.contains(needle) && l.contains("execute")).unwrap_or_else(|| panic!("{needle}"));
-        let at = line.find(" shop@00-").unwrap_or_else(|| panic!("no carrier: {line}"));
-        line[at + 9..at + 41].to_owned()
+        // `%a` is the carrier: the bare traceparent (or `shop@` + it in the named form).
+        let at = line.find(" 00-").or_else(|| line.find("@00-")).unwrap_or_else(|| panic!("no carrier: {line}"));
+        line[at + 4..at + 36].to_owned()
     };
     let get = trace_of("FROM shop_orders WHERE id");
     let ship = trace_of("INSERT INTO shop_events");
