@@ -125,7 +125,7 @@ impl Pipeline {
                             step.exhausted = false;
                             continue; // wait for content to detect the format
                         }
-                        let d = detect(&head, &self.opts.detection_prefix(), &self.opts.zones);
+                        let d = detect(&head, &self.opts.detection_prefix(), &self.opts.zones.scratch());
                         if let Some(doubt) = d.doubt {
                             self.notes.push(format!("{}: {doubt}", s.input.name()));
                         }

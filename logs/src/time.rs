@@ -112,6 +112,11 @@ impl Zones {
         Ok(Zones { configured: Some(TimeZone::get(name)?), state: Arc::default() })
     }
 
+    /// The same zones with counters of their own (for format detection, whose lines are read again).
+    pub fn scratch(&self) -> Self {
+        Zones { configured: self.configured.clone(), state: Arc::default() }
+    }
+
     /// The zone of timestamps written without one: `--timezone`, else the system's.
     pub fn local(&self) -> TimeZone {
         self.configured.clone().unwrap_or_else(TimeZone::system)
@@ -149,11 +154,17 @@ impl Zones {
             }
         }
         let db = jiff::tz::db();
-        let mut found: BTreeMap<i32, String> = BTreeMap::new();
-        for name in db.available() {
-            let Ok(tz) = db.get(name.as_str()) else { continue };
+        // offset → up to three zones using the abbreviation then (region/city names first)
+        let mut found: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+        let mut names: Vec<String> = db.available().map(|n| n.as_str().to_owned()).collect();
+        names.sort_by_key(|n| (!n.contains('/') || n.starts_with("Etc/") || n.starts_with("SystemV/"), n.clone()));
+        for name in names {
+            let Ok(tz) = db.get(&name) else { continue };
             if let Some(o) = zone_offset_for(&tz, abbr, dt) {
-                found.entry(o.seconds()).or_insert_with(|| name.as_str().to_owned());
+                let zones = found.entry(o.seconds()).or_default();
+                if zones.len() < 3 {
+                    zones.push(name);
+                }
             }
         }
         match found.len() {
@@ -163,7 +174,7 @@ impl Zones {
                 abbr: abbr.to_owned(),
                 candidates: found
                     .iter()
-                    .map(|(o, z)| format!("{} in {z}", Offset::from_seconds(*o).unwrap_or(Offset::UTC)))
+                    .map(|(o, z)| format!("{} in {}", Offset::from_seconds(*o).unwrap_or(Offset::UTC), z.join(", ")))
                     .collect(),
             }),
         }
