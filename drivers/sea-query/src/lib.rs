@@ -29,8 +29,21 @@
 //! static tags only (no context, or an unsampled one) keeps its text fixed and is cached as usual.
 //!
 //! When you execute through `sqlcommenter-sqlx`'s wrapper (`TracedPool`), use sea-query-sqlx's plain
-//! `build_sqlx` instead: the wrapper adds the static tags itself and carries the traceparent in the
-//! session (`application_name`), which keeps the statement cache working.
+//! `build_sqlx` instead: the wrapper adds the static tags itself and carries the traceparent in its
+//! carrier (`application_name` holding the bare traceparent, by default), which keeps the statement
+//! cache working:
+//!
+//! ```no_run
+//! # async fn demo(db: &sqlcommenter_sqlx::TracedPool) -> Result<(), sqlx::Error> {
+//! use sea_query::{Expr, ExprTrait, PostgresQueryBuilder, Query};
+//! use sea_query_sqlx::SqlxBinder;
+//!
+//! let (sql, values) =
+//!     Query::select().column("id").from("orders").and_where(Expr::col("id").eq(7)).build_sqlx(PostgresQueryBuilder);
+//! let mut conn = db.acquire().await?; // inside the traced request
+//! let row = sqlx::query_with(sqlx::AssertSqlSafe(sql), values).fetch_one(&mut conn).await?;
+//! # let _ = row; Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 
