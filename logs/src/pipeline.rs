@@ -211,7 +211,7 @@ impl Pipeline {
         let prefix = formats.first().map(|f| self.opts.prefix_for(*f)).unwrap_or_else(|| self.opts.detection_prefix());
         w.extend(unreadable_warning(&formats, &self.stats().parse, &prefix));
         for (e, n) in self.opts.zones.refused() {
-            w.push(format!("warning: {n} timestamps left empty: {e}"));
+            w.push(format!("warning: {e} ({n} timestamps left empty)"));
         }
         w
     }
@@ -246,6 +246,21 @@ pub fn unreadable_warning(formats: &[InputFormat], parse: &ParseStats, prefix: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_zones_are_warned_once_per_timestamp() {
+        let log = "2024-07-01 12:00:00.000 IST [1] LOG:  duration: 1.0 ms  statement: select 1\n\
+                   2024-07-01 12:00:01.000 IST [1] LOG:  duration: 2.0 ms  statement: select 2\n";
+        let mut pipe = Pipeline::new(ReadOptions::default());
+        pipe.add(Input::from_reader("-", Box::new(std::io::Cursor::new(log.as_bytes().to_vec()))));
+        let mut out = Vec::new();
+        pipe.run(&mut |s| out.push(s.clone())).unwrap();
+        assert_eq!(out.len(), 2, "statements kept, their times empty");
+        assert!(out.iter().all(|s| s.time_us.is_none()));
+        let w = pipe.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("\"IST\" is ambiguous") && w[0].contains("(2 timestamps left empty)"), "{w:?}");
+    }
 
     #[test]
     fn unreadable_advice_fits_the_format() {
