@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{cluster, connect, init_tracing, rand_hex, traceparent_of};
+use futures_util::TryStreamExt;
 use sqlcommenter::TraceParent;
 use sqlcommenter_testpg::{pgbouncer_or_skip, Cluster, LogFormat, PgBouncer, PoolMode};
 use sqlcommenter_tokio_postgres::{CarrierScope, Client, Config, Pool};
@@ -296,6 +297,18 @@ async fn transaction_scope_wrap_keeps_commit_errors_and_leaves_nothing() {
         // DISCARD ALL refuses a transaction block: not wrapped; it also drops the carrier statement
         client.batch_execute("DISCARD ALL").await.unwrap();
         client.query_one(&format!("SELECT 2 AS wrapped_{tag}"), &[]).await.unwrap();
+        // streaming results and COPY are not wrapped (they run, without a context outside a transaction)
+        let rows: Vec<tokio_postgres::Row> = client
+            .query_raw("SELECT generate_series(1, 3)", std::iter::empty::<i32>())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        let out = client.copy_out(&format!("COPY parent_{tag} TO STDOUT")).await.unwrap();
+        let chunks: Vec<bytes::Bytes> = out.try_collect().await.unwrap();
+        assert!(chunks.is_empty());
     }
     .instrument(span)
     .await;
