@@ -233,6 +233,8 @@ pub struct TraceRows {
 const MAX_TRACES: usize = 4000;
 /// Statements kept per trace.
 const MAX_STEPS: usize = 200;
+/// Statements kept over all traces (with [`MAX_STEPS`] and [`MAX_TRACES`], a few MB at most).
+const MAX_ALL_STEPS: usize = 20_000;
 /// Plan nodes kept per statement.
 const MAX_PLAN_NODES: usize = 24;
 
@@ -258,6 +260,7 @@ pub struct Aggregate {
     series_width_us: i64,
     min_duration_ms: f64,
     traces: HashMap<String, TraceRows>,
+    trace_steps: usize,
 }
 
 impl Default for Aggregate {
@@ -289,6 +292,7 @@ impl Aggregate {
             series_width_us: 1000,
             min_duration_ms,
             traces: HashMap::new(),
+            trace_steps: 0,
         }
     }
 
@@ -458,19 +462,24 @@ impl Aggregate {
     fn add_trace_step(&mut self, st: &Statement) {
         let (Some(ctx), Some(end)) = (&st.context, st.time_us) else { return };
         let id = ctx.traceparent.trace_id_hex();
-        if !self.traces.contains_key(&id) && self.traces.len() >= MAX_TRACES {
+        let full = self.traces.len() >= MAX_TRACES || self.trace_steps >= MAX_ALL_STEPS;
+        if full && !self.traces.contains_key(&id) {
+            // Keep the half with the most database time.
             let mut by_time: Vec<(f64, String)> = self.traces.values().map(|t| (t.db_ms, t.trace_id.clone())).collect();
             by_time.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for (_, t) in by_time.into_iter().take(MAX_TRACES / 2) {
-                self.traces.remove(&t);
+            for (_, t) in by_time.iter().take(by_time.len().div_ceil(2)) {
+                if let Some(gone) = self.traces.remove(t) {
+                    self.trace_steps -= gone.steps.len();
+                }
             }
         }
         let t = self.traces.entry(id.clone()).or_insert_with(|| TraceRows { trace_id: id, ..TraceRows::default() });
         let d = st.duration_ms.unwrap_or(0.0);
         t.db_ms += d;
-        if t.steps.len() >= MAX_STEPS {
+        if t.steps.len() >= MAX_STEPS || self.trace_steps >= MAX_ALL_STEPS {
             return;
         }
+        self.trace_steps += 1;
         let (a, b) = st.query_without_comment();
         let plan = st
             .plan_format
@@ -748,6 +757,28 @@ mod tests {
         let html = crate::html::top_table(&rows, None);
         assert!(text.contains("         -            -"), "{text}");
         assert!(html.contains("<td>-</td><td>-</td><td>-</td><td>-</td>") && !html.contains("0.000"), "{html}");
+    }
+
+    #[test]
+    fn the_trace_store_stays_bounded_and_keeps_the_slowest() {
+        let mut agg = Aggregate::new(0.0);
+        for i in 0..30_000u32 {
+            let mut trace = [0u8; 16];
+            trace[12..].copy_from_slice(&(i + 1).to_be_bytes());
+            let tp = sqlcommenter::TraceParent::new(trace, [1; 8], 1).unwrap();
+            let st = Statement {
+                time_us: Some(1_000_000 + i64::from(i)),
+                duration_ms: Some(if i == 7 { 500.0 } else { 1.0 }),
+                query: format!("select {i}"),
+                context: Some(sqlcommenter::TraceContext::new(tp)),
+                ..Statement::default()
+            };
+            agg.add(&st);
+        }
+        assert!(agg.traces.len() <= MAX_TRACES && agg.trace_steps <= MAX_ALL_STEPS);
+        assert_eq!(agg.trace_steps, agg.traces.values().map(|t| t.steps.len()).sum::<usize>());
+        let top = agg.slowest_traces(1);
+        assert_eq!((top[0].db_ms, top[0].steps[0].query.as_str()), (500.0, "select 7"));
     }
 
     #[test]
