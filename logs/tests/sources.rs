@@ -39,7 +39,7 @@ struct Case {
     foreign: u64,
 }
 
-const CASES: [Case; 7] = [
+const CASES: [Case; 8] = [
     Case {
         file: "syslog-rfc3164.log",
         format: InputFormat::Syslog,
@@ -65,6 +65,14 @@ const CASES: [Case; 7] = [
         foreign: 1,
     },
     Case { file: "azure-single.jsonl", format: InputFormat::Azure, prefix: None, app_name: false, foreign: 0 },
+    // `--source rds` in the follow test; read here with the prefix it stands for
+    Case {
+        file: "rds.log",
+        format: InputFormat::Stderr,
+        prefix: Some(sqlcommenter_logs::parser::RDS_PREFIX),
+        app_name: false,
+        foreign: 0,
+    },
 ];
 
 fn opts(case: &Case, source: Option<InputFormat>) -> ReadOptions {
@@ -166,6 +174,7 @@ fn follow_reads_every_source_as_it_grows() {
         let path = dir.join(case.file);
         let cut = text[..text.len() / 2].rfind('\n').map_or(0, |p| p + 1);
         std::fs::write(&path, &text[..cut]).unwrap();
+        let rds = case.file == "rds.log";
         let mut argv = vec![
             "logs".to_owned(),
             path.display().to_string(),
@@ -174,9 +183,9 @@ fn follow_reads_every_source_as_it_grows() {
             "--format".into(),
             "jsonl".into(),
             "--source".into(),
-            case.format.name().into(),
+            if rds { "rds".into() } else { case.format.name().into() },
         ];
-        if let Some(p) = case.prefix {
+        if let (Some(p), false) = (case.prefix, rds) {
             argv.extend(["--prefix".to_owned(), p.to_owned()]);
         }
         let args = Cli::parse_from(argv).args;
