@@ -28,7 +28,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else { return };
     let chunk = usize::from(first % 64) + 1;
     let split = rest.len() / 2;
-    let mut s = Session::new(Arc::new(InjectConfig::default()), &StartupInfo::default(), 0);
+    // Roots and the application tag on, so every injection path (comments, the inline carrier) runs.
+    let cfg = InjectConfig { root_contexts: true, application_tag: true, ..InjectConfig::default() };
+    let mut s = Session::new(Arc::new(cfg), &StartupInfo::default(), 0);
     feed(&mut s, &rest[..split], chunk, false);
     feed(&mut s, &rest[split..], chunk, true);
     feed(&mut s, rest, chunk, false);
