@@ -632,4 +632,118 @@ mod tests {
         assert!(ev.iter().all(|e| *e == Relay), "{ev:?}");
         assert_eq!(s.pending(), 0);
     }
+
+    /// A model server: the replies to `msgs` in order, by the protocol's rules (after an error in an
+    /// extended-protocol message, everything up to the next Sync is skipped); each reply is tagged with
+    /// the index of the message it answers.
+    fn model_replies(msgs: &[(u8, Owner, bool)]) -> Vec<(usize, u8)> {
+        let mut out = Vec::new();
+        let mut skipping = false;
+        for (i, &(tag, _, fail)) in msgs.iter().enumerate() {
+            if skipping && tag != SYNC {
+                continue;
+            }
+            let mut reply = |t: u8| out.push((i, t));
+            match (tag, fail) {
+                (PARSE | BIND | EXECUTE, true) => {
+                    reply(ERROR_RESPONSE);
+                    skipping = true;
+                }
+                (PARSE, false) => reply(b'1'),
+                (BIND, false) => reply(b'2'),
+                (DESCRIBE, _) => {
+                    reply(b't');
+                    reply(b'T');
+                }
+                (EXECUTE, false) => {
+                    reply(b'D');
+                    reply(b'C');
+                }
+                (CLOSE, _) => reply(b'3'),
+                (SYNC, _) => {
+                    reply(READY_FOR_QUERY);
+                    skipping = false;
+                }
+                (QUERY, true) => {
+                    reply(ERROR_RESPONSE);
+                    reply(READY_FOR_QUERY);
+                }
+                (QUERY, false) => {
+                    for t in [b'T', b'D', b'C', READY_FOR_QUERY] {
+                        reply(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Random valid client batches, with proxy carriers before some Binds and failures anywhere,
+        /// sent and answered in a random interleaving: the queue never loses sync, the client's replies
+        /// are relayed and the proxy's swallowed, and nothing is left pending.
+        #[test]
+        fn random_pipelines_stay_in_sync_with_a_model_server(
+            batches in proptest::collection::vec(
+                (0u8..4, proptest::collection::vec((0u8..3, proptest::bool::weighted(0.1), proptest::bool::ANY), 0..5)),
+                1..12,
+            ),
+            schedule in proptest::collection::vec(proptest::bool::ANY, 0..400),
+        ) {
+            let mut msgs: Vec<(u8, Owner, bool)> = Vec::new();
+            for (kind, stmts) in &batches {
+                if *kind == 0 {
+                    msgs.push((QUERY, Owner::Client, stmts.first().is_some_and(|s| s.1)));
+                    continue;
+                }
+                for &(shape, fail, carrier) in stmts {
+                    if carrier {
+                        for t in [PARSE, BIND, EXECUTE, CLOSE] {
+                            msgs.push((t, Owner::Proxy, fail && t == EXECUTE));
+                        }
+                    }
+                    if shape == 0 {
+                        msgs.push((PARSE, Owner::Client, false));
+                        msgs.push((DESCRIBE, Owner::Client, false));
+                    }
+                    msgs.push((BIND, Owner::Client, fail && shape == 1));
+                    msgs.push((EXECUTE, Owner::Client, fail && shape == 2));
+                }
+                msgs.push((SYNC, Owner::Client, false));
+            }
+            let replies = model_replies(&msgs);
+            let mut s = ready();
+            let (mut sent, mut got) = (0, 0);
+            let mut steps = schedule.into_iter();
+            while got < replies.len() {
+                let deliverable = replies[got].0 < sent;
+                let send = sent < msgs.len() && (!deliverable || steps.next().unwrap_or(false));
+                if send {
+                    let (tag, owner, _) = msgs[sent];
+                    s.sent(tag, owner);
+                    sent += 1;
+                    continue;
+                }
+                let (i, tag) = replies[got];
+                got += 1;
+                let body: &[u8] = if tag == READY_FOR_QUERY { b"I" } else { b"" };
+                let ev = s.server_message(tag, body);
+                proptest::prop_assert!(ev.is_ok(), "{ev:?} at reply {got} to {:?}", msgs[i]);
+                let relayed = matches!(ev, Ok(Relay | TransactionEnded | ProxyError { relay: true }));
+                match msgs[i].1 {
+                    Owner::Client => proptest::prop_assert!(relayed, "client reply {} swallowed", tag as char),
+                    Owner::Proxy if tag != ERROR_RESPONSE => {
+                        proptest::prop_assert!(!relayed, "proxy reply {} relayed", tag as char)
+                    }
+                    Owner::Proxy => {}
+                }
+            }
+            while sent < msgs.len() {
+                s.sent(msgs[sent].0, msgs[sent].1);
+                sent += 1;
+            }
+            proptest::prop_assert_eq!(s.pending(), 0);
+        }
+    }
 }
