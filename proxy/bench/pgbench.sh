@@ -3,7 +3,7 @@
 # Cells: -M simple/extended/prepared x -c 1/8/32 (-j 2), each DURATION seconds (default 15), the three
 # targets run back to back per cell (interleaved), ROUNDS rounds (default 1; median reported).
 # Then: proxy RSS with 1,000 idle client connections.
-# Needs: PostgreSQL 15 binaries, pgbouncer (apt-get install pgbouncer), python3 (for the idle clients).
+# Needs: PostgreSQL 15 binaries, PgBouncer (1.24 from .ci/pgbouncer-build.sh, or PGBOUNCER_BIN), python3.
 # Usage: proxy/bench/pgbench.sh [DURATION] ; env ROUNDS, MODES, CLIENTS, SKIP_RSS=1,
 #   TARGETS (default "direct pgbouncer proxy"; add "relay" for the proxy with injection off),
 #   PROXY_ARGS / RELAY_ARGS (extra flags for those two proxy instances).
@@ -20,7 +20,14 @@ ROOT=$(cd "$HERE/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PROXY_BIN=$TARGET/release/examples/proxy
 
-command -v pgbouncer >/dev/null || { echo "pgbouncer missing: apt-get install pgbouncer" >&2; exit 1; }
+# PgBouncer: PGBOUNCER_BIN, else the 1.24 build (.ci/pgbouncer-build.sh, as root), else the one on PATH.
+PGBOUNCER=${PGBOUNCER_BIN:-}
+if [ -z "$PGBOUNCER" ] && [ -x /usr/local/lib/pgbouncer-trixie/inst/bin/pgbouncer ]; then
+  PGBOUNCER=/usr/local/lib/pgbouncer-trixie/inst/bin/pgbouncer
+fi
+PGBOUNCER=${PGBOUNCER:-$(command -v pgbouncer || true)}
+[ -n "$PGBOUNCER" ] || { echo "pgbouncer missing: run .ci/pgbouncer-build.sh (1.24) or apt-get install pgbouncer" >&2; exit 1; }
+echo "pgbouncer: $("$PGBOUNCER" --version | head -1)" >&2
 echo "building the proxy (release)..." >&2
 (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p sqlcommenter-proxy --example proxy)
 
@@ -34,6 +41,8 @@ cleanup() {
   [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true
   [ -n "${RELAY_PID:-}" ] && kill "$RELAY_PID" 2>/dev/null || true
   [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
+  # BOUNCER_PID is runuser's when run as root: stop PgBouncer itself through its pidfile.
+  [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
   as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -70,7 +79,7 @@ pidfile = $WORK/pgbouncer.pid
 INI
 echo '"postgres" ""' > "$WORK/users.txt"
 if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"/pgbouncer.ini "$WORK"/users.txt; fi
-as_pg pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+as_pg "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 BOUNCER_PID=$!
 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" ${PROXY_ARGS:-} >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
