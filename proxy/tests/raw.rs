@@ -190,3 +190,25 @@ async fn describe_then_flush_then_execute_like_asyncpg() {
     assert!(carrier_trace_id(app_of(&l[0])).is_some(), "{l:?}");
     proxy.shutdown().await;
 }
+
+/// A server shutdown reaches the client as the server's own `FATAL 57P01`, exactly as directly, not as a
+/// bare closed connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_shutdown_reaches_the_client_as_its_fatal() {
+    let pg = sqlcommenter_testpg::Cluster::builder().start().unwrap();
+    let up = sqlcommenter_proxy::Upstream::parse(&format!("127.0.0.1:{}", pg.port())).unwrap();
+    let proxy = sqlcommenter_proxy::start(sqlcommenter_proxy::ProxyConfig::new("127.0.0.1:0".parse().unwrap(), up))
+        .await
+        .unwrap();
+    let (mut via, _) = session(proxy.local_addr().port(), "rawstop").await;
+    let (mut direct, _) = session(pg.port(), "rawstopd").await;
+    tokio::task::block_in_place(|| pg.stop().unwrap());
+    for s in [&mut direct, &mut via] {
+        let mut rest = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest)).await.unwrap().unwrap();
+        assert_eq!(rest.first(), Some(&b'E'), "{rest:?}");
+        let text = String::from_utf8_lossy(&rest);
+        assert!(text.contains("FATAL") && text.contains("C57P01"), "{text}");
+    }
+    proxy.shutdown().await;
+}
