@@ -3,11 +3,12 @@
 # directly and through the sqlcommenter proxy, each run on a fresh throwaway cluster; prints per mode the tests
 # that pass directly but not through the proxy, with an excerpt of each one's regression.diffs section.
 # Usage: proxy/suites/pg_regress.sh ; env
-#   MODES    default "direct proxy context otlp":
+#   MODES    default "direct proxy context roots otlp":
 #              direct          psql -> server
 #              direct-context  psql -> server with the context mode's PGOPTIONS (a control for `context`)
 #              proxy           psql -> proxy as shipped (no client context)
 #              context         psql -> proxy with PGOPTIONS='-c sqlcommenter.traceparent=00-…-01' (session context)
+#              roots           psql -> proxy --root-contexts true (a fresh root context per transaction, injected)
 #              otlp            psql -> proxy exporting a span per statement (--otlp true) to a local OTLP/HTTP sink
 #   TESTS    test names to run instead of the schedule (test_setup and create_index etc. are prerequisites of
 #            many tests: e.g. TESTS="test_setup create_index errors")
@@ -18,7 +19,7 @@
 # with pgxs from postgresql-server-dev-15). Exit 0 when every test that passes directly passes in every proxy mode.
 set -euo pipefail
 
-MODES=${MODES:-"direct proxy context otlp"}
+MODES=${MODES:-"direct proxy context roots otlp"}
 PROFILE=${PROFILE:-release}
 EXCERPT=${EXCERPT:-40}
 BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
@@ -174,6 +175,33 @@ PY
   wait_port "$SINK_PORT"
 }
 
+# Client statements in a server log (log_statement = all, log_line_prefix '%m %a [%p] ') and how many carry a
+# trace context: a traceparent in their text (comment) or in %a (the carrier); the proxy's own carrier
+# statements (`SELECT pg_catalog.set_config($1, $2, $3)`) counted apart. -> "statements with_context proxy_own"
+logged() {
+  python3 - "$1" <<'PY'
+import re, sys
+start = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \S+ ")
+tp = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+records, cur = [], []
+for line in open(sys.argv[1], errors="replace"):
+    if start.match(line) and cur:
+        records.append("".join(cur)); cur = []
+    cur.append(line)
+records.append("".join(cur))
+stmts = ctx = own = 0
+for r in records:
+    if "LOG:  statement: " not in r and "LOG:  execute " not in r:
+        continue
+    if "pg_catalog.set_config($1, $2, $3)" in r:
+        own += 1
+        continue
+    stmts += 1
+    ctx += bool(tp.search(r))
+print(stmts, ctx, own)
+PY
+}
+
 run_mode() { # mode -> results in $RESULTS/$mode
   local mode=$1 port options="" t0
   stop_cluster
@@ -183,6 +211,7 @@ run_mode() { # mode -> results in $RESULTS/$mode
     direct-context) port=$PGPORT_; options="-c sqlcommenter.traceparent=$TRACEPARENT" ;;
     proxy) start_proxy; port=$PROXY_PORT ;;
     context) start_proxy; port=$PROXY_PORT; options="-c sqlcommenter.traceparent=$TRACEPARENT" ;;
+    roots) start_proxy --root-contexts true; port=$PROXY_PORT ;;
     otlp)
       [ -n "$SINK_PID" ] || start_sink
       OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT OTEL_BSP_SCHEDULE_DELAY=200 start_proxy --otlp true
@@ -201,13 +230,12 @@ run_mode() { # mode -> results in $RESULTS/$mode
      --max-concurrent-tests=20 \
      --host=127.0.0.1 --port="$port" --user=postgres "${what[@]}" >"$out/pg_regress.out" 2>&1) || true
   echo $(( $(date +%s) - t0 )) > "$out/seconds"
-  # What reached the server: statements logged, and those carrying a traceparent (comment or carrier in %a).
-  local logf=$WORK/pg-$mode.log
-  echo "$(grep -c 'LOG:  statement: \|LOG:  execute ' "$logf" || true) $(grep -c 'traceparent' "$logf" || true)" > "$out/logged"
+    local logf=$WORK/pg-$mode.log
+  logged "$logf" > "$out/logged"
   if [ -n "${KEEP:-}" ]; then cp "$logf" "$out/server.log"; fi
   # "test name ... ok   12 ms", "     name ... FAILED   12 ms", "... failed (ignored)"
   sed -nE 's/^(test +| +)([A-Za-z0-9_.]+) +\.\.\. +(ok|FAILED|failed \(ignored\)).*/\2 \3/p' "$out/pg_regress.out" \
-    | sed 's/failed (ignored)/ignored/' | sort > "$out/status"
+    | sed 's/failed (ignored)/ignored/' | LC_ALL=C sort > "$out/status"
   awk '$2 == "ok" {print $1}' "$out/status" > "$out/passed"
 }
 
@@ -231,20 +259,20 @@ for mode in $MODES; do
     direct)
       failed=$(awk '$2 != "ok" {printf "%s ", $1}' "$out/status")
       [ -z "$failed" ] || echo "  failing directly: $failed" ;;
-    proxy|context|otlp)
+    *)
       if [ -f "$RESULTS/direct/passed" ]; then
-        lost=$(comm -23 "$RESULTS/direct/passed" "$out/passed")
+        lost=$(LC_ALL=C comm -23 "$RESULTS/direct/passed" "$out/passed")
         if [ -n "$lost" ]; then
           echo "  passed directly, not through the proxy ($mode): $(echo "$lost" | wc -l)"
           for t in $lost; do echo "  - $t"; excerpt "$mode" "$t"; done
           status=1
         fi
-        gained=$(comm -13 "$RESULTS/direct/passed" "$out/passed")
+        gained=$(LC_ALL=C comm -13 "$RESULTS/direct/passed" "$out/passed")
         [ -z "$gained" ] || echo "  passed through the proxy, not directly: $(echo "$gained" | tr '\n' ' ')"
       fi ;;
   esac
-  read -r nstmt ntp < "$out/logged"
-  echo "  server log: $nstmt statements, $ntp lines with a traceparent"
+  read -r nstmt nctx nown < "$out/logged"
+  echo "  server log: $nctx of $nstmt client statements carry a trace context (+ $nown carrier statements of the proxy)"
   [ "$mode" != otlp ] || echo "  OTLP sink: $(cat "$RESULTS/otlp-sink.count" 2>/dev/null || echo "0 0") (export requests, bytes)"
 done
 stop_cluster

@@ -125,6 +125,33 @@ PY
   wait_port "$SINK_PORT"
 }
 
+# Client statements in a server log (log_statement = all, log_line_prefix '%m %a [%p] ') and how many carry a
+# trace context: a traceparent in their text (comment) or in %a (the carrier); the proxy's own carrier
+# statements (`SELECT pg_catalog.set_config($1, $2, $3)`) counted apart. -> "statements with_context proxy_own"
+logged() {
+  python3 - "$1" <<'PY'
+import re, sys
+start = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \S+ ")
+tp = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+records, cur = [], []
+for line in open(sys.argv[1], errors="replace"):
+    if start.match(line) and cur:
+        records.append("".join(cur)); cur = []
+    cur.append(line)
+records.append("".join(cur))
+stmts = ctx = own = 0
+for r in records:
+    if "LOG:  statement: " not in r and "LOG:  execute " not in r:
+        continue
+    if "pg_catalog.set_config($1, $2, $3)" in r:
+        own += 1
+        continue
+    stmts += 1
+    ctx += bool(tp.search(r))
+print(stmts, ctx, own)
+PY
+}
+
 run_mode() { # mode -> $RESULTS/$mode.xml
   local mode=$1 port options="" t0
   stop_cluster
@@ -149,8 +176,7 @@ run_mode() { # mode -> $RESULTS/$mode.xml
      >"$RESULTS/$mode.out" 2>&1) || true
   echo $(( $(date +%s) - t0 )) > "$RESULTS/$mode.seconds"
   local logf=$WORK/pg-$mode.log
-  echo "$(grep -c 'LOG:  statement: \|LOG:  execute ' "$logf" || true) $(grep -c 'traceparent' "$logf" || true)" \
-    > "$RESULTS/$mode.logged"
+  logged "$logf" > "$RESULTS/$mode.logged"
   if [ -n "${KEEP:-}" ]; then cp "$logf" "$RESULTS/$mode.server.log"; fi
 }
 
@@ -189,19 +215,27 @@ for mode in $MODES; do
   xml=$RESULTS/$mode.xml
   if [ ! -s "$xml" ]; then echo "$mode: no results (see $RESULTS/$mode.out)"; tail -5 "$RESULTS/$mode.out"; status=1; continue; fi
   read -r p f s < <(summary "$xml")
-  read -r nstmt ntp < "$RESULTS/$mode.logged"
-  echo "$mode: passed $p, failed $f, skipped $s in $(cat "$RESULTS/$mode.seconds") s" \
-    "(server log: $nstmt statements, $ntp lines with a traceparent)"
+  read -r nstmt nctx nown < "$RESULTS/$mode.logged"
+  echo "$mode: passed $p, failed $f, skipped $s in $(cat "$RESULTS/$mode.seconds") s"
+  echo "  server log: $nctx of $nstmt client statements carry a trace context (+ $nown carrier statements of the proxy)"
   if [ "$mode" != direct ] && [ -f "$RESULTS/direct.xml.passed" ]; then
-    lost=$(comm -23 "$RESULTS/direct.xml.passed" "$xml.passed")
-    if [ -n "$lost" ]; then
-      echo "  passed directly, not through the proxy ($mode): $(echo "$lost" | wc -l)"
-      echo "$lost" | while read -r t; do
-        awk -v t="$t" '$0 == t {on = 1; print "  - " $0; next} /^[^ ]/ {on = 0} on {print "  " $0}' "$xml.failures"
-        grep -qxF "$t" "$xml.failures" || echo "  - $t (not run / not reported)"
-      done
-      status=1
-    fi
+    python3 - "$RESULTS/direct.xml.passed" "$xml" "$mode" <<'PY' || status=1
+import sys
+direct, xml, mode = sys.argv[1:]
+lost = sorted(set(open(direct).read().splitlines()) - set(open(xml + ".passed").read().splitlines()))
+why, name = {}, None
+for line in open(xml + ".failures").read().splitlines():
+    if line.startswith("    "):
+        why.setdefault(name, []).append(line)
+    else:
+        name = line
+if lost:
+    print(f"  passed directly, not through the proxy ({mode}): {len(lost)}")
+    for t in lost:
+        print(f"  - {t}" + ("" if t in why else " (not run, or skipped)"))
+        print("".join("  " + l + "\n" for l in why.get(t, [])), end="")
+sys.exit(1 if lost else 0)
+PY
   fi
   [ "$mode" != otlp ] || echo "  OTLP sink: $(cat "$RESULTS/otlp-sink.count" 2>/dev/null || echo "0 0") (export requests, bytes)"
 done
