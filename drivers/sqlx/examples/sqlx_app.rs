@@ -28,7 +28,7 @@ fn tracer_provider() -> Result<SdkTracerProvider> {
 }
 
 async fn handle_request(db: &TracedPool, order_id: i32) -> Result<()> {
-    // One connection for the request: the carrier is written once, before the first statement.
+    // One connection for the request: the carrier is written once, by the checkout itself.
     let mut conn = db.acquire().await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE oid > $1")
         .bind(order_id as i64)
@@ -55,9 +55,9 @@ async fn main() -> Result<()> {
         eprintln!("set DATABASE_URL to run the example");
         return Ok(());
     };
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await.context("connect")?;
     let config = Config::builder().application("sqlx-example").tag("route", "/orders/{id}").build()?;
-    let db = TracedPool::new(pool, &config);
+    let options = sqlx::postgres::PgPoolOptions::new().max_connections(4);
+    let db = TracedPool::connect_with(options, url.parse()?, &config).await.context("connect")?;
 
     for order_id in 1..=3 {
         let span = tracing::info_span!("request", order_id);

@@ -23,6 +23,9 @@ pub(crate) struct CarrierState {
     /// ([`crate::OutsideTransaction::WrapInTransaction`]) whose `COMMIT` is still to be sent (its statement
     /// future or stream was dropped): sent before anything else runs on the connection.
     pub(crate) wrap_open: bool,
+    /// The connection's own `application_name`, read before its first write when the configuration does
+    /// not say it (an owned connection).
+    base: Option<String>,
 }
 
 impl CarrierState {
@@ -32,7 +35,7 @@ impl CarrierState {
         if let Some(tp) = held {
             tracker.plan(Want::Carry(tp), Scope::Session);
         }
-        CarrierState { tracker, aborted: false, wrap_open: false }
+        CarrierState { tracker, aborted: false, wrap_open: false, base: None }
     }
 
     pub(crate) fn held(&self) -> Held {
@@ -187,8 +190,13 @@ pub(crate) async fn ensure(
     scope: Scope,
     shared: &Shared,
 ) -> Result<(), sqlx::Error> {
+    if shared.needs_base() && state.base.is_none() && state.held() == Held::Base && want != Want::Any {
+        // Still its own value: read it once, so a clear can write it back.
+        let row = conn.fetch_one(sqlx::raw_sql("SELECT pg_catalog.current_setting('application_name')")).await?;
+        state.base = Some(sqlx::Row::try_get::<String, _>(&row, 0)?);
+    }
     let Some(action) = state.plan(want, scope) else { return Ok(()) };
-    let sql = shared.write_sql(&action, scope);
+    let sql = shared.write_sql_for(&action, scope, state.base.as_deref());
     let guard = Pending { state, scope, done: false };
     conn.execute(AssertSqlSafe(sql)).await?;
     guard.confirm();

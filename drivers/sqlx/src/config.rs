@@ -280,16 +280,26 @@ impl Shared {
     /// The carrier statement for `action` in `scope`, as one simple-protocol statement (see
     /// [`crate::carrier`] for why literals rather than the prepared form).
     pub(crate) fn write_sql(&self, action: &Action, scope: Scope) -> String {
-        match (&self.base_name, action, &self.target) {
-            // The connection's own name is not known (an owned connection, no configured name): clear to
-            // the value it started with, as `RESET` would (one fixed text).
+        self.write_sql_for(action, scope, None)
+    }
+
+    /// [`Shared::write_sql`] on a connection whose own `application_name` was `learned`.
+    pub(crate) fn write_sql_for(&self, action: &Action, scope: Scope, learned: Option<&str>) -> String {
+        match (self.base_name.as_deref().or(learned), action, &self.target) {
+            // The connection's own name is not known: clear to the value it started with, as `RESET`
+            // would (one fixed text; reading `pg_settings` costs, so connections learn their name first).
             (None, Action::Clear, Target::ApplicationName(_)) => format!(
                 "SELECT pg_catalog.set_config(name, reset_val, {}) FROM pg_catalog.pg_settings \
                  WHERE name = 'application_name'",
                 scope.is_local()
             ),
-            (base, action, target) => target.write(action, scope, base.as_deref().unwrap_or("")).literal_sql(),
+            (base, action, target) => target.write(action, scope, base.unwrap_or("")).literal_sql(),
         }
+    }
+
+    /// Whether a connection must learn its own `application_name` before its first write.
+    pub(crate) fn needs_base(&self) -> bool {
+        self.base_name.is_none() && matches!(self.target, Target::ApplicationName(_))
     }
 }
 

@@ -597,3 +597,36 @@ async fn wrap_in_transaction_mode() {
     let vacuum: Vec<_> = executions(&lines, "VACUUM wrap_t").into_iter().filter(|l| l.pid == pid).collect();
     assert_eq!(vacuum.len(), 1);
 }
+
+/// What the OpenTelemetry Collector's postgresql receiver reads: `application_name` of a running statement
+/// in `pg_stat_activity`, parsed as a bare W3C traceparent, has the request's trace id.
+#[tokio::test]
+async fn pg_stat_activity_shows_a_bare_traceparent_while_the_statement_runs() {
+    let db = traced(1, &Config::default()).await;
+    let c = tp(19, 1, true);
+    let running = tokio::spawn(
+        async move {
+            sqlx::query("SELECT pg_sleep(1.5) AS otel_collector_probe").execute(&db).await.unwrap();
+        }
+        .with_context(otel(&c)),
+    );
+    let mut sampled = None;
+    for _ in 0..100 {
+        let app = pg()
+            .query(
+                "SELECT application_name FROM pg_stat_activity \
+                 WHERE state = 'active' AND query LIKE '%otel_collector_probe%' AND query NOT LIKE '%pg_stat_activity%'",
+            )
+            .unwrap();
+        if !app.is_empty() {
+            sampled = Some(app);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.await.unwrap();
+    let app = sampled.expect("the statement was seen running");
+    let parsed = sqlcommenter::TraceParent::parse(&app).expect("a bare W3C traceparent");
+    assert_eq!(parsed.trace_id(), c.trace_id());
+    assert_eq!(parsed, c);
+}
