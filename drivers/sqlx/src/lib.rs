@@ -36,7 +36,7 @@
 //!   before a statement whose context differs from what the connection carries: in a transaction,
 //!   transaction-scoped and folded into the `BEGIN` (free, ends with the transaction); outside one,
 //!   session-scoped once per request and connection ([`OutsideTransaction::Session`]), written by the
-//!   pool checkout itself with [`TracedPool::connect_with`] — or, behind a transaction pooler, in a
+//!   pool checkout in place of its ping with [`TracedPool::connect_with`] — or, behind a transaction pooler, in a
 //!   transaction the wrapper opens around the statement ([`OutsideTransaction::WrapInTransaction`]).
 //!
 //! [`Mode::PerQueryComment`] writes the traceparent into every statement instead (for tools that read
@@ -47,8 +47,8 @@
 //! A [`TracedConnection`] knows what its connection carries (the core `Tracker`, fed with what the
 //! application's own `RESET ALL`, `SET`, `BEGIN`/`COMMIT`/`ROLLBACK [TO]` did) and rewrites or clears the
 //! carrier before any statement whose context differs, including statements with no context. A pooled
-//! connection is cleared at its next checkout ([`TracedPool::connect_with`]) or when the wrapper gives it
-//! back ([`TracedPool::new`]). Work without a span (or with an unsampled one, by default) carries no
+//! connection that may carry a context is cleared when the wrapper gives it back, so connections never
+//! wait in the pool carrying one. Work without a span (or with an unsampled one, by default) carries no
 //! traceparent, never a wrong one.
 //!
 //! ## Per-request tags
