@@ -76,7 +76,7 @@ impl Variant {
                 "session carrier (pool: connect_with, written at checkout instead of the ping), 10% sampled"
             }
             Variant::Carrier10Unnamed => {
-                "session carrier, 10% sampled, connection's own name unknown (clear via reset_val)"
+                "session carrier, 10% sampled, own application_name not configured (read once before the first write)"
             }
             Variant::Comment100 => "per-query comment, 100% sampled",
             Variant::Wrapped100 => "session carrier, TracedPool::new (cleared on release), 100% sampled",
