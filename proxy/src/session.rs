@@ -112,6 +112,9 @@ pub struct Session {
     client_app: String,
     startup_ctx: Option<TraceContext>,
     guc_ctx: Option<TraceContext>,
+    /// The session GUC's value from the startup `options`: its session default, what `RESET` and
+    /// `DISCARD ALL` return it to.
+    options_ctx: Option<TraceContext>,
     txn_ctx: Option<TraceContext>,
     named_ctx: HashMap<Vec<u8>, TraceContext>,
     /// Named statements that cannot run inside a transaction block (no carrier may share it).
@@ -164,6 +167,7 @@ impl Session {
             ids: IdGenerator::new(salt),
             client_app: app,
             startup_ctx,
+            options_ctx: guc_ctx.clone(),
             guc_ctx,
             txn_ctx: None,
             named_ctx: HashMap::new(),
@@ -482,14 +486,16 @@ impl Session {
                         // The client's own session context (`SET sqlcommenter.traceparent = '…'`).
                         self.guc_ctx = match (value, computed) {
                             (Some(v), false) => TraceParent::parse(v.trim()).ok().map(TraceContext::new),
-                            _ => None,
+                            // RESET / DEFAULT: back to the session default (the startup options').
+                            (None, false) => self.options_ctx.clone(),
+                            (_, true) => None,
                         };
                     }
                     self.cfg.carrier.as_ref().is_some_and(|t| t.variable() == variable)
                 }
                 Effect::ResetAll => {
                     if runs_now {
-                        self.guc_ctx = None;
+                        self.guc_ctx = self.options_ctx.clone();
                     }
                     true
                 }
@@ -991,6 +997,21 @@ mod tests {
         let mut s = session();
         let mut out = BytesMut::new();
         assert!(s.server_bytes(&msg(b'2', b""), &mut out).is_err());
+    }
+
+    #[test]
+    fn reset_returns_the_session_context_to_the_startup_options() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let info = StartupInfo { application_name: None, options: Some(format!("-c sqlcommenter.traceparent={tp}")) };
+        let mut s = Session::new(Arc::new(InjectConfig::default()), &info, 1);
+        feed_server(&mut s, &msg(b'Z', b"I"));
+        for reset in ["DISCARD ALL", "RESET ALL", "RESET sqlcommenter.traceparent"] {
+            feed_client(&mut s, &msg(b'Q', format!("{reset}\0").as_bytes()));
+            feed_server(&mut s, &[msg(b'C', b"DISCARD ALL\0"), msg(b'Z', b"I")].concat());
+            let out = feed_client(&mut s, &msg(b'Q', b"select 1\0"));
+            assert!(String::from_utf8_lossy(&out).contains(tp), "after {reset}");
+            feed_server(&mut s, &[msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I")].concat());
+        }
     }
 
     #[test]

@@ -69,12 +69,12 @@ impl Shift {
         })
     }
 
-    /// Maps a 1-based character position in the server's text to the client's text.
+    /// Maps a 1-based character position in the server's text to the client's text. A position inside
+    /// the inserted text cannot be about the client's text (e.g. it counts characters of a stored
+    /// `PREPARE` text at `EXECUTE`): it passes unchanged, as the client would have received it directly.
     pub fn map(self, position: u32) -> u32 {
-        if position <= self.at {
+        if position <= self.at + self.len {
             position
-        } else if position <= self.at + self.len {
-            self.at.max(1)
         } else {
             position - self.len
         }
@@ -570,7 +570,7 @@ mod tests {
         let commented = "SELECT 1 UNION /*traceparent='x'*/;";
         let shift = Shift::between(sql, commented).unwrap();
         assert_eq!(shift, Shift { at: 14, len: 20 });
-        assert_eq!(shift.map(15), 14, "inside the comment: at the insertion");
+        assert_eq!(shift.map(15), 15, "inside the comment: not about the client's text, unchanged");
         assert_eq!(shift.map(35), 15, "the ';' after it");
         assert_eq!(shift.map(3), 3);
         let s = Shift::between("/*é*/ select x", "/*é*/ select x /*c*/").unwrap();
