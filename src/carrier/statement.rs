@@ -71,6 +71,14 @@ pub fn is_carrier_statement(sql: &str) -> bool {
         return true;
     }
     let effects = statements(sql);
+    // `Write::literal_sql`'s exact shape (escape-string name): also a clear back to the client's own name.
+    let ours = |s: &str| s.trim_start().starts_with("SELECT pg_catalog.set_config(E'");
+    if ours(sql.split(';').next_back().unwrap_or(sql))
+        && effects.iter().all(|e| matches!(e, Effect::Begin | Effect::Set { .. }))
+        && effects.iter().any(|e| matches!(e, Effect::Set { variable, .. } if variable == "application_name" || is_carrier_write(variable, None)))
+    {
+        return true;
+    }
     let mut carrier = false;
     for e in &effects {
         match e {
@@ -116,6 +124,10 @@ mod tests {
         assert!(is_carrier_statement(&sql));
         assert_eq!(written_traceparent(&sql), Some(TraceParent::parse(TP).unwrap()));
         assert!(is_carrier_statement(&format!("BEGIN; {sql}")));
+        // A driver's clear back to the client's own name, in the same literal form.
+        let clear = Write { variable: "application_name", value: "svc".into(), scope: Scope::Session };
+        assert!(is_carrier_statement(&clear.literal_sql()));
+        assert!(!is_carrier_statement("SELECT set_config('application_name', 'svc', false)"));
     }
 
     #[test]
