@@ -85,10 +85,10 @@ for run in $(seq "$RUNS"); do
     echo "$mode run $run: passed $p, failed $f, skipped $s"
   done
   if [ -f "$WORK/direct-$run.xml.passed" ] && [ -f "$WORK/proxy-$run.xml.passed" ]; then
-    lost=$(comm -23 "$WORK/direct-$run.xml.passed" "$WORK/proxy-$run.xml.passed")
+    lost=$(LC_ALL=C comm -23 "$WORK/direct-$run.xml.passed" "$WORK/proxy-$run.xml.passed")
     if [ -n "$lost" ]; then echo "passed directly, not through the proxy (run $run):"; echo "$lost" | sed 's/^/  /'; status=1; fi
   elif [ -f "$WORK/proxy-$run.xml" ] && [ -n "${BASELINE:-}" ]; then
-    lost=$(comm -23 "$BASELINE" "$WORK/proxy-$run.xml.passed")
+    lost=$(LC_ALL=C comm -23 "$BASELINE" "$WORK/proxy-$run.xml.passed")
     if [ -n "$lost" ]; then echo "in BASELINE, not passed through the proxy (run $run):"; echo "$lost" | sed 's/^/  /'; status=1; fi
   fi
 done
