@@ -54,9 +54,9 @@ fn unmodified_app_gets_context_through_the_proxy() {
     // The server log has them too: the comment, and %a on the named execution.
     let log = pg.wait_for_log("current_setting('application_name')", Duration::from_secs(10)).unwrap();
     assert!(log.lines().any(|l| l.contains("SELECT current_query()") && l.contains(trace)));
-    assert!(log.lines().any(|l| l.contains("execute s")
-        && l.contains(&format!(" 00-{trace}-"))
-        && l.contains("current_setting")));
+    assert!(log
+        .lines()
+        .any(|l| l.contains("execute s") && l.contains(&format!(" 00-{trace}-")) && l.contains("current_setting")));
 
     // Without a context: the proxy starts a trace per transaction, still a valid traceparent.
     let out = Command::new(example("unmodified_app")).env("DATABASE_URL", &url).output().unwrap();
