@@ -265,9 +265,9 @@ mod tests {
             "SELECT pg_catalog.set_config(name, reset_val, false) FROM pg_catalog.pg_settings \
              WHERE name = 'application_name'"
         );
-        // The core recogniser cannot tell a literal clear of application_name from the application's own
-        // `set_config('application_name', 'svc', false)` (reported to the lead).
-        assert!(!sqlcommenter::carrier::is_carrier_statement(&cfg.shared.write_sql(&Action::Clear, Scope::Session)));
+        // The core recogniser knows the literal form's clear too (its exact `pg_catalog.set_config(E'…'` shape),
+        // while the application's own `set_config('application_name', 'svc', false)` stays the application's.
+        assert!(sqlcommenter::carrier::is_carrier_statement(&cfg.shared.write_sql(&Action::Clear, Scope::Session)));
     }
 
     #[test]
