@@ -146,11 +146,17 @@ pub fn statements(sql: &str) -> Vec<Effect<'_>> {
 /// (`pg_prepared_statements.statement`) and `DECLARE … CURSOR` (`pg_cursors.statement`): a per-request
 /// comment would be frozen into it and shown to the client. Carry context at `EXECUTE`/`FETCH` instead.
 pub fn stores_text(sql: &str) -> bool {
-    let atoms = atomize(sql);
-    let Some(first) = atoms.first() else { return false };
-    match first.first() {
-        Some(w) if w.is("PREPARE") => !first.get(1).is_some_and(|x| x.is("TRANSACTION")),
-        Some(w) => w.is("DECLARE"),
+    // Only the first two words matter: stop there (the proxy asks this of every statement it comments).
+    let mut words = tokenize(sql, Dialect::Postgres)
+        .filter(|t| !matches!(t.kind, TokenKind::Space | TokenKind::LineComment | TokenKind::BlockComment))
+        .take_while(|t| t.kind == TokenKind::Code)
+        .flat_map(|t| t.text(sql).split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|w| !w.is_empty());
+    match words.next() {
+        Some(w) if w.eq_ignore_ascii_case("PREPARE") => {
+            !words.next().is_some_and(|x| x.eq_ignore_ascii_case("TRANSACTION"))
+        }
+        Some(w) => w.eq_ignore_ascii_case("DECLARE"),
         None => false,
     }
 }
