@@ -1,0 +1,1 @@
+//! sqlcommenter for Diesel (work in progress).
