@@ -161,6 +161,12 @@ impl Session {
         let guc_ctx =
             startup.options.as_deref().and_then(|o| guc_from_options(o, &cfg.session_guc)).map(TraceContext::new);
         let commenter = build_commenter(&cfg, carrier::strip_carrier(&app));
+        // What the server's carrier holds from the startup packet already: no write needed to carry it.
+        let base = match cfg.carrier.as_ref() {
+            Some(t) if t.variable() == "application_name" => t.read(&app),
+            Some(t) if t.variable() == cfg.session_guc => guc_ctx.as_ref().map(|c| c.traceparent),
+            _ => None,
+        };
         Session {
             proto: ProtocolState::default(),
             commenter,
@@ -175,7 +181,7 @@ impl Session {
             touches_settings: Default::default(),
             settings_dirty: false,
             unnamed: Unnamed::Absent,
-            tracker: Tracker::new(),
+            tracker: Tracker::with_base(base),
             written: Default::default(),
             open_txn: false,
             txn_control: HashMap::new(),
@@ -1029,6 +1035,33 @@ mod tests {
         feed_server(&mut s, &[msg(b'C', b"SET\0"), msg(b'Z', b"I")].concat());
         assert!(String::from_utf8_lossy(&feed_client(&mut s, &q)).contains(tp));
         assert!(String::from_utf8_lossy(&feed_client(&mut s, &batch)).contains(tp));
+    }
+
+    #[test]
+    fn a_context_the_server_holds_from_startup_is_not_written_again() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        // The client connected with the bare traceparent as its application_name: the server's
+        // application_name carries it already, so named executions need no carrier.
+        let info = StartupInfo { application_name: Some(tp.into()), options: None };
+        let mut s = Session::new(Arc::new(InjectConfig::default()), &info, 1);
+        feed_server(&mut s, &[msg(b'R', &[0, 0, 0, 0]), msg(b'Z', b"I")].concat());
+        let batch = named_batch();
+        assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..]);
+        // Its simple statements still get the comment.
+        assert!(String::from_utf8_lossy(&feed_client(&mut s, &msg(b'Q', b"select 1\0"))).contains(tp));
+        // The same context in the startup options, with the application_name carrier: written per batch.
+        let info = StartupInfo { application_name: None, options: Some(format!("-c sqlcommenter.traceparent={tp}")) };
+        let mut s = Session::new(Arc::new(InjectConfig::default()), &info, 1);
+        feed_server(&mut s, &[msg(b'R', &[0, 0, 0, 0]), msg(b'Z', b"I")].concat());
+        assert!(String::from_utf8_lossy(&feed_client(&mut s, &batch)).contains(tp));
+        // ... and with the GUC as the carrier: the server holds it from the options.
+        let cfg = InjectConfig {
+            carrier: Some(sqlcommenter::carrier::Target::guc("sqlcommenter.traceparent").unwrap()),
+            ..InjectConfig::default()
+        };
+        let mut s = Session::new(Arc::new(cfg), &info, 1);
+        feed_server(&mut s, &[msg(b'R', &[0, 0, 0, 0]), msg(b'Z', b"I")].concat());
+        assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..]);
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub enum Action {
 /// now and the session value at its start (for a rollback).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tracker {
+    /// What the connection's own value carries (a client that connected with a traceparent as its
+    /// `application_name`, or with the GUC in its startup options): `Held::Base` stands for it.
+    base: Option<TraceParent>,
     session: Held,
     /// In a transaction: (value in effect now, session value when it began).
     transaction: Option<(Held, Held)>,
@@ -56,7 +59,19 @@ impl Default for Tracker {
 impl Tracker {
     /// A fresh connection: its own value.
     pub fn new() -> Tracker {
-        Tracker { session: Held::Base, transaction: None }
+        Tracker { base: None, session: Held::Base, transaction: None }
+    }
+
+    /// A fresh connection whose own value already carries `base` (read with [`Target::read`] from the
+    /// startup value): wanting `base` needs no write while the connection holds its own value, and
+    /// [`Want::Clean`] cannot remove it (no write can: `base` is what a reset returns to).
+    pub fn with_base(base: Option<TraceParent>) -> Tracker {
+        Tracker { base, ..Tracker::new() }
+    }
+
+    /// What the connection's own value carries.
+    pub fn base(&self) -> Option<TraceParent> {
+        self.base
     }
 
     /// The value in effect now.
@@ -76,6 +91,7 @@ impl Tracker {
         let action = match (want, self.held()) {
             (Want::Any, _) => return None,
             (Want::Carry(tp), Held::Carrying(cur)) if tp == cur => return None,
+            (Want::Carry(tp), Held::Base) if self.base == Some(tp) => return None,
             (Want::Carry(tp), _) => Action::Set(tp),
             (Want::Clean, Held::Base) | (Want::CleanOr(_), Held::Base) => return None,
             (Want::CleanOr(tp), Held::Carrying(cur)) if tp == cur => return None,
@@ -185,6 +201,22 @@ mod tests {
         assert_eq!(t.plan(Want::Any, Scope::Session), None);
         t.failed(Scope::Session);
         assert_eq!(t.plan(Want::Clean, Scope::Session), Some(Action::Clear));
+    }
+
+    #[test]
+    fn a_base_that_carries_needs_no_write_until_changed() {
+        let mut t = Tracker::with_base(Some(tp(1)));
+        assert_eq!(t.plan(Want::Carry(tp(1)), Scope::Transaction), None);
+        assert_eq!(t.plan(Want::Carry(tp(2)), Scope::Transaction), Some(Action::Set(tp(2))));
+        t.transaction_ended(true);
+        // The transaction-scoped write ended: the connection's own value is back, and it carries 1.
+        assert_eq!(t.plan(Want::Carry(tp(1)), Scope::Transaction), None);
+        // The client set the carrier itself: the base no longer stands for what is held.
+        run(&mut t, "SET application_name = '00-03030303030303030303030303030303-0303030303030303-01'");
+        assert_eq!(t.plan(Want::Carry(tp(1)), Scope::Transaction), Some(Action::Set(tp(1))));
+        t.transaction_ended(true);
+        run(&mut t, "RESET ALL");
+        assert_eq!(t.plan(Want::Carry(tp(1)), Scope::Transaction), None);
     }
 
     #[test]
