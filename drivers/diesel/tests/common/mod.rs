@@ -159,8 +159,8 @@ pub struct Stmt {
     pub statement: String,
 }
 
-/// The statements prepared on this connection's server session (`pg_stat_statements` through an unnamed
-/// statement: reading them adds none).
+/// The statements prepared on this connection's server session (`pg_prepared_statements`; the listing
+/// query itself is among them while it runs).
 pub async fn prepared<C>(conn: &mut C) -> Vec<String>
 where
     C: diesel_async::AsyncConnection<Backend = diesel::pg::Pg> + 'static,
