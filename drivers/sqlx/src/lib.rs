@@ -68,6 +68,8 @@ mod carrier;
 mod config;
 mod connection;
 mod execute;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 mod pool;
 mod run;
 mod scope;
