@@ -60,6 +60,59 @@
 //! `opentelemetry::Context` (so `opentelemetry::trace::FutureExt::with_context` works for an explicit
 //! context). See [`ConfigBuilder::context_source`]. The context is taken when the statement is issued.
 //!
+//! ## A plain `PgPool` ([`PoolHooks`])
+//! To keep the application's own [`sqlx::PgPool`] type — functions typed `&PgPool`, generic code over
+//! `sqlx::Acquire`, `sqlx::migrate!().run(&pool)`, SeaORM, any library holding the pool — install the
+//! checkout hooks instead of wrapping:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use sqlcommenter_sqlx::{Config, PoolHooks};
+//! use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+//! let connect: PgConnectOptions = "postgres://localhost/app?application_name=checkout".parse()?;
+//! let pool: sqlx::PgPool = PoolHooks::new(&Config::default(), &connect)
+//!     .connect(PgPoolOptions::new().max_connections(8), connect)
+//!     .await?;
+//! sqlx::query("UPDATE orders SET state = 'paid' WHERE id = $1").bind(7_i64).execute(&pool).await?;
+//! let mut tx = pool.begin().await?; // sqlx's own transaction; `&mut *tx` as usual
+//! sqlx::query("SELECT 1").execute(&mut *tx).await?;
+//! tx.commit().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Granularity: per checkout, not per statement.** sqlx runs `before_acquire` (idle connection) and
+//! `after_connect` (new connection) inside `pool.acquire()`, in the acquiring task; the hook writes the
+//! context current *at that moment* (session-scoped core `set_config`, one simple Query, in place of
+//! `test_before_acquire`'s ping). Every statement run on that checkout carries it, until the connection
+//! goes back: a statement through `&PgPool` is one checkout; `pool.acquire()`/`pool.begin()` are one
+//! checkout for all their statements — a context that changes while the connection is held (a child
+//! span's id, another request reusing a long-held connection) is not seen; the trace id stays the
+//! checkout's. Transactions begun on the checkout run under the session value (the connection is outside
+//! a transaction when the hook writes, so the core's rules call for session scope; it outlives the
+//! `COMMIT`, which is then logged with it too). Idle connections are cleared after release
+//! ([`CarrierReset::OnRelease`], default) or overwritten at every checkout ([`CarrierReset::OnAcquire`],
+//! cheaper, idle connections keep showing the last context). Not for transaction poolers (a session
+//! value there is replayed onto other clients' connections): use [`TracedPool`] with
+//! [`OutsideTransaction::WrapInTransaction`] behind PgBouncer in transaction mode.
+//!
+//! **No static tags from a hook**: a hook sees the connection, never the statement, so it cannot add
+//! `application`/`route`/`db_driver` comments. For tags in the text use the wrapper types (or
+//! `sqlcommenter-sea-query`'s builders, or write the fixed comment into your SQL); the trace context needs
+//! none.
+//!
+//! ## sqlx idioms and the wrapper types
+//! `&mut conn` and `&mut tx` are `Executor`s. sqlx's `&mut *tx` idiom and `sqlx::Acquire` are not offered
+//! by [`TracedConnection`]/[`TracedTransaction`], deliberately: `&mut *tx` exists to pass a
+//! `&mut PgConnection` (a `Transaction` derefs to it) to code typed for the bare connection, and
+//! `Acquire::Connection` must deref to `PgConnection` while `Acquire::begin` returns sqlx's own
+//! `Transaction`. Either way the wrapper would hand out the bare connection, whose statements it never
+//! sees: no static tags, no tracking of what they do to the carrier (a `RESET ALL`, a `ROLLBACK TO
+//! SAVEPOINT` undoing a write), a context change inside the request not written. A `Deref` to some other
+//! executor type would make `&mut *tx` compile but still not fit a `&mut PgConnection` parameter. Code
+//! written against `&mut PgConnection`, `impl Acquire` or `&PgPool` gets the context from a
+//! [`PoolHooks`] pool instead (per checkout); the wrappers' raw connection stays reachable through
+//! `inner_mut()`.
+//!
 //! PostgreSQL only: MySQL and SQLite have no equivalent session carrier worth the round trip.
 
 #![warn(missing_docs)]
@@ -68,8 +121,7 @@ mod carrier;
 mod config;
 mod connection;
 mod execute;
-#[cfg(feature = "mysql")]
-pub mod mysql;
+mod hook;
 mod pool;
 mod run;
 mod scope;
@@ -77,6 +129,7 @@ mod transaction;
 
 pub use config::{Config, ConfigBuilder, ConfigError, Mode, OutsideTransaction, DB_DRIVER};
 pub use connection::{PgConn, TracedConnection};
+pub use hook::{CarrierReset, PoolHooks};
 pub use pool::TracedPool;
 pub use scope::TagScope;
 pub use sqlcommenter::carrier::{AppNameFormat, Target, TargetError};
