@@ -122,6 +122,8 @@ mod config;
 mod connection;
 mod execute;
 mod hook;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 mod pool;
 mod run;
 mod scope;
