@@ -462,23 +462,7 @@ impl Session {
     /// effects are noted now; a named statement's when it is bound (see [`Session::carrier_before_bind`]).
     fn client_statement(&mut self, name: Option<&[u8]>, sql: &[u8]) {
         // Cheap pre-check: no keyword that could change settings or need its own transaction.
-        const HINTS: [&[u8]; 14] = [
-            b"set",
-            b"reset",
-            b"discard",
-            b"rollback",
-            b"abort",
-            b"vacuum",
-            b"concurrently",
-            b"database",
-            b"system",
-            b"begin",
-            b"start",
-            b"commit",
-            b"end",
-            b"prepare",
-        ];
-        let hinted = HINTS.iter().any(|w| frame::find_ci(sql, w).is_some());
+        let hinted = carrier::may_have_effect(sql);
         if let Some(name) = name.filter(|n| !n.is_empty()) {
             self.forget_statement(name);
         }

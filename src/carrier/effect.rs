@@ -137,6 +137,26 @@ fn atomize(sql: &str) -> Vec<Vec<Atom<'_>>> {
     out
 }
 
+/// Words that begin (or, for `set_config`, mark) every statement [`statements`] classifies as anything
+/// but [`Effect::Other`]; `set` also finds `reset` and `set_config`.
+const EFFECT_WORDS: [&str; 14] = [
+    "begin", "start", "commit", "end", "rollback", "abort", "discard", "set", "vacuum", "alter", "create", "drop",
+    "reindex", "cluster",
+];
+
+/// A cheap prefilter for [`statements`], for callers that see every statement (the proxy): `false` means
+/// every statement in `sql` is [`Effect::Other`]. One pass, case-insensitive, no allocation; a keyword
+/// inside a literal or an identifier gives `true` (then [`statements`] reads it properly).
+pub fn may_have_effect(sql: &[u8]) -> bool {
+    static WORDS: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(EFFECT_WORDS)
+            .expect("fixed patterns build")
+    });
+    WORDS.is_match(sql)
+}
+
 /// The effect of every statement in `sql` (a simple Query may hold several), in order.
 pub fn statements(sql: &str) -> Vec<Effect<'_>> {
     atomize(sql).iter().map(|atoms| classify(atoms)).collect()
@@ -258,6 +278,23 @@ fn classify_set_config<'a>(a: &[Atom<'a>]) -> Effect<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The prefilter never hides an effect: words from the grammar and others, in any case.
+        #[test]
+        fn the_prefilter_never_hides_an_effect(words in proptest::collection::vec(proptest::sample::select(vec![
+            "BEGIN", "start", "transaction", "Commit", "end", "prepared", "rollback", "to", "savepoint", "abort",
+            "discard", "all", "reset", "set", "local", "session", "application_name", "=", "'x'", ";", "vacuum",
+            "alter", "system", "create", "drop", "database", "tablespace", "subscription", "index", "concurrently",
+            "reindex", "cluster", "verbose", "select", "pg_catalog.set_config", "(", ")", ",", "true", "from",
+            "current", "default", "work", "x", "1", "/* c */", "--c\n",
+        ]), 0..8)) {
+            let sql = words.join(" ");
+            if !may_have_effect(sql.as_bytes()) {
+                proptest::prop_assert!(statements(&sql).iter().all(|e| *e == Effect::Other), "{sql}");
+            }
+        }
+    }
 
     fn one(sql: &str) -> Effect<'_> {
         let mut v = statements(sql);

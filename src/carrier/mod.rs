@@ -28,7 +28,7 @@ pub mod state;
 pub mod statement;
 pub mod value;
 
-pub use effect::{statements, stores_text, Effect};
+pub use effect::{may_have_effect, statements, stores_text, Effect};
 pub use state::{Action, Held, Tracker, Want};
 pub use statement::{is_carrier_statement, Write, SET_CONFIG_SQL};
 pub use value::{
