@@ -14,9 +14,9 @@
 //! let pool = Pool::builder(manager("postgres://localhost/app", &config)).build()?;
 //!
 //! // Inside a request (a tracing span with an OpenTelemetry context):
+//! // Check out inside the request: every statement on `conn` carries the span's traceparent.
 //! let mut conn = pool.get().await?;
-//! let n: i64 = diesel::select(diesel::dsl::count_star()).get_result(&mut conn).await.or_else(|_| Ok::<_, diesel::result::Error>(0))?;
-//! # let _ = n;
+//! diesel::sql_query("UPDATE stock SET n = n - 1 WHERE sku = 42").execute(&mut conn).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -40,9 +40,16 @@
 //! one, by default) carries no traceparent, never a wrong one, including on a pooled connection a traced
 //! request used before.
 //!
+//! ## Synchronous diesel
+//! With feature `r2d2` (default), [`CheckoutCarrier`] is an r2d2 manager for `PgConnection` whose checkout
+//! writes the checking-out thread's context in place of r2d2's ping: per-checkout granularity, no comment
+//! (diesel's synchronous `Connection` trait is sealed), see its docs.
+//!
 //! ## Context source
 //! The current `tracing` span (through tracing-opentelemetry), falling back to the current
-//! `opentelemetry::Context`, taken when the statement is issued ([`ConfigBuilder::context_source`]).
+//! `opentelemetry::Context`, taken when the statement is issued ([`ConfigBuilder::context_source`]):
+//! `query.load(&mut conn)` builds the statement at once, so issue it inside the span's future
+//! (`async { … }.instrument(span)`), not outside and then wrap the returned future.
 
 #![warn(missing_docs)]
 
@@ -52,6 +59,8 @@ mod connection;
 #[cfg(any(feature = "deadpool", feature = "bb8"))]
 mod pool;
 mod state;
+#[cfg(feature = "r2d2")]
+mod sync;
 
 pub use comment::{Commented, CommentedId};
 pub use config::{Config, ConfigBuilder, ConfigError, DB_DRIVER};
@@ -60,3 +69,5 @@ pub use connection::TracedPgConnection;
 pub use pool::manager;
 pub use sqlcommenter::carrier::{AppNameFormat, Target, TargetError};
 pub use sqlcommenter::{ContextSource, Placement, TraceContext};
+#[cfg(feature = "r2d2")]
+pub use sync::CheckoutCarrier;
