@@ -1,7 +1,7 @@
 //! What one connection's carrier holds: the core [`Tracker`], plus whether the current transaction failed
 //! (the server refuses everything but `ROLLBACK` until it ends, so nothing is written then).
 
-use sqlcommenter::carrier::{statements, Action, Effect, Scope, Target, Tracker, Want};
+use sqlcommenter::carrier::{may_have_effect, statements, Action, Effect, Scope, Target, Tracker, Want};
 
 /// A connection's carrier state.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +81,9 @@ pub(crate) struct Effects(Vec<Effect<'static>>);
 impl Effects {
     /// The effects of `sql` (only those a carrier cares about).
     pub(crate) fn of(sql: &str) -> Self {
+        if !may_have_effect(sql.as_bytes()) {
+            return Effects::default();
+        }
         Effects(
             statements(sql)
                 .into_iter()
