@@ -6,7 +6,12 @@
 # Needs: PostgreSQL 15 binaries, PgBouncer (1.24 from .ci/pgbouncer-build.sh, or PGBOUNCER_BIN), python3.
 # Usage: proxy/bench/pgbench.sh [DURATION] ; env ROUNDS, MODES, CLIENTS, SKIP_RSS=1,
 #   TARGETS (default "direct pgbouncer proxy"; add "relay" for the proxy with injection off),
-#   PROXY_ARGS / RELAY_ARGS (extra flags for those two proxy instances).
+#   PROXY_ARGS / RELAY_ARGS (extra flags for those two proxy instances),
+#   CONTEXT: how pgbench's sessions carry trace context, the same for every target —
+#     options (default): `PGOPTIONS=-c sqlcommenter.traceparent=…` (the proxy comments every simple/unnamed
+#       statement and writes the application_name carrier before every named execution; PgBouncer is told
+#       to ignore the parameter), appname: `PGAPPNAME=<traceparent>` (the server holds it from the startup:
+#       named executions need no carrier), none: no context (the proxy injects nothing).
 set -euo pipefail
 
 DURATION=${1:-${DURATION:-15}}
@@ -14,6 +19,14 @@ ROUNDS=${ROUNDS:-1}
 MODES=${MODES:-"simple extended prepared"}
 CLIENTS=${CLIENTS:-"1 8 32"}
 TARGETS=${TARGETS:-"direct pgbouncer proxy"}
+CONTEXT=${CONTEXT:-options}
+TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01
+case $CONTEXT in
+  options) export PGOPTIONS="-c sqlcommenter.traceparent=$TRACEPARENT" ;;
+  appname) export PGAPPNAME=$TRACEPARENT ;;
+  none) ;;
+  *) echo "CONTEXT must be options, appname or none" >&2; exit 2 ;;
+esac
 BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -74,6 +87,7 @@ auth_file = $WORK/users.txt
 pool_mode = session
 max_client_conn = 2000
 default_pool_size = 64
+ignore_startup_parameters = options
 logfile = $WORK/pgbouncer.log
 pidfile = $WORK/pgbouncer.pid
 INI
@@ -81,7 +95,8 @@ echo '"postgres" ""' > "$WORK/users.txt"
 if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"/pgbouncer.ini "$WORK"/users.txt; fi
 as_pg "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 BOUNCER_PID=$!
-"$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" ${PROXY_ARGS:-} >"$WORK/proxy.log" 2>&1 &
+ADMIN_PORT=$((PGPORT_ + 4))
+"$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" --admin "127.0.0.1:$ADMIN_PORT" ${PROXY_ARGS:-} >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
 "$PROXY_BIN" --listen "127.0.0.1:$RELAY_PORT" --upstream "127.0.0.1:$PGPORT_" --inject false --admin off ${RELAY_ARGS:-} >"$WORK/relay.log" 2>&1 &
 RELAY_PID=$!
@@ -117,7 +132,7 @@ for r in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "pgbench -S, ${DURATION}s per cell, -j 2, ${ROUNDS} round(s) (median); TPS (latency ms; CPU us per transaction in pgbouncer/proxy)"
+echo "pgbench -S, ${DURATION}s per cell, -j 2, ${ROUNDS} round(s) (median), context: $CONTEXT; TPS (latency ms; CPU us per transaction in pgbouncer/proxy)"
 header="| mode | -c |"; sep="|---|---|"
 for t in $TARGETS; do header="$header $t |"; sep="$sep---|"; done
 echo "$header proxy/pgbouncer (median, min-max per round) |"; echo "$sep---|"
@@ -139,6 +154,20 @@ for m in $MODES; do for c in $CLIENTS; do
   fi
   echo "$line"
 done; done
+
+# What the proxy injected over the whole run (its own counters): the evidence that injection was on.
+python3 - "$ADMIN_PORT" <<'PY' || true
+import sys, urllib.request
+m = {}
+for line in urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode().splitlines():
+    if line.startswith("sqlc_proxy_") and not line.startswith("#"):
+        k, v = line.rsplit(" ", 1)
+        m[k] = float(v)
+st = sum(v for k, v in m.items() if k.startswith("sqlc_proxy_statements_total"))
+com = m.get('sqlc_proxy_injections_total{kind="comment"}', 0)
+car = m.get('sqlc_proxy_injections_total{kind="carrier"}', 0)
+print(f"\nproxy injected: {com:.0f} comments, {car:.0f} carriers for {st:.0f} statements")
+PY
 
 if [ "${SKIP_RSS:-0}" != 1 ]; then
   python3 - "$PROXY_PORT" "$PROXY_PID" <<'PY'

@@ -480,7 +480,9 @@ where
     let outcome = {
         let up = pump(Direction::Upstream, cr, uw, session);
         let down = pump(Direction::Downstream, ur, &mut cw, session);
+        // Polled in this order on every wake-up (no random start: nothing here can starve).
         tokio::select! {
+            biased;
             r = up => r.map_err(|e| (Direction::Upstream, e)).map(|()| false),
             r = down => r.map_err(|e| (Direction::Downstream, e)).map(|()| false),
             () = idle_watch(session, idle_timeout) => Ok(true),

@@ -94,10 +94,32 @@ struct Stream {
 enum Unnamed {
     /// None exists (never parsed, closed, or dropped by a simple Query).
     Absent,
-    /// This Parse frame (as sent upstream) created it: sent again after the carrier.
-    Parsed(Vec<u8>),
+    /// This Parse created it: sent again after the carrier.
+    Parsed(Box<UnnamedStatement>),
     /// One exists but was too large to keep: no carrier may replace it.
     TooLarge,
+}
+
+/// The client's unnamed statement as the proxy sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UnnamedStatement {
+    /// The Parse frame as sent upstream.
+    sent: Vec<u8>,
+    /// Set when the proxy commented it: what it needs to comment it again for a later execution.
+    commented: Option<Commented>,
+}
+
+/// A commented unnamed statement: its comment names one execution's context (and span), so a second
+/// execution of the same statement is parsed again with its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Commented {
+    /// The client's text and the rest of its Parse (parameter types).
+    query: String,
+    rest: Vec<u8>,
+    /// The context the comment was made for (before the proxy's span became its parent).
+    ctx: Option<TraceContext>,
+    /// An execution (Bind) already used the comment.
+    bound: bool,
 }
 
 /// One client session (see the module docs).
@@ -314,6 +336,7 @@ impl Session {
         let inject = self.cfg.enabled && self.proto.is_ready();
         if inject && tag == frame::BIND {
             self.carrier_before_bind(body, out);
+            self.recomment_unnamed(body, out);
         }
         let answered = self.proto.client_message(tag);
         self.request_started(tag);
@@ -337,14 +360,14 @@ impl Session {
                     let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
                     ctx = ctx.map(|c| t.query(sql, c, client, &mut self.ids));
                 }
-                match std::str::from_utf8(sql).ok().map(|s| self.comment(s, ctx.as_ref())) {
+                let text = std::str::from_utf8(sql).ok();
+                match text.map(|s| self.comment(s, ctx.as_ref())) {
                     Some(Injected::Commented(s)) => {
                         self.counters.commented += 1;
                         METRICS.comments.fetch_add(1, Relaxed);
                         frame::write_query(out, s.as_bytes());
                         if answered {
-                            self.proto
-                                .set_last_shift(std::str::from_utf8(sql).ok().and_then(|o| Shift::between(o, &s)));
+                            self.proto.set_last_shift(text.and_then(|o| Shift::between(o, &s)));
                         }
                     }
                     other => {
@@ -369,29 +392,13 @@ impl Session {
                         t.statement(p.name, p.query);
                     }
                     if p.name.is_empty() {
-                        let mut ctx = self.current_ctx();
-                        if let Some(t) = &mut self.spans {
-                            let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
-                            ctx = ctx.map(|c| t.parse_unnamed(p.query, c, client, &mut self.ids));
+                        let ctx = self.current_ctx();
+                        let commented = self.comment_unnamed(p.query, p.rest, ctx, answered, out);
+                        if commented.is_none() {
+                            out.put_slice(f);
                         }
-                        self.unnamed_statement_shift = None;
-                        match std::str::from_utf8(p.query).ok().map(|s| self.comment(s, ctx.as_ref())) {
-                            Some(Injected::Commented(s)) => {
-                                self.counters.commented += 1;
-                                METRICS.comments.fetch_add(1, Relaxed);
-                                frame::write_parse(out, p.name, s.as_bytes(), p.rest);
-                                let shift = std::str::from_utf8(p.query).ok().and_then(|o| Shift::between(o, &s));
-                                self.unnamed_statement_shift = shift;
-                                if answered {
-                                    self.proto.set_last_shift(shift);
-                                }
-                            }
-                            other => {
-                                self.counters.comment_skipped += 1;
-                                METRICS.skip(other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped())));
-                                out.put_slice(f);
-                            }
-                        }
+                        self.unnamed =
+                            Unnamed::Parsed(Box::new(UnnamedStatement { sent: out[start..].to_vec(), commented }));
                     } else {
                         // Named: text untouched; remember a context the text itself carries.
                         let own = std::str::from_utf8(p.query)
@@ -409,9 +416,6 @@ impl Session {
                             }
                         }
                         out.put_slice(f);
-                    }
-                    if p.name.is_empty() {
-                        self.unnamed = Unnamed::Parsed(out[start..].to_vec());
                     }
                 }
                 None => out.put_slice(f),
@@ -438,6 +442,79 @@ impl Session {
             return Injected::Unchanged(sql, sqlcommenter::Skip::NothingToAdd);
         }
         self.commenter.inject(sql, ctx)
+    }
+
+    /// Writes the unnamed statement's Parse with its comment for `ctx` (reserving the next Execute's span);
+    /// `None` when it is left unchanged (the caller sends the client's frame).
+    fn comment_unnamed(
+        &mut self,
+        query: &[u8],
+        rest: &[u8],
+        ctx: Option<TraceContext>,
+        answered: bool,
+        out: &mut BytesMut,
+    ) -> Option<Commented> {
+        let mut with_span = ctx.clone();
+        if let Some(t) = &mut self.spans {
+            let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
+            with_span = with_span.map(|c| t.parse_unnamed(query, c, client, &mut self.ids));
+        }
+        self.unnamed_statement_shift = None;
+        let text = std::str::from_utf8(query).ok();
+        match text.map(|s| self.comment(s, with_span.as_ref())) {
+            Some(Injected::Commented(s)) => {
+                self.counters.commented += 1;
+                METRICS.comments.fetch_add(1, Relaxed);
+                frame::write_parse(out, b"", s.as_bytes(), rest);
+                let shift = text.and_then(|o| Shift::between(o, &s));
+                self.unnamed_statement_shift = shift;
+                if answered {
+                    self.proto.set_last_shift(shift);
+                }
+                let query = text.unwrap_or_default().to_owned();
+                Some(Commented { query, rest: rest.to_vec(), ctx, bound: false })
+            }
+            other => {
+                self.counters.comment_skipped += 1;
+                METRICS.skip(other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped())));
+                None
+            }
+        }
+    }
+
+    /// Before a Bind of the unnamed statement that an earlier execution already bound: its comment names
+    /// that execution's context, so it is parsed again (the proxy's Parse, its reply swallowed) with this
+    /// execution's — when that differs: a new span, a new transaction's root, a changed client context.
+    fn recomment_unnamed(&mut self, body: &[u8], out: &mut BytesMut) {
+        if frame::bind_statement(body).is_none_or(|s| !s.is_empty()) {
+            return;
+        }
+        let Unnamed::Parsed(u) = &mut self.unnamed else { return };
+        let Some(c) = &mut u.commented else { return };
+        if !std::mem::replace(&mut c.bound, true) || !self.proto.may_inject() {
+            return;
+        }
+        let (query, rest, old) = (std::mem::take(&mut c.query), std::mem::take(&mut c.rest), c.ctx.clone());
+        let ctx = self.current_ctx();
+        let start = out.len();
+        let again = if self.spans.is_none() && ctx == old {
+            None
+        } else {
+            self.comment_unnamed(query.as_bytes(), &rest, ctx, false, out)
+        };
+        let Unnamed::Parsed(u) = &mut self.unnamed else { return };
+        match again {
+            Some(mut c) => {
+                self.proto.sent(frame::PARSE, Owner::Proxy);
+                u.sent = out[start..].to_vec();
+                c.bound = true;
+                u.commented = Some(c);
+            }
+            None => {
+                out.truncate(start);
+                u.commented = Some(Commented { query, rest, ctx: old, bound: true });
+            }
+        }
     }
 
     /// Bind and Execute of the unnamed statement/portal: errors about them report positions in the
@@ -618,8 +695,8 @@ impl Session {
             for tag in [frame::PARSE, frame::BIND, frame::EXECUTE, frame::CLOSE] {
                 self.proto.sent(tag, Owner::Proxy);
             }
-            if let Unnamed::Parsed(parse) = &self.unnamed {
-                out.put_slice(parse);
+            if let Unnamed::Parsed(u) = &self.unnamed {
+                out.put_slice(&u.sent);
                 self.proto.sent(frame::PARSE, Owner::Proxy);
             }
             if write.variable == "application_name" {
@@ -1046,6 +1123,50 @@ mod tests {
         let mut s = Session::new(Arc::new(cfg), &info, 1);
         feed_server(&mut s, &[msg(b'R', &[0, 0, 0, 0]), msg(b'Z', b"I")].concat());
         assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..]);
+    }
+
+    #[test]
+    fn an_unnamed_statement_executed_again_carries_the_new_context() {
+        let mut s = session();
+        let tps = |b: &[u8]| -> Vec<String> {
+            let t = String::from_utf8_lossy(b).into_owned();
+            t.match_indices("traceparent='").map(|(i, _)| t[i + 13..i + 68].to_owned()).collect()
+        };
+        let exec = [msg(b'B', b"\0\0\0\0\0\0"), msg(b'E', b"\0\0\0\0\0")].concat();
+        // One batch: Parse, two executions — one transaction, one root: the comment holds for both.
+        let batch = [msg(b'P', b"\0select 1\0\0\0"), exec.clone(), exec.clone(), msg(b'S', b"")].concat();
+        let out = feed_client(&mut s, &batch);
+        let first = tps(&out);
+        assert_eq!(first.len(), 1, "{:?}", String::from_utf8_lossy(&out));
+        let reply = |n: usize| {
+            let mut r = msg(b'1', b"");
+            for _ in 0..n {
+                r.extend([msg(b'2', b""), msg(b'C', b"SELECT 1\0")].concat());
+            }
+            r.extend(msg(b'Z', b"I"));
+            r
+        };
+        assert_eq!(&feed_server(&mut s, &reply(2))[..], &reply(2)[..]);
+        // The next request executes the statement again in a new transaction (a new root): parsed again
+        // with that context first, its ParseComplete swallowed.
+        let again = [exec.clone(), msg(b'S', b"")].concat();
+        let out = feed_client(&mut s, &again);
+        assert!(out.ends_with(&again));
+        let second = tps(&out);
+        assert_eq!(second.len(), 1);
+        assert_ne!(second, first);
+        let server = [msg(b'1', b""), msg(b'2', b""), msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I")].concat();
+        let client = [msg(b'2', b""), msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I")].concat();
+        assert_eq!(&feed_server(&mut s, &server)[..], &client[..]);
+        assert_eq!(s.proto.pending(), 0);
+        // A constant client context needs no new Parse.
+        let mut s = session_with(InjectConfig::default());
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        feed_client(&mut s, &msg(b'Q', format!("SET sqlcommenter.traceparent = '{tp}'\0").as_bytes()));
+        feed_server(&mut s, &[msg(b'C', b"SET\0"), msg(b'Z', b"I")].concat());
+        assert_eq!(tps(&feed_client(&mut s, &batch)), vec![tp.to_owned()]);
+        feed_server(&mut s, &reply(2));
+        assert_eq!(&feed_client(&mut s, &again)[..], &again[..]);
     }
 
     #[test]

@@ -212,3 +212,24 @@ async fn server_shutdown_reaches_the_client_as_its_fatal() {
     }
     proxy.shutdown().await;
 }
+
+/// The unnamed statement bound again in a later request (JDBC below its prepare threshold, drivers that
+/// re-bind `""`): each execution's own log line carries its own context, not the first execution's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_statement_executed_again_logs_its_own_context() {
+    let proxy = proxy().await;
+    let (mut s, _) = session(proxy.local_addr().port(), "rawagain").await;
+    let exec = [msg(b'B', b"\0\0\0\0\0\0\0\0"), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")].concat();
+    let first = [msg(b'P', b"\0SELECT 8 /*marker_raw_again*/\0\0\0"), exec.clone()].concat();
+    s.write_all(&first).await.unwrap();
+    assert_eq!(tags(&until_ready(&mut s).await), "12DCZ");
+    // Two more requests, each its own transaction (so its own root context), no new Parse.
+    for _ in 0..2 {
+        s.write_all(&exec).await.unwrap();
+        assert_eq!(tags(&until_ready(&mut s).await), "2DCZ", "exactly the client's responses");
+    }
+    let lines = exec_lines("marker_raw_again", 3);
+    let ids: std::collections::HashSet<_> = lines.iter().filter_map(|l| comment_trace_id(l)).collect();
+    assert_eq!((lines.len(), ids.len()), (3, 3), "three executions, three contexts: {lines:#?}");
+    proxy.shutdown().await;
+}
