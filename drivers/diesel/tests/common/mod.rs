@@ -79,6 +79,9 @@ pub struct Line {
     pub detail: String,
     pub application_name: String,
     pub pid: i64,
+    /// The `statement` field (set on ERROR records).
+    pub statement: String,
+    pub state_code: String,
 }
 
 impl Line {
@@ -106,6 +109,8 @@ pub fn logged(marker: &str) -> Vec<Line> {
             detail: v["detail"].as_str().unwrap_or_default().to_owned(),
             application_name: v["application_name"].as_str().unwrap_or_default().to_owned(),
             pid: v["pid"].as_i64().unwrap_or_default(),
+            statement: v["statement"].as_str().unwrap_or_default().to_owned(),
+            state_code: v["state_code"].as_str().unwrap_or_default().to_owned(),
         })
         .collect()
 }
