@@ -397,6 +397,30 @@ pub fn tokenize(src: &str, dialect: Dialect) -> Lexer<'_> {
     Lexer::new(src, dialect)
 }
 
+/// The statements of a multi-statement text (a simple Query may hold several), split at `;` outside
+/// strings, identifiers and comments, each trimmed of surrounding whitespace and comments; empty ones (only
+/// trivia), which the server skips, are left out. The lexer knows no grammar: a `BEGIN ATOMIC … END`
+/// body with `;` inside is split too.
+pub fn split_statements(src: &str, dialect: Dialect) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut span: Option<(usize, usize)> = None;
+    for t in tokenize(src, dialect) {
+        match t.kind {
+            TokenKind::Semicolon => {
+                if let Some((a, b)) = span.take() {
+                    out.push(&src[a..b]);
+                }
+            }
+            k if k.is_trivia() => {}
+            _ => span = Some((span.map_or(t.start, |(a, _)| a), t.end)),
+        }
+    }
+    if let Some((a, b)) = span {
+        out.push(&src[a..b]);
+    }
+    out
+}
+
 /// What the inserter needs to know about a query, gathered in one pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Shape {
@@ -483,6 +507,17 @@ mod tests {
 
     fn kinds(src: &str, d: Dialect) -> Vec<(TokenKind, &str)> {
         tokenize(src, d).map(|t| (t.kind, t.text(src))).collect()
+    }
+
+    #[test]
+    fn statements_are_split_outside_literals_and_comments() {
+        let d = Dialect::Postgres;
+        assert_eq!(
+            split_statements(" select ';' ; /* a; */ ;; insert into t values ($$x;y$$) -- z;\n", d),
+            vec!["select ';'", "insert into t values ($$x;y$$)"]
+        );
+        assert_eq!(split_statements("select 1", d), vec!["select 1"]);
+        assert!(split_statements(" ; -- only\n", d).is_empty());
     }
 
     #[test]

@@ -349,9 +349,18 @@ pub struct SpanRecord {
 
 #[derive(Debug)]
 enum Entry {
-    Simple(SpanRecord),
+    /// A simple Query: its span, and for a multi-statement one a child span per statement still to run.
+    Simple(SpanRecord, Parts),
     Execute(SpanRecord),
     Sync,
+}
+
+/// The statements of a multi-statement Query not yet completed: (text, span id) each, and when the
+/// current one began (the previous one's completion).
+#[derive(Debug, Default)]
+struct Parts {
+    left: VecDeque<(Arc<str>, [u8; 8])>,
+    since: Option<SystemTime>,
 }
 
 /// Ids reserved for the next Execute (chosen when its comment or carrier was written).
@@ -397,12 +406,7 @@ impl SpanTracker {
         if self.disabled || !ctx.traceparent.is_sampled() {
             return None;
         }
-        let span_id = loop {
-            let id = ids.next_u64().to_be_bytes();
-            if id != [0; 8] {
-                break id;
-            }
-        };
+        let span_id = fresh_span_id(ids);
         Some(Reserved {
             trace_id: ctx.traceparent.trace_id(),
             span_id,
@@ -446,7 +450,17 @@ impl SpanTracker {
         };
         let Some(r) = self.reserve(&ctx, client, ids) else { return ctx };
         let rec = self.record(r, Arc::from(String::from_utf8_lossy(sql)));
-        self.push(Entry::Simple(rec));
+        let mut parts = Parts::default();
+        // A `;` before the end may separate statements: each gets its own child span.
+        if sql.trim_ascii_end().strip_suffix(b";").unwrap_or(sql).contains(&b';') {
+            let text = String::from_utf8_lossy(sql);
+            let stmts = sqlcommenter::lexer::split_statements(&text, Dialect::Postgres);
+            if stmts.len() > 1 {
+                parts.since = Some(rec.start);
+                parts.left = stmts.into_iter().map(|t| (Arc::from(t), fresh_span_id(ids))).collect();
+            }
+        }
+        self.push(Entry::Simple(rec, parts));
         with_parent(ctx, r.span_id)
     }
 
@@ -546,9 +560,12 @@ impl SpanTracker {
             frame::COMMAND_COMPLETE | EMPTY_QUERY | PORTAL_SUSPENDED => {
                 let rows = if tag == frame::COMMAND_COMPLETE { rows(frame::text_body(body)) } else { None };
                 match self.open.front_mut() {
-                    Some(Entry::Simple(rec)) => {
+                    Some(Entry::Simple(rec, parts)) => {
                         if let Some(n) = rows {
                             rec.rows = Some(rec.rows.unwrap_or(0) + n);
+                        }
+                        if let Some(child) = part_done(rec, parts, rows, None) {
+                            self.telemetry.export(&child);
                         }
                     }
                     Some(Entry::Execute(_)) => {
@@ -563,7 +580,15 @@ impl SpanTracker {
             frame::ERROR_RESPONSE => {
                 let err = error_fields(body);
                 match self.open.front_mut() {
-                    Some(Entry::Simple(rec)) => rec.error = Some(err),
+                    Some(Entry::Simple(rec, parts)) => {
+                        // The failing statement ends its child; the server skips the rest.
+                        let child = part_done(rec, parts, None, Some(err.clone()));
+                        parts.left.clear();
+                        rec.error = Some(err);
+                        if let Some(child) = child {
+                            self.telemetry.export(&child);
+                        }
+                    }
                     Some(Entry::Execute(_)) => {
                         if let Some(Entry::Execute(mut rec)) = self.open.pop_front() {
                             rec.error = Some(err);
@@ -579,7 +604,7 @@ impl SpanTracker {
                     self.open.pop_front();
                 }
                 match self.open.pop_front() {
-                    Some(Entry::Simple(rec)) => self.finish(rec),
+                    Some(Entry::Simple(rec, _)) => self.finish(rec),
                     Some(Entry::Sync) | None => {}
                     Some(Entry::Execute(_)) => {}
                 }
@@ -591,6 +616,38 @@ impl SpanTracker {
     fn finish(&self, mut rec: SpanRecord) {
         rec.end = SystemTime::now();
         self.telemetry.export(&rec);
+    }
+}
+
+/// The next statement of a multi-statement Query completed: its child span, ended now.
+fn part_done(
+    parent: &SpanRecord,
+    parts: &mut Parts,
+    rows: Option<u64>,
+    error: Option<(String, String)>,
+) -> Option<SpanRecord> {
+    let (text, span_id) = parts.left.pop_front()?;
+    let now = SystemTime::now();
+    let start = parts.since.replace(now).unwrap_or(now);
+    Some(SpanRecord {
+        trace_id: parent.trace_id,
+        span_id,
+        parent: Some(parent.span_id),
+        text,
+        database: parent.database.clone(),
+        start,
+        end: now,
+        rows,
+        error,
+    })
+}
+
+fn fresh_span_id(ids: &mut IdGenerator) -> [u8; 8] {
+    loop {
+        let id = ids.next_u64().to_be_bytes();
+        if id != [0; 8] {
+            return id;
+        }
     }
 }
 

@@ -289,3 +289,47 @@ async fn pipelined_statements_each_get_their_own_span_even_after_an_error() {
         assert_eq!(comment_tp(&lines[0]).parent_id().to_vec(), s.span_id, "{m}");
     }
 }
+
+/// A multi-statement simple Query: one span for the Query (the server's log line points at it) and a
+/// child per statement, each with its own text and rows; the failing one carries the error, and the
+/// statements the server skipped after it get none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statement_query_gets_a_child_span_per_statement() {
+    let proxy = traced_proxy(false).await;
+    let tp: TraceParent = CLIENT_TP.parse().unwrap();
+    let app = carrier::encode_application_name("spanmulti", &tp);
+    let c = connect(proxy.local_addr().port(), &app).await;
+    c.simple_query("SELECT g AS marker_multi_a FROM generate_series(1, 3) g; SELECT 1 AS marker_multi_b;")
+        .await
+        .unwrap();
+    let err =
+        c.simple_query("SELECT 5 AS marker_multi_c; SELECT 1/0 AS marker_multi_d; SELECT 6 AS marker_multi_e").await;
+    assert_eq!(err.unwrap_err().code().map(|c| c.code()), Some("22012"));
+    drop(c);
+    proxy.shutdown().await;
+
+    let by_text = |m: &str| -> Vec<Span> {
+        spans_with(m, 1).into_iter().filter(|s| !attr_str(s, "db.query.text").contains(';')).collect()
+    };
+    let parent = spans_with("marker_multi_b", 2)
+        .into_iter()
+        .find(|s| attr_str(s, "db.query.text").contains("marker_multi_a"))
+        .expect("the Query's span");
+    assert_eq!(parent.parent_span_id, tp.parent_id().to_vec());
+    let (a, b) = (by_text("marker_multi_a"), by_text("marker_multi_b"));
+    assert_eq!((a.len(), b.len()), (1, 1), "{a:#?} {b:#?}");
+    for (child, rows) in [(&a[0], 3), (&b[0], 1)] {
+        assert_eq!(child.parent_span_id, parent.span_id, "a child of the Query span");
+        assert_eq!(child.trace_id, tp.trace_id().to_vec());
+        assert_eq!(attr_int(child, "db.response.returned_rows"), rows);
+    }
+    assert!(a[0].end_time_unix_nano <= b[0].start_time_unix_nano + 1);
+    let d = by_text("marker_multi_d");
+    assert_eq!(attr_str(&d[0], "db.response.status_code"), "22012");
+    assert!(by_text("marker_multi_e").is_empty(), "the skipped statement did not run");
+    let c_ = by_text("marker_multi_c");
+    assert!(attr(&c_[0], "db.response.status_code").is_none());
+    // The server's log line for the Query points at the Query's span.
+    let lines = log_lines("marker_multi_a", 1);
+    assert_eq!(comment_tp(&lines[0]).parent_id().to_vec(), parent.span_id);
+}
