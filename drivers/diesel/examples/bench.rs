@@ -43,10 +43,14 @@ enum Variant {
     NoSpan,
     /// `TracedPgConnection`, every statement a new span (one carrier write per statement: the worst case).
     PerStatement,
+    /// `TracedPgConnection` with `OutsideTransaction::WrapInTransaction` (transaction poolers), every request
+    /// a new trace: every statement in a transaction of its own.
+    Wrapped,
 }
 
 impl Variant {
-    const ALL: [Variant; 4] = [Variant::Plain, Variant::Traced, Variant::NoSpan, Variant::PerStatement];
+    const ALL: [Variant; 5] =
+        [Variant::Plain, Variant::Traced, Variant::NoSpan, Variant::PerStatement, Variant::Wrapped];
 
     fn name(self) -> &'static str {
         match self {
@@ -54,6 +58,7 @@ impl Variant {
             Variant::Traced => "traced, new trace per request",
             Variant::NoSpan => "traced, no span (comment only)",
             Variant::PerStatement => "traced, new span per statement",
+            Variant::Wrapped => "traced, WrapInTransaction, new trace per request",
         }
     }
 }
@@ -93,7 +98,7 @@ where
                 select(conn, id).await?;
             }
         }
-        Variant::Traced => {
+        Variant::Traced | Variant::Wrapped => {
             async {
                 for id in ids {
                     select(conn, id).await?;
@@ -115,8 +120,10 @@ where
 struct Conns {
     plain: AsyncPgConnection,
     traced: TracedPgConnection,
+    wrapped: TracedPgConnection,
     plain_pool: Pool<AsyncPgConnection>,
     traced_pool: Pool<TracedPgConnection>,
+    wrapped_pool: Pool<TracedPgConnection>,
 }
 
 /// Requests/s of `variant` on one connection.
@@ -125,6 +132,7 @@ async fn one_connection(c: &mut Conns, variant: Variant, requests: u64, offset: 
     for n in offset..offset + requests {
         match variant {
             Variant::Plain => request(&mut c.plain, variant, n).await?,
+            Variant::Wrapped => request(&mut c.wrapped, variant, n).await?,
             _ => request(&mut c.traced, variant, n).await?,
         }
     }
@@ -138,7 +146,7 @@ async fn pooled(c: &Conns, variant: Variant, requests: u64, offset: u64) -> Resu
     let per_task = requests / TASKS as u64;
     let mut handles = Vec::new();
     for t in 0..TASKS as u64 {
-        let (plain, traced) = (c.plain_pool.clone(), c.traced_pool.clone());
+        let (plain, traced, wrapped) = (c.plain_pool.clone(), c.traced_pool.clone(), c.wrapped_pool.clone());
         handles.push(tokio::spawn(async move {
             for i in 0..per_task {
                 let n = offset + t * per_task + i;
@@ -148,9 +156,10 @@ async fn pooled(c: &Conns, variant: Variant, requests: u64, offset: u64) -> Resu
                         let mut conn = plain.get().await?;
                         request(&mut *conn, variant, n).await?;
                     }
-                    Variant::Traced => {
+                    Variant::Traced | Variant::Wrapped => {
+                        let pool = if variant == Variant::Traced { &traced } else { &wrapped };
                         async {
-                            let mut conn = traced.get().await?;
+                            let mut conn = pool.get().await?;
                             request(&mut *conn, Variant::NoSpan, n).await
                         }
                         .with_context(context(n))
@@ -219,6 +228,7 @@ async fn round_trips(c: &mut Conns, variant: Variant, requests: u64) -> Result<f
         let start = Instant::now();
         match variant {
             Variant::Plain => request(&mut c.plain, variant, 5_000_000 + n).await?,
+            Variant::Wrapped => request(&mut c.wrapped, variant, 5_000_000 + n).await?,
             _ => request(&mut c.traced, variant, 5_000_000 + n).await?,
         }
         per_request.push(start.elapsed().as_secs_f64());
@@ -246,7 +256,8 @@ async fn counts(pg: &sqlcommenter_testpg::Cluster, c: &mut Conns, variant: Varia
     let app = calls("query LIKE '%bench_kv%'")?;
     let carrier = calls("query LIKE '%set_config%' AND query NOT LIKE '%pg_stat_statements%'")?;
     let ping = calls("query LIKE 'SELECT $1%'")?;
-    Ok((carrier / app, (app + carrier + ping) / app))
+    let txn = calls("query IN ('BEGIN', 'COMMIT')")?;
+    Ok((carrier / app, (app + carrier + ping + txn) / app))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -266,13 +277,19 @@ async fn main() -> Result<()> {
     ))?;
     let url = format!("{}?application_name=bench", pg.url("postgres"));
     let config = Config::builder().application("bench").build()?;
+    let wrap = Config::builder()
+        .application("bench")
+        .outside_transaction(sqlcommenter_diesel::OutsideTransaction::WrapInTransaction)
+        .build()?;
     let mut c = Conns {
         plain: AsyncPgConnection::establish(&url).await?,
         traced: TracedPgConnection::establish_with(&url, &config).await?,
+        wrapped: TracedPgConnection::establish_with(&url, &wrap).await?,
         plain_pool: Pool::builder(AsyncDieselConnectionManager::<AsyncPgConnection>::new(&url))
             .max_size(POOL)
             .build()?,
         traced_pool: Pool::builder(manager(&url, &config)).max_size(POOL).build()?,
+        wrapped_pool: Pool::builder(manager(&url, &wrap)).max_size(POOL).build()?,
     };
     // warm-up: connections opened, statements cached
     for v in Variant::ALL {
@@ -285,8 +302,10 @@ async fn main() -> Result<()> {
     let mut slow = Conns {
         plain: AsyncPgConnection::establish(&slow_url).await?,
         traced: TracedPgConnection::establish_with(&slow_url, &config).await?,
+        wrapped: TracedPgConnection::establish_with(&slow_url, &wrap).await?,
         plain_pool: c.plain_pool.clone(),
         traced_pool: c.traced_pool.clone(),
+        wrapped_pool: c.wrapped_pool.clone(),
     };
     let mut waits = Vec::new();
     for v in Variant::ALL {
@@ -297,11 +316,11 @@ async fn main() -> Result<()> {
         let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); Variant::ALL.len()];
         let mut plain_rps = Vec::new();
         for round in 0..rounds {
-            let mut rps = [0.0; 4];
+            let mut rps = [0.0; Variant::ALL.len()];
             // rotate the order every round
             for k in 0..Variant::ALL.len() {
                 let i = (k + round) % Variant::ALL.len();
-                let offset = ((round * 4 + i) as u64 + 1) * 1_000_000;
+                let offset = ((round * Variant::ALL.len() + i) as u64 + 1) * 1_000_000;
                 rps[i] = if pool {
                     pooled(&c, Variant::ALL[i], requests, offset).await?
                 } else {

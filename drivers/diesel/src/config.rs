@@ -11,6 +11,24 @@ use sqlcommenter::carrier::AppNameFormat;
 /// The `db_driver` tag value this crate fills in.
 pub const DB_DRIVER: &str = "diesel-async:0.9";
 
+/// Where a traceparent written outside a transaction lives. Inside a transaction (`conn.transaction`, or
+/// the application's own `BEGIN`) the carrier is always transaction-scoped and ends with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutsideTransaction {
+    /// Default. Session-scoped (`set_config(…, false)`), written only when the context changes on the
+    /// connection, pipelined with the statement; rewritten or cleared by the next statement that needs
+    /// something else. Right for direct connections and session poolers.
+    #[default]
+    Session,
+    /// For transaction poolers (PgBouncer/pgdog `pool_mode = transaction`), where a session value would be
+    /// replayed by the pooler to other clients: a traced statement outside a transaction runs in one of its
+    /// own — `BEGIN` + the transaction-scoped carrier, the statement, `COMMIT`, all pipelined in one flight
+    /// (no extra round trip, two more statements on the server). Statements PostgreSQL refuses in a
+    /// transaction block (`VACUUM`, `CREATE INDEX CONCURRENTLY`, …) and statements that change settings or
+    /// transactions themselves run unwrapped, without the carrier. Nothing is ever session-scoped.
+    WrapInTransaction,
+}
+
 /// A bad configuration, reported by [`ConfigBuilder::build`] (never at query time).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +65,7 @@ pub struct ConfigBuilder {
     tags: Vec<(String, String)>,
     db_driver: bool,
     carrier: Target,
+    outside: OutsideTransaction,
     sampled_only: bool,
     ratio: f64,
     source: ContextSource,
@@ -60,6 +79,7 @@ impl Default for ConfigBuilder {
             tags: Vec::new(),
             db_driver: true,
             carrier: Target::default(),
+            outside: OutsideTransaction::default(),
             sampled_only: true,
             ratio: 1.0,
             #[cfg(feature = "tracing")]
@@ -96,6 +116,13 @@ impl ConfigBuilder {
     /// custom setting; [`Target::PgTracing`] pg_tracing's).
     pub fn carrier(mut self, target: Target) -> Self {
         self.carrier = target;
+        self
+    }
+
+    /// Where a traceparent written outside a transaction lives (default [`OutsideTransaction::Session`];
+    /// behind a transaction pooler use [`OutsideTransaction::WrapInTransaction`]).
+    pub fn outside_transaction(mut self, outside: OutsideTransaction) -> Self {
+        self.outside = outside;
         self
     }
 
@@ -156,6 +183,7 @@ impl ConfigBuilder {
                 comment,
                 placement: self.placement,
                 target: self.carrier,
+                outside: self.outside,
                 sampling,
                 source: self.source,
                 base_name: self.base_name,
@@ -198,6 +226,7 @@ pub(crate) struct Shared {
     pub(crate) comment: String,
     pub(crate) placement: Placement,
     pub(crate) target: Target,
+    pub(crate) outside: OutsideTransaction,
     sampling: sqlcommenter::Sampling,
     source: ContextSource,
     pub(crate) base_name: Option<String>,

@@ -12,10 +12,11 @@ use diesel_async::{
 };
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use sqlcommenter::carrier::{Scope, Target, Want};
+use sqlcommenter::carrier::{Action, Scope, Target, Want};
+use sqlcommenter::TraceParent;
 
 use crate::comment::Commented;
-use crate::config::{Config, Shared};
+use crate::config::{Config, OutsideTransaction, Shared};
 use crate::state::{CarrierState, Effects};
 
 /// An [`AsyncPgConnection`] that carries the trace context of whoever issues each statement, and adds the
@@ -97,6 +98,24 @@ async fn run<R>(
     effects: Effects,
     fut: impl Future<Output = QueryResult<R>>,
 ) -> QueryResult<R> {
+    if state.wrap_open {
+        // A wrapper-opened transaction whose statement future was dropped: end it first, as autocommit
+        // would have.
+        let mut c = conn;
+        c.batch_execute("COMMIT").await?;
+        state.wrap_open = false;
+    }
+    let mut want = want;
+    if shared.outside == OutsideTransaction::WrapInTransaction && !state.in_transaction() {
+        match want {
+            Want::Carry(tp) if !effects.matter() && !effects.needs_no_transaction_block() => {
+                return wrapped(conn, state, shared, tp, fut).await;
+            }
+            // Nothing session-scoped is written in this mode: statements that cannot share a transaction
+            // (or change settings themselves) run unwrapped, without the carrier.
+            _ => want = Want::Clean,
+        }
+    }
     let planned = state.plan(want, &effects);
     let mut flight = Flight { state, effects, pending: planned.map(|(_, scope)| scope), settled: false };
     let result = match planned {
@@ -135,6 +154,67 @@ async fn run<R>(
         Err(_) => flight.state.statement_failed(&flight.effects),
     }
     result
+}
+
+/// Runs `fut` in a transaction of its own: `BEGIN` + the transaction-scoped carrier as one simple Query,
+/// pipelined with the statement, then `COMMIT` once the statement answered (the server turns it into a
+/// rollback when the statement failed). The `COMMIT` cannot be pipelined too: a statement not yet prepared
+/// sends its Parse, waits for it, and only then its Bind/Execute — after a `COMMIT` queued meanwhile.
+/// Nothing outlives the transaction; one round trip more than the statement alone.
+async fn wrapped<R>(
+    conn: &AsyncPgConnection,
+    state: &mut CarrierState,
+    shared: &Shared,
+    tp: TraceParent,
+    fut: impl Future<Output = QueryResult<R>>,
+) -> QueryResult<R> {
+    if state.base.is_none() && shared.needs_base() {
+        match read_base(conn).await {
+            Ok(base) => state.base = Some(base),
+            Err(_) => return fut.await,
+        }
+    }
+    let write = shared.write_sql(&Action::Set(tp), Scope::Transaction, state.base.as_deref().unwrap_or(""));
+    let begin = format!("BEGIN;\n{write}");
+    let mut c = conn;
+    // If this future is dropped after the BEGIN was sent, the transaction stays open on the server: the
+    // connection's next statement commits it first.
+    let guard = Open { state, done: false };
+    let (begun, result) = futures_util::future::join(c.batch_execute(&begin), fut).await;
+    let outcome = match begun {
+        Ok(()) => {
+            let committed = c.batch_execute("COMMIT").await;
+            match (result, committed) {
+                // The statement's changes did not commit: that is its error, as under autocommit.
+                (Ok(_), Err(e)) => Err(e),
+                (result, _) => result,
+            }
+        }
+        // Without the BEGIN the statement ran on its own.
+        Err(_) => result,
+    };
+    guard.close();
+    outcome
+}
+
+/// A wrapper-opened transaction whose end has not been seen.
+struct Open<'a> {
+    state: &'a mut CarrierState,
+    done: bool,
+}
+
+impl Open<'_> {
+    fn close(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.state.wrap_open = true;
+        }
+    }
 }
 
 /// The connection's own `application_name`, read once (an unnamed statement: nothing enters the cache).

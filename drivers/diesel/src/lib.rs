@@ -63,7 +63,7 @@ mod state;
 mod sync;
 
 pub use comment::{Commented, CommentedId};
-pub use config::{Config, ConfigBuilder, ConfigError, DB_DRIVER};
+pub use config::{Config, ConfigBuilder, ConfigError, OutsideTransaction, DB_DRIVER};
 pub use connection::TracedPgConnection;
 #[cfg(any(feature = "deadpool", feature = "bb8"))]
 pub use pool::manager;

@@ -10,6 +10,10 @@ pub(crate) struct CarrierState {
     aborted: bool,
     /// The connection's own `application_name`, once known.
     pub(crate) base: Option<String>,
+    /// A transaction the wrapper opened around one statement
+    /// ([`crate::OutsideTransaction::WrapInTransaction`]) whose future was dropped before its `COMMIT`:
+    /// sent before anything else runs on the connection.
+    pub(crate) wrap_open: bool,
 }
 
 impl CarrierState {
@@ -112,6 +116,11 @@ impl Effects {
     /// Whether the statement may change settings or the transaction state.
     pub(crate) fn matter(&self) -> bool {
         self.0.iter().any(|e| !matches!(e, Effect::NoTransactionBlock))
+    }
+
+    /// A statement PostgreSQL refuses inside a transaction block.
+    pub(crate) fn needs_no_transaction_block(&self) -> bool {
+        self.0.iter().any(|e| matches!(e, Effect::NoTransactionBlock))
     }
 
     /// `BEGIN`, `COMMIT`, `ROLLBACK`, `ROLLBACK TO`.

@@ -8,7 +8,7 @@ use diesel::result::Error;
 use diesel::sql_types::Integer;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 use opentelemetry::trace::FutureExt as _;
-use sqlcommenter_diesel::{Config, TracedPgConnection};
+use sqlcommenter_diesel::{Config, OutsideTransaction, TracedPgConnection};
 
 async fn probe(conn: &mut TracedPgConnection, name: &str, n: i32) -> Result<usize, Error> {
     diesel::sql_query(format!("SELECT $1::int4 AS {name}")).bind::<Integer, _>(n).execute(conn).await
@@ -76,4 +76,27 @@ async fn rollback_to_savepoint_rewrites_the_carrier() {
     assert_eq!(carried("sp_outer"), Some(a));
     assert_eq!(carried("sp_inner"), Some(b));
     assert_eq!(carried("sp_after"), Some(b), "rewritten after ROLLBACK TO SAVEPOINT");
+}
+
+#[tokio::test]
+async fn dropped_wrapped_statement_leaves_no_open_transaction() {
+    let config = Config::builder().outside_transaction(OutsideTransaction::WrapInTransaction).build().unwrap();
+    let mut conn = TracedPgConnection::establish_with(&url(), &config).await.unwrap();
+    let t = tp(7, 1);
+    // The statement is sent (BEGIN + carrier pipelined with it), then its future is dropped.
+    let slow = async {
+        diesel::sql_query("INSERT INTO items (task, note) SELECT 7001, 'dropped' FROM pg_catalog.pg_sleep(0.5)")
+            .execute(&mut conn)
+            .await
+    }
+    .with_context(otel(&t));
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(100), slow).await.is_err());
+    // The connection's next statement ends the wrapper's transaction first, as autocommit would have
+    // committed the statement: another session sees the row.
+    probe(&mut conn, "after_drop", 7).await.unwrap();
+    assert_eq!(pg().query("SELECT count(*) FROM items WHERE task = 7001").unwrap(), "1");
+    let lines = logged("marker-dropped");
+    let after = executions(&lines, "after_drop");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].carried(), None);
 }

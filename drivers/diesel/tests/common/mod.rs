@@ -2,6 +2,8 @@
 //! pg_stat_statements), explicit trace contexts, and readers for what the server logged.
 #![allow(dead_code)]
 
+pub mod spans;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
