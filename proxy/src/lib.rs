@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod cancel;
 pub mod config;
 pub mod context;
 pub mod error;

@@ -12,11 +12,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
+use crate::cancel::CancelKeys;
 use crate::config::{InjectConfig, ProxyArgs, ProxyConfig};
 use crate::error::ProxyError;
 use crate::metrics::{GaugeGuard, METRICS};
 use crate::relay::{pump, Direction};
-use crate::session::{CancelKeys, Session};
+use crate::session::Session;
 use crate::startup::{classify, read_packet, FirstPacket};
 
 /// Shared by all sessions of one proxy.

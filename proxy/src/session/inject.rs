@@ -1,0 +1,269 @@
+//! What the session adds to the client's statements: the comment (simple Query, unnamed Parse) and the
+//! carrier before named executions, and what client statements do to both.
+
+use bytes::{BufMut, BytesMut};
+use sqlcommenter::carrier::{self, Effect, Scope, Want, SET_CONFIG_SQL};
+use sqlcommenter::{Commenter, Injected, TraceContext, TraceParent};
+
+use super::{Commented, Session, Unnamed, RESERVED_PORTAL};
+use crate::config::InjectConfig;
+use crate::frame;
+use crate::metrics::{SkipReason, METRICS};
+use crate::state::{Owner, Shift};
+use std::sync::atomic::Ordering::Relaxed;
+
+impl Session {
+    /// The context the session carries now: the client's session context, else this transaction's root.
+    /// `None` when there is nothing to carry: no client context, no span export, no roots configured.
+    pub(super) fn current_ctx(&mut self) -> Option<TraceContext> {
+        if let Some(c) = self.guc_ctx.as_ref().or(self.startup_ctx.as_ref()) {
+            return Some(c.clone());
+        }
+        if self.spans.is_none() && !self.cfg.root_contexts {
+            return None;
+        }
+        let (ids, ratio) = (&mut self.ids, self.cfg.sample_ratio);
+        Some(self.txn_ctx.get_or_insert_with(|| ids.root(ratio)).clone())
+    }
+
+    /// The comment for a statement the client sent, unless the server keeps its text and shows it back
+    /// (`PREPARE … AS`, `DECLARE … CURSOR`): those are left as written, their uses carry the context.
+    pub(super) fn comment<'q>(&self, sql: &'q str, ctx: Option<&TraceContext>) -> Injected<'q> {
+        if carrier::stores_text(sql) {
+            return Injected::Unchanged(sql, sqlcommenter::Skip::NothingToAdd);
+        }
+        self.commenter.inject(sql, ctx)
+    }
+
+    /// Writes the unnamed statement's Parse with its comment for `ctx` (reserving the next Execute's span);
+    /// `None` when it is left unchanged (the caller sends the client's frame).
+    pub(super) fn comment_unnamed(
+        &mut self,
+        query: &[u8],
+        rest: &[u8],
+        ctx: Option<TraceContext>,
+        answered: bool,
+        out: &mut BytesMut,
+    ) -> Option<Commented> {
+        let mut with_span = ctx.clone();
+        if let Some(t) = &mut self.spans {
+            let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
+            with_span = with_span.map(|c| t.parse_unnamed(query, c, client, &mut self.ids));
+        }
+        self.unnamed_statement_shift = None;
+        let text = std::str::from_utf8(query).ok();
+        match text.map(|s| self.comment(s, with_span.as_ref())) {
+            Some(Injected::Commented(s)) => {
+                self.counters.commented += 1;
+                METRICS.comments.fetch_add(1, Relaxed);
+                frame::write_parse(out, b"", s.as_bytes(), rest);
+                let shift = text.and_then(|o| Shift::between(o, &s));
+                self.unnamed_statement_shift = shift;
+                if answered {
+                    self.proto.set_last_shift(shift);
+                }
+                let query = text.unwrap_or_default().to_owned();
+                Some(Commented { query, rest: rest.to_vec(), ctx, bound: false })
+            }
+            other => {
+                self.counters.comment_skipped += 1;
+                METRICS.skip(other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped())));
+                None
+            }
+        }
+    }
+
+    /// Before a Bind of the unnamed statement that an earlier execution already bound: its comment names
+    /// that execution's context, so it is parsed again (the proxy's Parse, its reply swallowed) with this
+    /// execution's — when that differs: a new span, a new transaction's root, a changed client context.
+    pub(super) fn recomment_unnamed(&mut self, body: &[u8], out: &mut BytesMut) {
+        if frame::bind_statement(body).is_none_or(|s| !s.is_empty()) {
+            return;
+        }
+        let Unnamed::Parsed(u) = &mut self.unnamed else { return };
+        let Some(c) = &mut u.commented else { return };
+        if !std::mem::replace(&mut c.bound, true) || !self.proto.may_inject() {
+            return;
+        }
+        let (query, rest, old) = (std::mem::take(&mut c.query), std::mem::take(&mut c.rest), c.ctx.clone());
+        let ctx = self.current_ctx();
+        let start = out.len();
+        let again = if self.spans.is_none() && ctx == old {
+            None
+        } else {
+            self.comment_unnamed(query.as_bytes(), &rest, ctx, false, out)
+        };
+        let Unnamed::Parsed(u) = &mut self.unnamed else { return };
+        match again {
+            Some(mut c) => {
+                self.proto.sent(frame::PARSE, Owner::Proxy);
+                u.sent = out[start..].to_vec();
+                c.bound = true;
+                u.commented = Some(c);
+            }
+            None => {
+                out.truncate(start);
+                u.commented = Some(Commented { query, rest, ctx: old, bound: true });
+            }
+        }
+    }
+
+    /// Bind and Execute of the unnamed statement/portal: errors about them report positions in the
+    /// commented text.
+    pub(super) fn note_shift(&mut self, tag: u8, body: &[u8]) {
+        match tag {
+            frame::BIND => {
+                let Some((portal, rest)) = frame::cstr(body) else { return };
+                let Some((stmt, _)) = frame::cstr(rest) else { return };
+                let shift = if stmt.is_empty() { self.unnamed_statement_shift } else { None };
+                if portal.is_empty() {
+                    self.unnamed_portal_shift = shift;
+                }
+                self.proto.set_last_shift(shift);
+            }
+            frame::EXECUTE if body.first() == Some(&0) => self.proto.set_last_shift(self.unnamed_portal_shift),
+            _ => {}
+        }
+    }
+
+    /// What a statement text the client sent does to the carrier and the session context: a Query's
+    /// effects are noted now; a named statement's when it is bound (see [`Session::carrier_before_bind`]).
+    pub(super) fn client_statement(&mut self, name: Option<&[u8]>, sql: &[u8]) {
+        // Cheap pre-check: no keyword that could change settings or need its own transaction.
+        let hinted = carrier::may_have_effect(sql);
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            self.forget_statement(name);
+        }
+        let Some(text) = std::str::from_utf8(sql).ok().filter(|_| hinted) else { return };
+        // A Query or an unnamed statement runs now; a named one when it is executed.
+        let runs_now = name.is_none_or(<[u8]>::is_empty);
+        for effect in carrier::statements(text) {
+            let touches = match &effect {
+                Effect::Set { variable, value, scope, computed } => {
+                    if *variable == self.cfg.session_guc && *scope == Scope::Session && runs_now {
+                        // The client's own session context (`SET sqlcommenter.traceparent = '…'`).
+                        self.guc_ctx = match (value, computed) {
+                            (Some(v), false) => TraceParent::parse(v.trim()).ok().map(TraceContext::new),
+                            // RESET / DEFAULT: back to the session default (the startup options').
+                            (None, false) => self.options_ctx.clone(),
+                            (_, true) => None,
+                        };
+                    }
+                    self.cfg.carrier.as_ref().is_some_and(|t| t.variable() == variable)
+                }
+                Effect::ResetAll => {
+                    if runs_now {
+                        self.guc_ctx = self.options_ctx.clone();
+                    }
+                    true
+                }
+                Effect::UnknownSettings | Effect::RollbackToSavepoint => true,
+                Effect::NoTransactionBlock => {
+                    if let Some(n) = name.filter(|n| !n.is_empty()) {
+                        self.no_txn_block.insert(n.to_vec());
+                    }
+                    false
+                }
+                Effect::Begin | Effect::Commit | Effect::Rollback => {
+                    let opens = effect == Effect::Begin;
+                    match name.filter(|n| !n.is_empty()) {
+                        Some(n) => {
+                            self.txn_control.insert(n.to_vec(), opens);
+                        }
+                        None => self.open_txn = opens,
+                    }
+                    false
+                }
+                Effect::Other => false,
+            };
+            if touches {
+                match name {
+                    None => self.settings_dirty = true,
+                    Some(n) => {
+                        self.touches_settings.insert(n.to_vec());
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn forget_statement(&mut self, name: &[u8]) {
+        if !self.named_ctx.is_empty() {
+            self.named_ctx.remove(name);
+        }
+        self.no_txn_block.remove(name);
+        self.touches_settings.remove(name);
+        self.txn_control.remove(name);
+    }
+
+    /// Before a Bind of a named statement: writes the carrier for that execution's context, unless the
+    /// server's transaction already carries it. The write is the core's `set_config` with
+    /// `is_local = true` in the proxy's own portal, with no Sync: it shares the batch's implicit
+    /// transaction (or the client's explicit one) and ends with it. Its replies are swallowed.
+    pub(super) fn carrier_before_bind(&mut self, body: &[u8], out: &mut BytesMut) {
+        let Some(stmt) = frame::bind_statement(body).filter(|s| !s.is_empty()) else { return };
+        if self.settings_dirty {
+            self.settings_dirty = false;
+            self.tracker.forget();
+        }
+        let stmt = stmt.to_vec();
+        if let Some(&opens) = self.txn_control.get(&stmt) {
+            self.open_txn = opens;
+        }
+        let touches = self.touches_settings.contains(&stmt);
+        let Some(target) = self.cfg.carrier.clone() else { return };
+        if !self.proto.may_inject() || self.no_txn_block.contains(&stmt) || self.unnamed == Unnamed::TooLarge {
+            if touches {
+                self.tracker.forget();
+            }
+            return;
+        }
+        let (mut ctx, client) = match self.named_ctx.get(&stmt) {
+            Some(c) => (Some(c.clone()), true),
+            None => (self.current_ctx(), self.guc_ctx.is_some() || self.startup_ctx.is_some()),
+        };
+        if let Some(t) = &mut self.spans {
+            ctx = ctx.map(|c| t.carrier(c, client, &mut self.ids));
+        }
+        // Nothing to carry: a value written earlier in this transaction must not stay on.
+        let want = ctx.map_or(Want::Clean, |c| Want::Carry(c.traceparent));
+        if let Some(action) = self.tracker.plan(want, Scope::Transaction) {
+            let write = target.write(&action, Scope::Transaction, self.app.client());
+            // The carrier as the unnamed statement in the proxy's own portal, then the client's unnamed
+            // statement restored: nothing of the proxy's stays on the server.
+            frame::write_parse_untyped(out, b"", SET_CONFIG_SQL.as_bytes());
+            let params = write.params();
+            frame::write_bind_text(out, RESERVED_PORTAL, b"", &params.map(str::as_bytes));
+            frame::write_execute(out, RESERVED_PORTAL);
+            frame::write_close(out, b'P', RESERVED_PORTAL);
+            for tag in [frame::PARSE, frame::BIND, frame::EXECUTE, frame::CLOSE] {
+                self.proto.sent(tag, Owner::Proxy);
+            }
+            if let Unnamed::Parsed(u) = &self.unnamed {
+                out.put_slice(&u.sent);
+                self.proto.sent(frame::PARSE, Owner::Proxy);
+            }
+            if write.variable == "application_name" {
+                self.app.wrote(write.value);
+            }
+            self.counters.carriers += 1;
+            METRICS.carriers.fetch_add(1, Relaxed);
+        }
+        if touches {
+            // This statement may change the setting when it runs: the next execution writes again.
+            self.settings_dirty = true;
+        }
+    }
+}
+
+pub(super) fn build_commenter(cfg: &InjectConfig, app: &str) -> Commenter {
+    let mut b = Commenter::builder().placement(cfg.placement);
+    for (k, v) in &cfg.tags {
+        b = b.tag(k, v);
+    }
+    if cfg.application_tag && !app.is_empty() && !cfg.tags.iter().any(|(k, _)| k == "application") {
+        b = b.tag("application", app);
+    }
+    // Tags were validated with the configuration; fall back to no tags rather than fail a session.
+    b.build().unwrap_or_default()
+}

@@ -1,0 +1,600 @@
+//! One client session's decisions, sans I/O: what to forward, rewrite, inject and swallow.
+//!
+//! The relay hands [`Session::client_bytes`] / [`Session::server_bytes`] whatever it read; the session
+//! appends what must be written to the other side into an output buffer and says how many input bytes it
+//! consumed. Frames it does not rewrite are copied byte for byte; frames too large to decode
+//! ([`MAX_DECODE`]) are streamed through in pieces, so memory stays bounded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use sqlcommenter::carrier::{self, Scope, Tracker};
+use sqlcommenter::{Commenter, Injected, TraceContext};
+
+use crate::cancel::CancelKeys;
+use crate::config::InjectConfig;
+use crate::context::{guc_from_options, IdGenerator};
+use crate::frame::{self, FrameError, HEADER_LEN};
+use crate::metrics::{SkipReason, METRICS};
+use crate::state::{OutOfSync, ProtocolState, ServerEvent, Shift};
+use inject::build_commenter;
+use masquerade::Masquerade;
+
+mod inject;
+mod masquerade;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Largest frame the proxy decodes (to rewrite or read it); larger frames are streamed through untouched.
+pub const MAX_DECODE: usize = 1 << 20;
+
+/// Client frames claiming this many bytes or more are refused (ErrorResponse 08P01, disconnect).
+pub const MAX_CLIENT_FRAME: usize = 1 << 30;
+
+/// Name of the portal the reserved statement runs in (closed right after, so the client's unnamed
+/// portal is never touched).
+pub const RESERVED_PORTAL: &[u8] = b"__sqlc_tcp";
+
+/// Counters for what the session did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Statements (Query / unnamed Parse) given a comment.
+    pub commented: u64,
+    /// Statements left unchanged (already had a traceparent, not UTF-8, too large, unterminated, ...).
+    pub comment_skipped: u64,
+    /// Carrier statements injected.
+    pub carriers: u64,
+    /// Carrier statements that failed on the server.
+    pub carrier_errors: u64,
+    /// ParameterStatus messages swallowed or rewritten.
+    pub parameter_status_hidden: u64,
+    /// Error/notice positions mapped back to the client's text.
+    pub positions_mapped: u64,
+}
+
+/// The startup parameters the session needs.
+#[derive(Debug, Clone, Default)]
+pub struct StartupInfo {
+    /// `application_name`, if the client sent one.
+    pub application_name: Option<String>,
+    /// `options`, if the client sent it.
+    pub options: Option<String>,
+}
+
+/// Streaming state of one direction: bytes of a large frame still to pass, and whether they are relayed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stream {
+    left: usize,
+    relay: bool,
+}
+
+/// The client's unnamed prepared statement, which the carrier (parsed as the unnamed statement, so that
+/// nothing of the proxy's shows in `pg_prepared_statements`) replaces for a moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unnamed {
+    /// None exists (never parsed, closed, or dropped by a simple Query).
+    Absent,
+    /// This Parse created it: sent again after the carrier.
+    Parsed(Box<UnnamedStatement>),
+    /// One exists but was too large to keep: no carrier may replace it.
+    TooLarge,
+}
+
+/// The client's unnamed statement as the proxy sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UnnamedStatement {
+    /// The Parse frame as sent upstream.
+    sent: Vec<u8>,
+    /// Set when the proxy commented it: what it needs to comment it again for a later execution.
+    commented: Option<Commented>,
+}
+
+/// A commented unnamed statement: its comment names one execution's context (and span), so a second
+/// execution of the same statement is parsed again with its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Commented {
+    /// The client's text and the rest of its Parse (parameter types).
+    query: String,
+    rest: Vec<u8>,
+    /// The context the comment was made for (before the proxy's span became its parent).
+    ctx: Option<TraceContext>,
+    /// An execution (Bind) already used the comment.
+    bound: bool,
+}
+
+/// One client session (see the module docs).
+#[derive(Debug)]
+pub struct Session {
+    /// The protocol state machine.
+    pub proto: ProtocolState,
+    cfg: Arc<InjectConfig>,
+    commenter: Commenter,
+    ids: IdGenerator,
+    /// The application_name the client believes it has, and the values the carrier wrote.
+    app: Masquerade,
+    startup_ctx: Option<TraceContext>,
+    guc_ctx: Option<TraceContext>,
+    /// The session GUC's value from the startup `options`: its session default, what `RESET` and
+    /// `DISCARD ALL` return it to.
+    options_ctx: Option<TraceContext>,
+    txn_ctx: Option<TraceContext>,
+    named_ctx: HashMap<Vec<u8>, TraceContext>,
+    /// Named statements that cannot run inside a transaction block (no carrier may share it).
+    no_txn_block: std::collections::HashSet<Vec<u8>>,
+    /// Named statements whose text may change settings (their execution makes the carrier unknown).
+    touches_settings: std::collections::HashSet<Vec<u8>>,
+    /// A statement the client ran may have changed the carrier's setting.
+    settings_dirty: bool,
+    unnamed: Unnamed,
+    /// What the server's carrier setting holds (the proxy writes it transaction-scoped only).
+    tracker: Tracker,
+    /// Whether the client's transaction is open as of the messages sent so far (a pipeline's replies lag
+    /// behind: a Sync outside a transaction ends the request's implicit transaction when it is sent).
+    open_txn: bool,
+    /// Named statements that open (`true`) or end (`false`) a transaction when executed.
+    txn_control: HashMap<Vec<u8>, bool>,
+    /// Where the proxy's comment sits in the unnamed statement and in the unnamed portal's statement.
+    unnamed_statement_shift: Option<Shift>,
+    unnamed_portal_shift: Option<Shift>,
+    backend_key: Option<Vec<u8>>,
+    keys: Option<Arc<CancelKeys>>,
+    client_stream: Stream,
+    server_stream: Stream,
+    /// What the session did so far.
+    pub counters: Counters,
+    /// Statement spans, when export is on.
+    spans: Option<crate::telemetry::SpanTracker>,
+    /// When each unanswered client request (Query, Sync, FunctionCall) was forwarded, for the latency
+    /// histogram; `unmeasured` counts later requests not recorded because the queue was full.
+    requests: std::collections::VecDeque<std::time::Instant>,
+    unmeasured: usize,
+    /// When bytes last arrived from either side (kept only when an idle timeout is configured).
+    last_io: Option<std::time::Instant>,
+}
+
+impl Session {
+    /// A session for a client that sent `startup`; `salt` seeds its id generator.
+    pub fn new(cfg: Arc<InjectConfig>, startup: &StartupInfo, salt: u64) -> Self {
+        let app = startup.application_name.clone().unwrap_or_default();
+        let startup_ctx = carrier::decode_application_name(&app).map(|(_, tp)| TraceContext::new(tp));
+        let guc_ctx =
+            startup.options.as_deref().and_then(|o| guc_from_options(o, &cfg.session_guc)).map(TraceContext::new);
+        let commenter = build_commenter(&cfg, carrier::strip_carrier(&app));
+        // What the server's carrier holds from the startup packet already: no write needed to carry it.
+        let base = match cfg.carrier.as_ref() {
+            Some(t) if t.variable() == "application_name" => t.read(&app),
+            Some(t) if t.variable() == cfg.session_guc => guc_ctx.as_ref().map(|c| c.traceparent),
+            _ => None,
+        };
+        Session {
+            proto: ProtocolState::default(),
+            commenter,
+            ids: IdGenerator::new(salt),
+            app: Masquerade::new(app),
+            startup_ctx,
+            options_ctx: guc_ctx.clone(),
+            guc_ctx,
+            txn_ctx: None,
+            named_ctx: HashMap::new(),
+            no_txn_block: Default::default(),
+            touches_settings: Default::default(),
+            settings_dirty: false,
+            unnamed: Unnamed::Absent,
+            tracker: Tracker::with_base(base),
+            open_txn: false,
+            txn_control: HashMap::new(),
+            unnamed_statement_shift: None,
+            unnamed_portal_shift: None,
+            backend_key: None,
+            keys: None,
+            client_stream: Stream::default(),
+            server_stream: Stream::default(),
+            counters: Counters::default(),
+            spans: None,
+            requests: std::collections::VecDeque::new(),
+            unmeasured: 0,
+            last_io: None,
+            cfg,
+        }
+    }
+
+    /// Replaces the id generator (deterministic tests).
+    pub fn with_ids(mut self, ids: IdGenerator) -> Self {
+        self.ids = ids;
+        self
+    }
+
+    /// Records a span per statement execution (see [`crate::telemetry`]).
+    pub fn with_spans(mut self, spans: crate::telemetry::SpanTracker) -> Self {
+        self.spans = Some(spans);
+        self
+    }
+
+    /// Registers the server's cancel key in `keys` while the session lives.
+    pub fn with_keys(mut self, keys: Arc<CancelKeys>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The BackendKeyData body the server sent (pid + secret), once seen.
+    pub fn backend_key(&self) -> Option<&[u8]> {
+        self.backend_key.as_deref()
+    }
+
+    /// Tracks activity for [`Session::idle_for`] (off until called once).
+    pub fn track_idle(&mut self) {
+        self.last_io = Some(std::time::Instant::now());
+    }
+
+    /// How long the session has been idle: nothing arrived from either side and no request is pending.
+    /// `None` while busy (or when idle tracking is off).
+    pub fn idle_for(&self) -> Option<std::time::Duration> {
+        let t = self.last_io?;
+        (self.proto.is_ready() && self.proto.pending() == 0 && self.requests.is_empty()).then(|| t.elapsed())
+    }
+
+    /// Processes client bytes; appends what goes upstream to `out`; returns the bytes consumed. Unconsumed
+    /// bytes are an incomplete frame: call again with more; [`Session::need`] says how much to buffer.
+    pub fn client_bytes(&mut self, input: &[u8], out: &mut BytesMut) -> Result<usize, FrameError> {
+        if self.last_io.is_some() {
+            self.track_idle();
+        }
+        let mut pos = 0;
+        while pos < input.len() {
+            if self.client_stream.left > 0 {
+                let n = self.client_stream.left.min(input.len() - pos);
+                out.put_slice(&input[pos..pos + n]);
+                self.client_stream.left -= n;
+                pos += n;
+                continue;
+            }
+            let Some(h) = frame::header(&input[pos..])? else { break };
+            if h.frame_len > MAX_CLIENT_FRAME {
+                // No valid message is this large (PostgreSQL values stop at 1 GB): a lying length.
+                return Err(FrameError::BadLength { tag: h.tag as char, len: (h.frame_len - 1) as i32 });
+            }
+            let avail = input.len() - pos;
+            let decode = matches!(h.tag, frame::QUERY | frame::PARSE | frame::BIND | frame::CLOSE);
+            if avail < h.frame_len {
+                if decode && h.frame_len <= MAX_DECODE {
+                    break;
+                }
+                // Too large to decode, or not needed: stream it.
+                if self.cfg.enabled && self.proto.is_ready() && h.tag == frame::QUERY {
+                    self.counters.comment_skipped += 1;
+                    METRICS.skip(SkipReason::TooLarge);
+                }
+                if h.tag == frame::PARSE && input[pos + HEADER_LEN..].first().is_none_or(|&b| b == 0) {
+                    // An unnamed statement too large to keep (or whose name is not here yet).
+                    self.unnamed = Unnamed::TooLarge;
+                }
+                if h.tag == frame::QUERY {
+                    self.unnamed = Unnamed::Absent;
+                }
+                self.proto.client_message(h.tag);
+                self.request_started(h.tag);
+                out.put_slice(&input[pos..]);
+                self.client_stream = Stream { left: h.frame_len - avail, relay: true };
+                pos = input.len();
+                break;
+            }
+            self.client_frame(&input[pos..pos + h.frame_len], out);
+            pos += h.frame_len;
+        }
+        Ok(pos)
+    }
+
+    /// How many bytes the client buffer should be able to hold to make progress (an incomplete frame
+    /// the session waits for in full), given the unconsumed bytes.
+    pub fn need(rest: &[u8]) -> usize {
+        match frame::header(rest) {
+            Ok(Some(h)) if h.frame_len <= MAX_DECODE + HEADER_LEN => h.frame_len,
+            _ => 0,
+        }
+    }
+
+    fn client_frame(&mut self, f: &[u8], out: &mut BytesMut) {
+        let tag = f[0];
+        let body = &f[HEADER_LEN..];
+        let inject = self.cfg.enabled && self.proto.is_ready();
+        if inject && tag == frame::BIND {
+            self.carrier_before_bind(body, out);
+            self.recomment_unnamed(body, out);
+        }
+        let answered = self.proto.client_message(tag);
+        self.request_started(tag);
+        if answered {
+            self.note_shift(tag, body);
+        }
+        if tag == frame::SYNC && !self.open_txn && self.proto.phase() == crate::state::Phase::Ready {
+            self.request_ended();
+        }
+        if tag == frame::EXECUTE {
+            METRICS.statements_extended.fetch_add(1, Relaxed);
+        }
+        if self.spans.is_some() {
+            self.span_frame(tag, body);
+        }
+        match tag {
+            frame::QUERY if inject && !self.proto.in_copy() => {
+                let sql = frame::text_body(body);
+                let mut ctx = self.current_ctx();
+                if let Some(t) = &mut self.spans {
+                    let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
+                    ctx = ctx.map(|c| t.query(sql, c, client, &mut self.ids));
+                }
+                let text = std::str::from_utf8(sql).ok();
+                match text.map(|s| self.comment(s, ctx.as_ref())) {
+                    Some(Injected::Commented(s)) => {
+                        self.counters.commented += 1;
+                        METRICS.comments.fetch_add(1, Relaxed);
+                        frame::write_query(out, s.as_bytes());
+                        if answered {
+                            self.proto.set_last_shift(text.and_then(|o| Shift::between(o, &s)));
+                        }
+                    }
+                    other => {
+                        self.counters.comment_skipped += 1;
+                        METRICS.skip(other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped())));
+                        out.put_slice(f);
+                    }
+                }
+                // A simple Query drops the unnamed statement.
+                self.unnamed = Unnamed::Absent;
+                // Its effects (a BEGIN, a SET of the session context) apply from the next request on.
+                self.client_statement(None, sql);
+                if !self.open_txn {
+                    self.request_ended();
+                }
+            }
+            frame::PARSE if inject => match frame::parse_body(body) {
+                Some(p) => {
+                    let start = out.len();
+                    self.client_statement(Some(p.name), p.query);
+                    if let Some(t) = &mut self.spans {
+                        t.statement(p.name, p.query);
+                    }
+                    if p.name.is_empty() {
+                        let ctx = self.current_ctx();
+                        let commented = self.comment_unnamed(p.query, p.rest, ctx, answered, out);
+                        if commented.is_none() {
+                            out.put_slice(f);
+                        }
+                        self.unnamed =
+                            Unnamed::Parsed(Box::new(UnnamedStatement { sent: out[start..].to_vec(), commented }));
+                    } else {
+                        // Named: text untouched; remember a context the text itself carries.
+                        let own = std::str::from_utf8(p.query)
+                            .ok()
+                            .filter(|s| s.contains("traceparent"))
+                            .and_then(|s| sqlcommenter::parse_context(s, self.commenter.dialect()));
+                        match own {
+                            Some(c) => {
+                                self.named_ctx.insert(p.name.to_vec(), c);
+                            }
+                            None => {
+                                if !self.named_ctx.is_empty() {
+                                    self.named_ctx.remove(p.name);
+                                }
+                            }
+                        }
+                        out.put_slice(f);
+                    }
+                }
+                None => out.put_slice(f),
+            },
+            frame::CLOSE => {
+                if body.first() == Some(&b'S') {
+                    if let Some((name, _)) = frame::cstr(&body[1..]) {
+                        if name.is_empty() {
+                            self.unnamed = Unnamed::Absent;
+                        }
+                        self.forget_statement(name);
+                    }
+                }
+                out.put_slice(f);
+            }
+            _ => out.put_slice(f),
+        }
+    }
+
+    /// The client's request ended its implicit transaction (a Sync or Query sent outside a transaction
+    /// block): the transaction-scoped carrier is gone from then on, and the next request gets a new root.
+    fn request_ended(&mut self) {
+        self.tracker.transaction_ended(true);
+        self.txn_ctx = None;
+    }
+
+    /// Notes when a request the server answers with ReadyForQuery was forwarded.
+    fn request_started(&mut self, tag: u8) {
+        if !matches!(tag, frame::QUERY | frame::SYNC | frame::FUNCTION_CALL) || !self.proto.is_ready() {
+            return;
+        }
+        if tag == frame::QUERY {
+            METRICS.statements_simple.fetch_add(1, Relaxed);
+        }
+        if self.requests.len() < crate::telemetry::MAX_OPEN && self.unmeasured == 0 {
+            self.requests.push_back(std::time::Instant::now());
+        } else {
+            self.unmeasured += 1;
+        }
+    }
+
+    /// A ReadyForQuery reached the client: the oldest request is answered.
+    fn request_done(&mut self) {
+        match self.requests.pop_front() {
+            Some(t) => METRICS.observe(t.elapsed()),
+            None => self.unmeasured = self.unmeasured.saturating_sub(1),
+        }
+    }
+
+    /// Span bookkeeping for extended-protocol frames (Parse and Query are handled where they are rewritten).
+    fn span_frame(&mut self, tag: u8, body: &[u8]) {
+        if !matches!(tag, frame::BIND | frame::CLOSE | frame::EXECUTE | frame::SYNC) {
+            return;
+        }
+        let ctx = if tag == frame::EXECUTE { self.current_ctx() } else { None };
+        let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
+        let Some(t) = &mut self.spans else { return };
+        match (tag, ctx) {
+            (frame::BIND, _) => t.bind(body),
+            (frame::CLOSE, _) => t.close(body),
+            (frame::EXECUTE, Some(ctx)) => t.execute(body, &ctx, client, &mut self.ids),
+            (frame::SYNC, _) => t.sync(),
+            _ => {}
+        }
+    }
+
+    /// Processes server bytes; appends what goes to the client to `out`; returns the bytes consumed.
+    pub fn server_bytes(&mut self, input: &[u8], out: &mut BytesMut) -> Result<usize, FrameError> {
+        if self.last_io.is_some() {
+            self.track_idle();
+        }
+        let mut pos = 0;
+        while pos < input.len() {
+            if self.server_stream.left > 0 {
+                let n = self.server_stream.left.min(input.len() - pos);
+                if self.server_stream.relay {
+                    out.put_slice(&input[pos..pos + n]);
+                }
+                self.server_stream.left -= n;
+                pos += n;
+                continue;
+            }
+            let Some(h) = frame::header(&input[pos..])? else { break };
+            let avail = input.len() - pos;
+            if avail < h.frame_len {
+                let decode = matches!(
+                    h.tag,
+                    frame::READY_FOR_QUERY
+                        | frame::PARAMETER_STATUS
+                        | frame::COMMAND_COMPLETE
+                        | frame::ERROR_RESPONSE
+                        | frame::NOTICE_RESPONSE
+                        | frame::BACKEND_KEY_DATA
+                );
+                if decode && h.frame_len <= MAX_DECODE {
+                    break;
+                }
+                let relay = relays(self.proto.server_message(h.tag, &[])?);
+                if relay {
+                    out.put_slice(&input[pos..]);
+                }
+                self.server_stream = Stream { left: h.frame_len - avail, relay };
+                pos = input.len();
+                break;
+            }
+            self.server_frame(&input[pos..pos + h.frame_len], out)?;
+            pos += h.frame_len;
+        }
+        Ok(pos)
+    }
+
+    fn server_frame(&mut self, f: &[u8], out: &mut BytesMut) -> Result<(), OutOfSync> {
+        let tag = f[0];
+        let body = &f[HEADER_LEN..];
+        match tag {
+            frame::PARAMETER_STATUS => {
+                if let Some((name, value)) = frame::parameter_status(body) {
+                    if name == b"application_name" {
+                        if self.app.relays(value, self.proto.is_ready()) {
+                            out.put_slice(f);
+                        } else {
+                            self.counters.parameter_status_hidden += 1;
+                        }
+                        return Ok(());
+                    }
+                }
+                out.put_slice(f);
+                return Ok(());
+            }
+            frame::BACKEND_KEY_DATA if !self.proto.is_ready() => {
+                if let Some(keys) = &self.keys {
+                    keys.insert(body);
+                }
+                self.backend_key = Some(body.to_vec());
+            }
+            frame::COMMAND_COMPLETE => self.command_tag(frame::text_body(body)),
+            _ => {}
+        }
+        let shift = match tag {
+            frame::ERROR_RESPONSE | frame::NOTICE_RESPONSE => self.proto.head_shift(),
+            _ => None,
+        };
+        match self.proto.server_message(tag, body)? {
+            ev @ (ServerEvent::Relay | ServerEvent::TransactionEnded) => {
+                if let Some(t) = &mut self.spans {
+                    t.server(tag, body);
+                }
+                if tag == frame::READY_FOR_QUERY {
+                    self.request_done();
+                }
+                if tag == frame::READY_FOR_QUERY && self.proto.pending() == 0 {
+                    // Nothing in flight: the server's status is the truth about the transaction.
+                    self.open_txn = ev != ServerEvent::TransactionEnded;
+                    if !self.open_txn {
+                        self.tracker.transaction_ended(true);
+                    }
+                }
+                match shift.and_then(|s| map_position(s, tag, body, out)) {
+                    Some(()) => self.counters.positions_mapped += 1,
+                    None => out.put_slice(f),
+                }
+            }
+            ServerEvent::StartupDone => out.put_slice(f),
+            ServerEvent::Swallow => {}
+            ServerEvent::ProxyDone(_) => {}
+            ServerEvent::ProxyError { relay } => {
+                self.counters.carrier_errors += 1;
+                self.tracker.failed(Scope::Transaction);
+                tracing::debug!(
+                    sqlstate = %String::from_utf8_lossy(frame::sqlstate(body).unwrap_or(b"")),
+                    "carrier statement failed"
+                );
+                if relay {
+                    if let Some(t) = &mut self.spans {
+                        t.server(tag, body);
+                    }
+                    out.put_slice(f);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn command_tag(&mut self, tag: &[u8]) {
+        if matches!(tag, b"DEALLOCATE ALL" | b"DISCARD ALL") {
+            self.named_ctx.clear();
+            self.no_txn_block.clear();
+            self.touches_settings.clear();
+            self.txn_control.clear();
+        }
+    }
+}
+
+/// Writes the error/notice with its position (`P`) mapped back to the client's text; `None` (nothing
+/// written) when it has no position.
+fn map_position(shift: Shift, tag: u8, body: &[u8], out: &mut BytesMut) -> Option<()> {
+    let p: u32 = std::str::from_utf8(frame::error_field(body, b'P')?).ok()?.parse().ok()?;
+    frame::write_with_error_field(out, tag, body, b'P', shift.map(p).to_string().as_bytes())
+}
+
+/// Whether a server message with this event reaches the client.
+fn relays(ev: ServerEvent) -> bool {
+    match ev {
+        ServerEvent::Relay | ServerEvent::TransactionEnded | ServerEvent::StartupDone => true,
+        ServerEvent::ProxyError { relay } => relay,
+        ServerEvent::Swallow | ServerEvent::ProxyDone(_) => false,
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let (Some(keys), Some(k)) = (&self.keys, &self.backend_key) {
+            keys.remove(k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
