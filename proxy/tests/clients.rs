@@ -634,3 +634,26 @@ async fn context_tokio_postgres_pipelined() {
     assert_context_share("tokio", None, count);
     proxy.shutdown().await;
 }
+
+/// tokio-postgres's `query` with a text prepares it as a named statement: an app that sets its context
+/// with `client.query("SELECT set_config(…)", &[])` sends the `set_config` named. The context it sets must
+/// reach the executions after it as it does from `batch_execute`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_tokio_postgres_set_by_named_statement() {
+    use tokio_postgres::types::Type;
+    const REQUESTS: i32 = 100;
+    let proxy = shipping_proxy().await;
+    let client = connect(proxy.local_addr().port(), "ctxtoknm").await;
+    let named = client.prepare("SELECT $1::int /*ctx_tokio_named_set_q named*/").await.unwrap();
+    let mut count = 0;
+    for r in 0..REQUESTS {
+        let set = client.query(&set_context_sql("tokio_named_set", &new_traceparent()), &[]).await.unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(client.query_one(&named, &[&r]).await.unwrap().get::<_, i32>(0), r);
+        let unnamed = "SELECT $1::int /*ctx_tokio_named_set_q unnamed*/";
+        assert_eq!(client.query_typed(unnamed, &[(&r, Type::INT4)]).await.unwrap()[0].get::<_, i32>(0), r);
+        count += 2;
+    }
+    context_share("tokio_named_set", None, count).check();
+    proxy.shutdown().await;
+}
