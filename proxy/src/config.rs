@@ -1,8 +1,10 @@
 //! Configuration: [`ProxyConfig`] (what the proxy runs with) and [`ProxyArgs`] (command-line flags).
 //!
 //! Precedence, per setting: command-line flag > `SQLCOMMENTER_*` environment variable > TOML file given
-//! with `--config` (or `SQLCOMMENTER_CONFIG`) > built-in default.
+//! with `--config` (or `SQLCOMMENTER_CONFIG`) > built-in default. Flag, variable and file key of a setting
+//! are derived from one field of [`ProxyArgs`]; an unknown key in the file is an error naming it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -182,11 +184,17 @@ impl ProxyConfig {
     }
 }
 
-/// Command-line flags of `sqlcommenter proxy` (each also readable from an `SQLCOMMENTER_*` variable).
-#[derive(Debug, Clone, Default, clap::Args)]
+/// The proxy's settings, one field each: its command-line flag (`--listen`), its `SQLCOMMENTER_*`
+/// environment variable (`SQLCOMMENTER_LISTEN`, the field name in upper case) and its key in the TOML file
+/// (`listen`, the field name) all come from the same field, so a setting cannot exist in one place and
+/// not the others (`config` aside: it names the file). clap merges flag over variable; [`ProxyArgs::with_file`]
+/// puts the file under both, field by field; [`ProxyArgs::resolve`] adds the defaults and checks values.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProxyArgs {
     /// TOML configuration file (flags and environment variables override it).
     #[arg(long, env = "SQLCOMMENTER_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:6432].
     #[arg(long, env = "SQLCOMMENTER_LISTEN", value_name = "ADDR")]
@@ -211,8 +219,10 @@ pub struct ProxyArgs {
     /// spans (their trace ids exist in no tracing backend) [default: false].
     #[arg(long, env = "SQLCOMMENTER_ROOT_CONTEXTS")]
     pub root_contexts: Option<bool>,
-    /// Static tag KEY=VALUE (repeatable; the variable takes a comma-separated list).
+    /// Static tag KEY=VALUE (repeatable; the variable takes a comma-separated list; in the file a
+    /// `[tags]` table or a list of "KEY=VALUE").
     #[arg(long = "tag", env = "SQLCOMMENTER_TAGS", value_delimiter = ',', value_name = "KEY=VALUE")]
+    #[serde(default, deserialize_with = "file_tags")]
     pub tags: Vec<String>,
     /// Shortcut for --tag db_driver=NAME.
     #[arg(long, env = "SQLCOMMENTER_DB_DRIVER")]
@@ -273,40 +283,42 @@ pub struct ProxyArgs {
     pub log_format: Option<String>,
 }
 
-/// The TOML file: the same keys as the flags (`listen`, `upstream`, `carrier`, `guc`, `placement`,
-/// `sample_ratio`, `root_contexts`, `db_driver`, `application_tag`, `inject`, `shutdown_timeout`, `connect_timeout`,
-/// `tls_cert`, `tls_key`, `require_tls`, `worker_threads`, `upstream_tls`, `upstream_ca`) plus a `[tags]`
-/// table.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    upstream: Option<String>,
-    carrier: Option<String>,
-    guc: Option<String>,
-    placement: Option<String>,
-    sample_ratio: Option<f64>,
-    root_contexts: Option<bool>,
-    #[serde(default)]
-    tags: std::collections::BTreeMap<String, String>,
-    db_driver: Option<String>,
-    application_tag: Option<bool>,
-    inject: Option<bool>,
-    shutdown_timeout: Option<f64>,
-    connect_timeout: Option<f64>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    require_tls: Option<bool>,
-    worker_threads: Option<usize>,
-    upstream_tls: Option<String>,
-    upstream_ca: Option<PathBuf>,
+/// The file's `tags`: a table (`[tags]`, `team = "payments"`) or a list of "KEY=VALUE" as the flag takes
+/// them; either way the flag's form.
+fn file_tags<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a table of KEY = \"VALUE\" or a list of \"KEY=VALUE\"")]
+    enum Tags {
+        Table(BTreeMap<String, String>),
+        List(Vec<String>),
+    }
+    match Tags::deserialize(d)? {
+        Tags::List(list) => Ok(list),
+        Tags::Table(table) => table
+            .into_iter()
+            .map(|(k, v)| {
+                if k.contains('=') {
+                    Err(serde::de::Error::custom(format!("tag key {k:?} contains '='")))
+                } else {
+                    Ok(format!("{k}={v}"))
+                }
+            })
+            .collect(),
+    }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ProxyError> {
+fn read_file(path: &Path) -> Result<ProxyArgs, ProxyError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ProxyError::Config(format!("cannot read config file {}: {e}", path.display())))?;
-    toml::from_str(&text)
-        .map_err(|e| ProxyError::Config(format!("config file {}: {}", path.display(), e.message().trim_end())))
+    toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| format!(", line {}", 1 + text[..s.start].matches('\n').count()));
+        ProxyError::Config(format!(
+            "config file {}{}: {}",
+            path.display(),
+            line.unwrap_or_default(),
+            e.message().trim_end()
+        ))
+    })
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, ProxyError> {
@@ -314,64 +326,135 @@ fn seconds(name: &str, v: f64) -> Result<Duration, ProxyError> {
 }
 
 impl ProxyArgs {
+    /// These settings (flags merged over environment variables, as clap parsed them) over the TOML file
+    /// named by `config`, field by field: a setting given neither as flag nor as variable takes the
+    /// file's value. The result names no file (`config` is `None`), so resolving it reads none again.
+    pub fn with_file(self) -> Result<ProxyArgs, ProxyError> {
+        match self.config.clone() {
+            Some(path) => Ok(self.over(read_file(&path)?)),
+            None => Ok(self),
+        }
+    }
+
+    /// `self` over `file`. Destructured in full: a new field does not compile until it is merged here.
+    fn over(self, file: ProxyArgs) -> ProxyArgs {
+        let ProxyArgs {
+            config: _,
+            listen,
+            upstream,
+            carrier,
+            guc,
+            placement,
+            sample_ratio,
+            root_contexts,
+            tags,
+            db_driver,
+            application_tag,
+            inject,
+            shutdown_timeout,
+            connect_timeout,
+            tls_cert,
+            tls_key,
+            require_tls,
+            worker_threads,
+            upstream_tls,
+            upstream_ca,
+            otlp,
+            otlp_normalize,
+            otlp_protocol,
+            admin,
+            max_clients,
+            startup_timeout,
+            idle_timeout,
+            log_format,
+        } = file;
+        // Tags are a list: the file's first (its db_driver as a tag among them), then the flags'/variable's,
+        // which replace a file tag of the same key when resolved.
+        let mut all_tags = tags;
+        all_tags.extend(db_driver.map(|d| format!("db_driver={d}")));
+        all_tags.extend(self.tags);
+        ProxyArgs {
+            config: None,
+            listen: self.listen.or(listen),
+            upstream: self.upstream.or(upstream),
+            carrier: self.carrier.or(carrier),
+            guc: self.guc.or(guc),
+            placement: self.placement.or(placement),
+            sample_ratio: self.sample_ratio.or(sample_ratio),
+            root_contexts: self.root_contexts.or(root_contexts),
+            tags: all_tags,
+            db_driver: self.db_driver,
+            application_tag: self.application_tag.or(application_tag),
+            inject: self.inject.or(inject),
+            shutdown_timeout: self.shutdown_timeout.or(shutdown_timeout),
+            connect_timeout: self.connect_timeout.or(connect_timeout),
+            tls_cert: self.tls_cert.or(tls_cert),
+            tls_key: self.tls_key.or(tls_key),
+            require_tls: self.require_tls.or(require_tls),
+            worker_threads: self.worker_threads.or(worker_threads),
+            upstream_tls: self.upstream_tls.or(upstream_tls),
+            upstream_ca: self.upstream_ca.or(upstream_ca),
+            otlp: self.otlp.or(otlp),
+            otlp_normalize: self.otlp_normalize.or(otlp_normalize),
+            otlp_protocol: self.otlp_protocol.or(otlp_protocol),
+            admin: self.admin.or(admin),
+            max_clients: self.max_clients.or(max_clients),
+            startup_timeout: self.startup_timeout.or(startup_timeout),
+            idle_timeout: self.idle_timeout.or(idle_timeout),
+            log_format: self.log_format.or(log_format),
+        }
+    }
+
     /// Resolves flags, environment (already merged by clap), the config file and defaults.
     pub fn resolve(&self) -> Result<ProxyConfig, ProxyError> {
-        let file = match &self.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let listen = self.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:6432".to_owned());
+        let args = self.clone().with_file()?;
+        let listen = args.listen.unwrap_or_else(|| "127.0.0.1:6432".to_owned());
         let listen: SocketAddr =
             listen.parse().map_err(|_| ProxyError::Config(format!("invalid listen address {listen:?}")))?;
-        let upstream = self
-            .upstream
-            .clone()
-            .or(file.upstream)
-            .ok_or_else(|| ProxyError::Config("no upstream given (--upstream or SQLCOMMENTER_UPSTREAM)".into()))?;
+        let upstream = args.upstream.ok_or_else(|| {
+            ProxyError::Config("no upstream given (--upstream, SQLCOMMENTER_UPSTREAM or upstream in the file)".into())
+        })?;
         let mut config = ProxyConfig::new(listen, Upstream::parse(&upstream)?);
         let inject = &mut config.inject;
-        if let Some(g) = self.guc.clone().or(file.guc) {
+        if let Some(g) = args.guc {
             if g.is_empty() || !g.contains('.') {
                 return Err(ProxyError::Config(format!("guc {g:?} must be a dotted custom name like a.b")));
             }
             inject.session_guc = g;
         }
-        if let Some(c) = self.carrier.clone().or(file.carrier) {
+        if let Some(c) = args.carrier {
             inject.carrier = parse_carrier(&c, &inject.session_guc)?;
         }
-        if let Some(p) = self.placement.clone().or(file.placement) {
+        if let Some(p) = args.placement {
             inject.placement = p.parse().map_err(ProxyError::Config)?;
         }
-        if let Some(r) = self.sample_ratio.or(file.sample_ratio) {
+        if let Some(r) = args.sample_ratio {
             if !(0.0..=1.0).contains(&r) {
                 return Err(ProxyError::Config(format!("sample_ratio {r} is not within 0.0..=1.0")));
             }
             inject.sample_ratio = r;
         }
-        if let Some(r) = self.root_contexts.or(file.root_contexts) {
+        if let Some(r) = args.root_contexts {
             inject.root_contexts = r;
         }
-        // Tags: file first, then flags/env override the same key.
-        let mut tags: Vec<(String, String)> = file.tags.into_iter().collect();
+        // Tags in order (file, then flags/variable): a later one replaces an earlier one of the same key.
+        let mut tags: Vec<(String, String)> = Vec::new();
         let mut set = |k: String, v: String| {
             tags.retain(|(key, _)| *key != k);
             tags.push((k, v));
         };
-        if let Some(d) = file.db_driver {
-            set("db_driver".into(), d);
-        }
-        for t in &self.tags {
+        for t in &args.tags {
             let (k, v) = t.split_once('=').ok_or_else(|| ProxyError::Config(format!("tag {t:?} is not KEY=VALUE")))?;
             set(k.trim().to_owned(), v.to_owned());
         }
-        if let Some(d) = &self.db_driver {
-            set("db_driver".into(), d.clone());
+        if let Some(d) = args.db_driver {
+            set("db_driver".into(), d);
         }
         inject.tags = tags;
-        if let Some(a) = self.application_tag.or(file.application_tag) {
+        if let Some(a) = args.application_tag {
             inject.application_tag = a;
         }
-        if let Some(i) = self.inject.or(file.inject) {
+        if let Some(i) = args.inject {
             inject.enabled = i;
         }
         // Validate tags the way the commenter will.
@@ -383,43 +466,43 @@ impl ProxyArgs {
             b = b.tag("application", "x");
         }
         b.build().map_err(|e| ProxyError::Config(format!("tags: {e}")))?;
-        if let Some(s) = self.shutdown_timeout.or(file.shutdown_timeout) {
+        if let Some(s) = args.shutdown_timeout {
             config.shutdown_timeout = seconds("shutdown_timeout", s)?;
         }
-        if let Some(s) = self.connect_timeout.or(file.connect_timeout) {
+        if let Some(s) = args.connect_timeout {
             config.connect_timeout = seconds("connect_timeout", s)?;
         }
-        match (self.tls_cert.clone().or(file.tls_cert), self.tls_key.clone().or(file.tls_key)) {
+        match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => config.tls = Some(TlsFiles { cert, key }),
             (None, None) => {}
             _ => return Err(ProxyError::Config("tls_cert and tls_key must be given together".into())),
         }
-        config.require_tls = self.require_tls.or(file.require_tls).unwrap_or(false);
-        config.worker_threads = self.worker_threads.or(file.worker_threads);
+        config.require_tls = args.require_tls.unwrap_or(false);
+        config.worker_threads = args.worker_threads;
         if config.worker_threads == Some(0) {
             return Err(ProxyError::Config("worker_threads must be at least 1".into()));
         }
-        if let Some(m) = self.upstream_tls.clone().or(file.upstream_tls) {
+        if let Some(m) = args.upstream_tls {
             config.upstream_tls = m.parse()?;
         }
-        config.upstream_ca = self.upstream_ca.clone().or(file.upstream_ca);
-        if self.otlp.unwrap_or(false) {
+        config.upstream_ca = args.upstream_ca;
+        if args.otlp.unwrap_or(false) {
             config.telemetry = Some(crate::telemetry::TelemetryConfig {
-                normalize_query: self.otlp_normalize.unwrap_or(false),
-                protocol: self.otlp_protocol.as_deref().map(str::parse).transpose()?,
+                normalize_query: args.otlp_normalize.unwrap_or(false),
+                protocol: args.otlp_protocol.as_deref().map(str::parse).transpose()?,
             });
         }
-        match self.admin.as_deref().unwrap_or("127.0.0.1:9187") {
+        match args.admin.as_deref().unwrap_or("127.0.0.1:9187") {
             "off" => config.admin = None,
             a => {
                 config.admin = Some(a.parse().map_err(|_| ProxyError::Config(format!("invalid admin address {a:?}")))?)
             }
         }
-        config.max_clients = self.max_clients;
-        if let Some(s) = self.startup_timeout {
+        config.max_clients = args.max_clients;
+        if let Some(s) = args.startup_timeout {
             config.startup_timeout = seconds("startup_timeout", s)?;
         }
-        if let Some(s) = self.idle_timeout {
+        if let Some(s) = args.idle_timeout {
             config.idle_timeout = Some(seconds("idle_timeout", s)?);
         }
         if config.require_tls && config.tls.is_none() {
@@ -489,5 +572,195 @@ mod tests {
         };
         assert_eq!(otlp("grpc").unwrap(), Some(crate::telemetry::OtlpProtocol::Grpc));
         assert!(otlp("http/json").is_err());
+    }
+
+    /// clap reads the process's `SQLCOMMENTER_*` variables while parsing: tests that parse or set them
+    /// take this lock.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn env_lock() -> std::sync::MutexGuard<'static, ()> {
+        ENV.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn command() -> clap::Command {
+        use clap::Args;
+        ProxyArgs::augment_args(clap::Command::new("proxy").no_binary_name(true))
+    }
+
+    /// Flags (and the variables present) as clap parses them.
+    fn parse(argv: &[&str]) -> ProxyArgs {
+        use clap::FromArgMatches;
+        let m = command().try_get_matches_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        ProxyArgs::from_arg_matches(&m).unwrap()
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sqlc-proxy-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// What a setting means once resolved: the runtime configuration and the log format (read by the
+    /// binary, not part of [`ProxyConfig`]).
+    fn meaning(args: ProxyArgs) -> (ProxyConfig, Option<String>) {
+        try_meaning(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_meaning(args: ProxyArgs) -> Result<(ProxyConfig, Option<String>), String> {
+        let merged = args.with_file().map_err(|e| e.to_string())?;
+        let config = merged.resolve().map_err(|e| format!("{merged:?}: {e}"))?;
+        Ok((config, merged.log_format))
+    }
+
+    /// One value per setting: (field, flag value, TOML value, other flags it needs to mean anything).
+    /// A new setting without a row here fails `every_flag_has_its_variable_and_file_key`.
+    const SAMPLES: &[(&str, &str, &str, &[&str])] = &[
+        ("listen", "127.0.0.1:7001", "\"127.0.0.1:7001\"", &[]),
+        ("upstream", "db.example:7", "\"postgres://db.example:7/app\"", &[]),
+        ("carrier", "guc", "\"guc\"", &[]),
+        ("guc", "my.tp", "\"my.tp\"", &[]),
+        ("placement", "prepend", "\"prepend\"", &[]),
+        ("sample_ratio", "0.25", "0.25", &[]),
+        ("root_contexts", "true", "true", &[]),
+        ("tags", "team=core", "[\"team=core\"]", &[]),
+        ("db_driver", "pgx", "\"pgx\"", &[]),
+        ("application_tag", "true", "true", &[]),
+        ("inject", "false", "false", &[]),
+        ("shutdown_timeout", "3", "3", &[]),
+        ("connect_timeout", "2.5", "2.5", &[]),
+        ("tls_cert", "c.pem", "\"c.pem\"", &["--tls-key", "k.pem"]),
+        ("tls_key", "k.pem", "\"k.pem\"", &["--tls-cert", "c.pem"]),
+        ("require_tls", "true", "true", &["--tls-cert", "c.pem", "--tls-key", "k.pem"]),
+        ("worker_threads", "3", "3", &[]),
+        ("upstream_tls", "require", "\"require\"", &[]),
+        ("upstream_ca", "ca.pem", "\"ca.pem\"", &[]),
+        ("otlp", "true", "true", &[]),
+        ("otlp_normalize", "true", "true", &["--otlp", "true"]),
+        ("otlp_protocol", "grpc", "\"grpc\"", &["--otlp", "true"]),
+        ("admin", "off", "\"off\"", &[]),
+        ("max_clients", "50", "50", &[]),
+        ("startup_timeout", "4", "4", &[]),
+        ("idle_timeout", "60", "60", &[]),
+        ("log_format", "json", "\"json\"", &[]),
+    ];
+
+    /// Every flag has its `SQLCOMMENTER_*` variable and its TOML key, and the key means what the flag
+    /// means: the same value resolves to the same configuration, one that differs from the default.
+    #[test]
+    fn every_flag_has_its_variable_and_file_key() {
+        let _env = env_lock();
+        let cmd = command();
+        let mut seen = 0;
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let env = format!("SQLCOMMENTER_{}", id.to_uppercase());
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env.as_str()), "--{id}: variable");
+            let long = arg.get_long().unwrap_or_else(|| panic!("{id} has no long flag"));
+            if id == "config" {
+                continue; // names the file itself
+            }
+            let Some(&(_, flag_value, toml_value, with)) = SAMPLES.iter().find(|s| s.0 == id) else {
+                panic!("--{long} ({id}) has no row in SAMPLES: add one (and make sure the file takes `{id}`)")
+            };
+            let upstream: &[&str] = if id == "upstream" { &[] } else { &["--upstream", "h:1"] };
+            let mut base = with.to_vec();
+            base.extend(upstream);
+            let mut by_flag = base.clone();
+            let flag = format!("--{long}");
+            by_flag.extend([flag.as_str(), flag_value]);
+            let path = temp_file(&format!("key-{id}.toml"), &format!("{id} = {toml_value}\n"));
+            let mut by_file = base.clone();
+            by_file.extend(["--config", path.to_str().unwrap()]);
+            let from_flag = meaning(parse(&by_flag));
+            let from_file = meaning(parse(&by_file));
+            assert_eq!(from_file, from_flag, "`{id} = {toml_value}` in the file vs --{long} {flag_value}");
+            if id != "upstream" {
+                // (`--tls-key` alone is an error: the setting's own value makes it valid.)
+                let default = try_meaning(parse(&base));
+                assert_ne!(Ok(from_flag), default, "--{long} {flag_value} changed nothing: pick a value that does");
+            } else {
+                assert_eq!(from_file.0.upstream, Upstream { host: "db.example".into(), port: 7 });
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, SAMPLES.len(), "SAMPLES names a setting that is no flag");
+        assert_eq!(seen, 27);
+    }
+
+    /// Flag > variable > file > default, for settings the file used not to take and for those it did.
+    #[test]
+    fn precedence_flag_env_file_default() {
+        let _env = env_lock();
+        let path = temp_file(
+            "layers.toml",
+            "upstream = \"file:1\"\nlisten = \"127.0.0.1:7000\"\nmax_clients = 10\nidle_timeout = 1\n\
+             log_format = \"json\"\nadmin = \"127.0.0.1:9000\"\notlp = true\notlp_protocol = \"grpc\"\n\
+             db_driver = \"f\"\n[tags]\nteam = \"file\"\nregion = \"eu\"\n",
+        );
+        let vars = [
+            ("SQLCOMMENTER_CONFIG", path.to_str().unwrap()),
+            ("SQLCOMMENTER_LISTEN", "127.0.0.1:7001"),
+            ("SQLCOMMENTER_MAX_CLIENTS", "20"),
+            ("SQLCOMMENTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("SQLCOMMENTER_TAGS", "team=env"),
+        ];
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let result = std::panic::catch_unwind(|| {
+            // Flag over variable over file over default.
+            let (c, log) = meaning(parse(&["--listen", "127.0.0.1:7002", "--tag", "region=flag"]));
+            assert_eq!(c.listen.port(), 7002, "flag");
+            assert_eq!(c.max_clients, Some(20), "variable over file");
+            assert_eq!(c.telemetry.as_ref().unwrap().protocol, Some(crate::telemetry::OtlpProtocol::HttpProtobuf));
+            assert_eq!(c.idle_timeout, Some(Duration::from_secs(1)), "file");
+            assert_eq!(c.admin, Some("127.0.0.1:9000".parse().unwrap()), "file");
+            assert_eq!(log.as_deref(), Some("json"), "file");
+            assert_eq!(c.upstream.host, "file");
+            assert_eq!(c.startup_timeout, Duration::from_secs(10), "default");
+            assert_eq!(c.connect_timeout, Duration::from_secs(10), "default");
+            // The flag's tags replace the variable's list; both override the file's tags key by key.
+            let tags = |c: &ProxyConfig| c.inject.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+            assert_eq!(tags(&c), ["team=file", "db_driver=f", "region=flag"]);
+            let (c, _) = meaning(parse(&[]));
+            assert_eq!(c.listen.port(), 7001, "variable over file");
+            assert_eq!(tags(&c), ["region=eu", "db_driver=f", "team=env"]);
+            let (c, _) = meaning(parse(&["--db-driver", "flag"]));
+            assert_eq!(tags(&c), ["region=eu", "team=env", "db_driver=flag"]);
+        });
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+        result.unwrap();
+        // Without the variables: the file, then the defaults.
+        let (c, _) = meaning(parse(&["--config", path.to_str().unwrap()]));
+        assert_eq!((c.listen.port(), c.max_clients), (7000, Some(10)));
+        let (c, log) = meaning(parse(&["--upstream", "h"]));
+        assert_eq!((c.listen.port(), c.max_clients, c.idle_timeout, log), (6432, None, None, None));
+    }
+
+    /// An unknown key (a typo, or `config` inside the file) is an error naming the key and its line.
+    #[test]
+    fn unknown_file_keys_are_named() {
+        let err = |text: &str| {
+            let path = temp_file("unknown.toml", text);
+            match (ProxyArgs { config: Some(path), ..Default::default() }).resolve() {
+                Err(ProxyError::Config(m)) => m,
+                other => panic!("{text}: {other:?}"),
+            }
+        };
+        let m = err("upstream = \"h\"\nidle_timout = 5\n");
+        assert!(m.contains("unknown field `idle_timout`") && m.contains("line 2"), "{m}");
+        let m = err("upstream = \"h\"\nconfig = \"other.toml\"\n");
+        assert!(m.contains("`config`"), "{m}");
+        let m = err("upstream = \"h\"\n[tags]\n\"a=b\" = \"c\"\n");
+        assert!(m.contains("contains '='"), "{m}");
+        let m = err("upstream = \"h\"\nmax_clients = \"many\"\n");
+        assert!(m.contains("max_clients") || m.contains("line 2"), "{m}");
     }
 }

@@ -2,6 +2,8 @@
 //! node-postgres, JDBC. Each checks its results and, from the server log, that statements carried trace
 //! context (a comment for simple/unnamed statements, the `application_name` carrier for named ones).
 //! A missing tool skips its test with a loud message, unless `CI` is set: then it fails.
+//! The `context_*` tests measure, per client library, the share of executions whose own server log line
+//! carries the context the client supplied (≥ 99 % over ≥ 200 executions each; printed as `context: …`).
 
 mod common;
 
@@ -303,5 +305,355 @@ async fn psql_over_tls_and_require_tls() {
         .unwrap();
     assert!(!plain.status.success());
     assert!(String::from_utf8_lossy(&plain.stderr).contains("TLS is required"));
+    proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Context per execution: each client supplies its own context the way an app would (a session context set
+// with `set_config('sqlcommenter.traceparent', '<traceparent>', false)` before each request, or one in the
+// startup options), through a proxy with the shipping defaults (no invented root contexts). From the
+// server's own log, per backend in log order, every execution marked `ctx_<lib>_q` must carry the trace id
+// the client last set on that session: in its comment (simple, unnamed) or in `%a` (the carrier, named).
+
+/// The proxy as shipped: it injects only the context a client supplied.
+async fn shipping_proxy() -> sqlcommenter_proxy::ProxyHandle {
+    proxy_with(|c| {
+        c.inject.root_contexts = false;
+        c.inject.application_tag = false;
+    })
+    .await
+}
+
+/// A fresh sampled W3C traceparent, as an app's tracer starts one.
+fn new_traceparent() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let random = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        h.finish()
+    };
+    format!("00-{:016x}{:016x}-{:016x}-01", random(), random(), random() | 1)
+}
+
+/// The statement that gives the session its context, marked for `lib`.
+fn set_context_sql(lib: &str, traceparent: &str) -> String {
+    format!("SELECT set_config('sqlcommenter.traceparent', '{traceparent}', false) /*ctx_{lib}_set*/")
+}
+
+/// The trace id in a `set_config('sqlcommenter.traceparent', '00-<id>-…'` literal of a log line.
+fn set_trace_id(line: &str) -> Option<&str> {
+    const LITERAL: &str = "set_config('sqlcommenter.traceparent', '00-";
+    let at = line.find(LITERAL)? + LITERAL.len();
+    line.get(at..at + 32)
+}
+
+/// The backend pid of a log line (`%m [%p] …`).
+fn pid_of(line: &str) -> &str {
+    let start = line.find('[').map_or(0, |i| i + 1);
+    let end = line[start..].find(']').map_or(start, |i| start + i);
+    &line[start..end]
+}
+
+/// A statement's execution line (`log_min_duration_statement = 0` also logs parse and bind steps).
+fn is_execution(line: &str) -> bool {
+    line.contains("  statement: ") || line.contains("  execute ")
+}
+
+/// [`context_share`] and its check: all `expected` executions arrived, at least 200, and ≥ 99 % carried.
+fn assert_context_share(lib: &str, startup: Option<&str>, expected: usize) {
+    context_share(lib, startup, expected).check();
+}
+
+/// How many executions of one client library carried their context.
+#[must_use]
+struct Share {
+    lib: String,
+    carried: usize,
+    total: usize,
+    expected: usize,
+    misses: Vec<String>,
+}
+
+impl Share {
+    fn check(&self) {
+        let Share { lib, carried, total, expected, misses } = self;
+        assert_eq!(total, expected, "{lib}: executions in the server log");
+        assert!(*total >= 200, "{lib}: too few executions to measure ({total})");
+        assert!(carried * 100 >= total * 99, "context: {lib} {carried}/{total} is under 99 %: {misses:#?}");
+    }
+}
+
+/// Counts, in the server log, the executions marked `ctx_<lib>_q` (waiting for `expected` of them) and how
+/// many of them carry, on their own log line, the trace id their session had at that moment: the one of the
+/// backend's last `ctx_<lib>_set` statement, else `startup` (a context in the startup packet). Prints
+/// `context: <lib> <carried>/<total>` (and the first misses).
+fn context_share(lib: &str, startup: Option<&str>, expected: usize) -> Share {
+    let (q, set) = (format!("ctx_{lib}_q"), format!("ctx_{lib}_set"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = pg().read_log();
+        let n = log.lines().filter(|l| l.contains(&q) && is_execution(l)).count();
+        if n >= expected || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut session: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let (mut total, mut carried, mut by_carrier, mut misses) = (0, 0, 0, Vec::new());
+    for line in log.lines().filter(|l| (l.contains(&q) || l.contains(&set)) && is_execution(l)) {
+        let pid = pid_of(line);
+        if line.contains(&set) {
+            let id = set_trace_id(line).unwrap_or_else(|| panic!("no traceparent literal: {line}"));
+            session.insert(pid, id);
+            continue;
+        }
+        total += 1;
+        let want = session.get(pid).copied().or(startup);
+        let in_comment = want.is_some_and(|w| comment_trace_id(line) == Some(w));
+        let in_carrier = want.is_some_and(|w| carrier_trace_id(app_of(line)).as_deref() == Some(w));
+        by_carrier += usize::from(in_carrier && !in_comment);
+        if in_comment || in_carrier {
+            carried += 1;
+        } else if misses.len() < 8 {
+            misses.push(format!("wanted {want:?}: {line}"));
+        }
+    }
+    eprintln!("context: {lib} {carried}/{total} ({} in a comment, {by_carrier} in the carrier)", carried - by_carrier);
+    for m in &misses {
+        eprintln!("  no context: {m}");
+    }
+    if !misses.is_empty() {
+        // The start of what the server logged for these statements, parse and bind steps included.
+        eprintln!("  first log lines of {lib}:");
+        for line in log.lines().filter(|l| l.contains(&q) || l.contains(&set)).take(12) {
+            eprintln!("    {line}");
+        }
+    }
+    Share { lib: lib.to_owned(), carried, total, expected, misses }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_psql() {
+    const REQUESTS: usize = 220;
+    let proxy = shipping_proxy().await;
+    let mut script = String::from("\\set ON_ERROR_STOP 1\n");
+    for r in 0..REQUESTS {
+        script += &set_context_sql("psql", &new_traceparent());
+        script += ";\n";
+        script += &match r % 4 {
+            0 => format!("SELECT {r} /*ctx_psql_q*/;\n"),
+            // One Query message with two statements: one execution, one log line.
+            1 => format!("SELECT {r} /*ctx_psql_q a*/ \\; SELECT {r} + 1 /*ctx_psql_q b*/;\n"),
+            2 => format!("BEGIN;\nSELECT {r} /*ctx_psql_q txn*/;\nCOMMIT;\n"),
+            _ => format!("SELECT {r} AS v /*ctx_psql_q gset*/ \\gset\n"),
+        };
+    }
+    let path = std::env::temp_dir().join(format!("sqlc-ctx-psql-{}.sql", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    run(pg()
+        .client_command("psql")
+        .env("PGPORT", proxy.local_addr().port().to_string())
+        .env("PGAPPNAME", "ctxpsql")
+        .args(["-X", "-q", "-f", path.to_str().unwrap()]));
+    assert_context_share("psql", None, REQUESTS);
+    proxy.shutdown().await;
+}
+
+/// pgbench can set no per-transaction context: the context comes with the startup options
+/// (`PGOPTIONS=-c sqlcommenter.traceparent=…`), one per mode; two statements per transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_pgbench_three_modes() {
+    const CLIENTS: usize = 2;
+    const TRANSACTIONS: usize = 55;
+    let proxy = shipping_proxy().await;
+    let dir = std::env::temp_dir().join(format!("sqlc-ctx-pgbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut contexts = Vec::new();
+    for mode in ["simple", "extended", "prepared"] {
+        let script = dir.join(format!("{mode}.sql"));
+        std::fs::write(
+            &script,
+            format!(
+                "\\set v random(1, 1000000)\nBEGIN;\nSELECT :v::int /*ctx_pgbench_{mode}_q a*/;\n\
+                 SELECT :v::int + 1 /*ctx_pgbench_{mode}_q b*/;\nEND;\n"
+            ),
+        )
+        .unwrap();
+        let tp = new_traceparent();
+        let out = run(pg()
+            .client_command("pgbench")
+            .env("PGPORT", proxy.local_addr().port().to_string())
+            .env("PGAPPNAME", "ctxpgb")
+            .env("PGOPTIONS", format!("-c sqlcommenter.traceparent={tp}"))
+            .args(["-n", "-M", mode, "-f", script.to_str().unwrap()])
+            .args(["-c", &CLIENTS.to_string(), "-j", &CLIENTS.to_string(), "-t", &TRANSACTIONS.to_string()]));
+        let want = CLIENTS * TRANSACTIONS;
+        assert!(out.contains(&format!("actually processed: {want}/{want}")), "{mode}: {out}");
+        contexts.push((mode, tp));
+    }
+    for (mode, tp) in &contexts {
+        assert_context_share(&format!("pgbench_{mode}"), Some(&tp[3..35]), 2 * CLIENTS * TRANSACTIONS);
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_psycopg_with_pipeline() {
+    if !available("python3 + psycopg 3", Command::new("python3").args(["-c", "import psycopg"])) {
+        return;
+    }
+    const REQUESTS: usize = 60;
+    let proxy = shipping_proxy().await;
+    let out = run(Command::new("python3").arg(clients_dir().join("context_psycopg.py")).args([
+        &proxy.local_addr().port().to_string(),
+        "ctxpycg",
+        &REQUESTS.to_string(),
+    ]));
+    assert_eq!(out.trim(), (REQUESTS * 7).to_string());
+    assert_context_share("psycopg", None, REQUESTS * 7);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_asyncpg_with_executemany() {
+    if !available("python3 + asyncpg", Command::new("python3").args(["-c", "import asyncpg"])) {
+        return;
+    }
+    const REQUESTS: usize = 50;
+    let proxy = shipping_proxy().await;
+    let out = run(Command::new("python3").arg(clients_dir().join("context_asyncpg.py")).args([
+        &proxy.local_addr().port().to_string(),
+        "ctxapg",
+        &REQUESTS.to_string(),
+    ]));
+    assert_eq!(out.trim(), (REQUESTS * 5).to_string());
+    assert_context_share("asyncpg", None, REQUESTS * 5);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_node_postgres_named() {
+    let dir = clients_dir().join("node");
+    if !available(
+        "node + pg (npm i in proxy/tests/clients/node)",
+        Command::new("node").current_dir(&dir).args(["-e", "require('pg')"]),
+    ) {
+        return;
+    }
+    const REQUESTS: usize = 80;
+    let proxy = shipping_proxy().await;
+    let out = run(Command::new("node").current_dir(&dir).args([
+        "context.js",
+        &proxy.local_addr().port().to_string(),
+        "ctxnode",
+        &REQUESTS.to_string(),
+    ]));
+    assert_eq!(out.trim(), (REQUESTS * 3).to_string());
+    assert_context_share("node", None, REQUESTS * 3);
+    proxy.shutdown().await;
+}
+
+fn jdbc_context(port: u16, mode: &str, lib: &str, requests: usize) -> Option<Share> {
+    let jar = "/usr/share/java/postgresql.jar";
+    if !available(
+        "java (default-jdk-headless) + libpostgresql-jdbc-java",
+        Command::new("sh").args(["-c", &format!("command -v java && test -f {jar}")]),
+    ) {
+        return None;
+    }
+    let out = run(Command::new("java").args([
+        "-cp",
+        jar,
+        clients_dir().join("ContextJdbc.java").to_str().unwrap(),
+        &port.to_string(),
+        "ctxjdbc",
+        &requests.to_string(),
+        mode,
+        lib,
+    ]));
+    assert_eq!(out.trim(), (requests * 4).to_string());
+    Some(context_share(lib, None, requests * 4))
+}
+
+/// pgjdbc: queries and `executeBatch` batches server-prepared (named) from the first execution; the app's
+/// `set_config` texts (each different) go as unnamed statements (the driver's default threshold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_jdbc_with_execute_batch() {
+    let proxy = shipping_proxy().await;
+    if let Some(share) = jdbc_context(proxy.local_addr().port(), "unnamed-set", "jdbc", 60) {
+        share.check();
+    }
+    proxy.shutdown().await;
+}
+
+/// pgjdbc with `prepareThreshold=1` for the whole connection: the app's `set_config` is a named statement
+/// too. The context it sets must reach the executions after it as it does when it is unnamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_jdbc_set_by_named_statement() {
+    let proxy = shipping_proxy().await;
+    if let Some(share) = jdbc_context(proxy.local_addr().port(), "named-set", "jdbc_named_set", 60) {
+        share.check();
+    }
+    proxy.shutdown().await;
+}
+
+/// tokio-postgres pipelines the queries it has in flight: named (a prepared statement) and unnamed
+/// (`query_typed`) executions sent together, outside and inside a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_tokio_postgres_pipelined() {
+    use tokio_postgres::types::{ToSql, Type};
+    const REQUESTS: i32 = 40;
+    let proxy = shipping_proxy().await;
+    let mut client = connect(proxy.local_addr().port(), "ctxtokio").await;
+    let named = client.prepare("SELECT $1::int /*ctx_tokio_q named*/").await.unwrap();
+    let unnamed = "SELECT $1::int + 1 /*ctx_tokio_q unnamed*/";
+    let mut count = 0;
+    for r in 0..REQUESTS {
+        client.batch_execute(&set_context_sql("tokio", &new_traceparent())).await.unwrap();
+        let (r1, r2, r3) = (r + 1, r + 2, r + 3);
+        let p: [[&(dyn ToSql + Sync); 1]; 3] = [[&r], [&r1], [&r2]];
+        let t: [[(&(dyn ToSql + Sync), Type); 1]; 2] = [[(&r, Type::INT4)], [(&r3, Type::INT4)]];
+        let (a, b, c, d, e) = tokio::join!(
+            client.query_one(&named, &p[0]),
+            client.query_one(&named, &p[1]),
+            client.query_typed(unnamed, &t[0]),
+            client.query_one(&named, &p[2]),
+            client.query_typed(unnamed, &t[1]),
+        );
+        let got: Vec<i32> = [a.unwrap(), b.unwrap(), d.unwrap()].iter().map(|row| row.get(0)).collect();
+        assert_eq!(got, [r, r + 1, r + 2]);
+        assert_eq!(c.unwrap()[0].get::<_, i32>(0), r + 1);
+        assert_eq!(e.unwrap()[0].get::<_, i32>(0), r + 4);
+        let tx = client.transaction().await.unwrap();
+        let (f, g) = tokio::join!(tx.query_one(&named, &p[0]), tx.query_typed(unnamed, &t[0]));
+        assert_eq!((f.unwrap().get::<_, i32>(0), g.unwrap()[0].get::<_, i32>(0)), (r, r + 1));
+        tx.commit().await.unwrap();
+        count += 7;
+    }
+    assert_context_share("tokio", None, count);
+    proxy.shutdown().await;
+}
+
+/// tokio-postgres's `query` with a text prepares it as a named statement: an app that sets its context
+/// with `client.query("SELECT set_config(…)", &[])` sends the `set_config` named. The context it sets must
+/// reach the executions after it as it does from `batch_execute`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_tokio_postgres_set_by_named_statement() {
+    use tokio_postgres::types::Type;
+    const REQUESTS: i32 = 100;
+    let proxy = shipping_proxy().await;
+    let client = connect(proxy.local_addr().port(), "ctxtoknm").await;
+    let named = client.prepare("SELECT $1::int /*ctx_tokio_named_set_q named*/").await.unwrap();
+    let mut count = 0;
+    for r in 0..REQUESTS {
+        let set = client.query(&set_context_sql("tokio_named_set", &new_traceparent()), &[]).await.unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(client.query_one(&named, &[&r]).await.unwrap().get::<_, i32>(0), r);
+        let unnamed = "SELECT $1::int /*ctx_tokio_named_set_q unnamed*/";
+        assert_eq!(client.query_typed(unnamed, &[(&r, Type::INT4)]).await.unwrap()[0].get::<_, i32>(0), r);
+        count += 2;
+    }
+    context_share("tokio_named_set", None, count).check();
     proxy.shutdown().await;
 }
