@@ -140,21 +140,20 @@ impl Session {
         for effect in carrier::statements(text) {
             let touches = match &effect {
                 Effect::Set { variable, value, scope, computed } => {
-                    if *variable == self.cfg.session_guc && *scope == Scope::Session && runs_now {
+                    if *variable == self.cfg.session_guc && *scope == Scope::Session {
                         // The client's own session context (`SET sqlcommenter.traceparent = '…'`).
-                        self.guc_ctx = match (value, computed) {
+                        let ctx = match (value, computed) {
                             (Some(v), false) => TraceParent::parse(v.trim()).ok().map(TraceContext::new),
                             // RESET / DEFAULT: back to the session default (the startup options').
                             (None, false) => self.options_ctx.clone(),
                             (_, true) => None,
                         };
+                        self.session_context_from(name, runs_now, ctx);
                     }
                     self.cfg.carrier.as_ref().is_some_and(|t| t.variable() == variable)
                 }
                 Effect::ResetAll => {
-                    if runs_now {
-                        self.guc_ctx = self.options_ctx.clone();
-                    }
+                    self.session_context_from(name, runs_now, self.options_ctx.clone());
                     true
                 }
                 Effect::UnknownSettings | Effect::RollbackToSavepoint => true,
@@ -187,7 +186,33 @@ impl Session {
         }
     }
 
+    /// A statement sets the client's session context to `ctx`: now, or — a named statement — whenever
+    /// it is executed (drivers that prepare everything: JDBC `prepareThreshold`, tokio-postgres, asyncpg).
+    fn session_context_from(&mut self, name: Option<&[u8]>, runs_now: bool, ctx: Option<TraceContext>) {
+        match name.filter(|_| !runs_now) {
+            Some(n) => {
+                self.sets_context.insert(n.to_vec(), ctx);
+            }
+            None => self.guc_ctx = ctx,
+        }
+    }
+
+    /// After the carrier for a named execution: the statement's own effect on the session context, from
+    /// the moment it runs (the replies lag behind; what follows it in the pipeline runs after it).
+    pub(super) fn named_statement_runs(&mut self, body: &[u8]) {
+        if self.sets_context.is_empty() {
+            return;
+        }
+        let Some(stmt) = frame::bind_statement(body).filter(|s| !s.is_empty()) else { return };
+        if let Some(ctx) = self.sets_context.get(stmt) {
+            self.guc_ctx = ctx.clone();
+        }
+    }
+
     pub(super) fn forget_statement(&mut self, name: &[u8]) {
+        if !self.sets_context.is_empty() {
+            self.sets_context.remove(name);
+        }
         if !self.named_ctx.is_empty() {
             self.named_ctx.remove(name);
         }

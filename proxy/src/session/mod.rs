@@ -133,6 +133,9 @@ pub struct Session {
     open_txn: bool,
     /// Named statements that open (`true`) or end (`false`) a transaction when executed.
     txn_control: HashMap<Vec<u8>, bool>,
+    /// Named statements that set the client's session context when executed (`set_config` of the
+    /// session GUC, `RESET`), with the context they leave.
+    sets_context: HashMap<Vec<u8>, Option<TraceContext>>,
     /// Where the proxy's comment sits in the unnamed statement and in the unnamed portal's statement.
     unnamed_statement_shift: Option<Shift>,
     unnamed_portal_shift: Option<Shift>,
@@ -183,6 +186,7 @@ impl Session {
             tracker: Tracker::with_base(base),
             open_txn: false,
             txn_control: HashMap::new(),
+            sets_context: HashMap::new(),
             unnamed_statement_shift: None,
             unnamed_portal_shift: None,
             backend_key: None,
@@ -300,6 +304,7 @@ impl Session {
         if inject && tag == frame::BIND {
             self.carrier_before_bind(body, out);
             self.recomment_unnamed(body, out);
+            self.named_statement_runs(body);
         }
         let answered = self.proto.client_message(tag);
         self.request_started(tag);
@@ -568,6 +573,7 @@ impl Session {
             self.no_txn_block.clear();
             self.touches_settings.clear();
             self.txn_control.clear();
+            self.sets_context.clear();
         }
     }
 }
