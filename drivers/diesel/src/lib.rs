@@ -32,7 +32,8 @@
 //!   before a statement whose context differs from what the connection carries, and pipelined with that
 //!   statement: no extra round trip. Inside a transaction it is transaction-scoped (ends with it);
 //!   outside, session-scoped, and the next statement that needs something else (another request's context,
-//!   or none) rewrites or clears it before it runs.
+//!   or none) rewrites or clears it before it runs — or, behind a transaction pooler
+//!   ([`OutsideTransaction::WrapInTransaction`]), in a transaction of the statement's own.
 //!
 //! ## No stale context
 //! The connection knows what it carries (the core `Tracker`, fed with what `BEGIN`/`COMMIT`/`ROLLBACK
