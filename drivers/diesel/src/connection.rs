@@ -330,3 +330,31 @@ impl TracedPgConnection {
         &self.shared.target
     }
 }
+
+/// `save_changes` through the wrapper: the `UPDATE … RETURNING` runs as any other statement.
+impl<'b, Changes, Output, Tab, V> diesel_async::UpdateAndFetchResults<Changes, Output> for TracedPgConnection
+where
+    Output: Send + 'static,
+    Changes: Copy + diesel::AsChangeset<Target = Tab> + Send + diesel::associations::Identifiable<Table = Tab>,
+    Tab: diesel::Table + diesel::query_dsl::methods::FindDsl<Changes::Id> + 'b,
+    diesel::dsl::Find<Tab, Changes::Id>: diesel::query_builder::IntoUpdateTarget<Table = Tab, WhereClause = V>,
+    diesel::query_builder::UpdateStatement<Tab, V, Changes::Changeset>: AsQuery,
+    diesel::dsl::Update<Changes, Changes>: diesel_async::methods::LoadQuery<'b, Self, Output>,
+    V: Send + 'b,
+    Changes::Changeset: Send + 'b,
+    Tab::FromClause: Send,
+{
+    fn update_and_fetch<'conn, 'changes>(
+        &'conn mut self,
+        changeset: Changes,
+    ) -> BoxFuture<'changes, QueryResult<Output>>
+    where
+        Changes: 'changes,
+        Changes::Changeset: 'changes,
+        'conn: 'changes,
+        Self: 'changes,
+    {
+        use diesel_async::RunQueryDsl;
+        async move { diesel::update(changeset).set(changeset).get_result(self).await }.boxed()
+    }
+}

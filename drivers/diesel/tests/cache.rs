@@ -76,3 +76,41 @@ async fn wrapped_connection_clears_to_its_own_name() {
     // A clear writes back the connection's name as it was first read.
     assert_eq!(current(&mut traced).await, BASE_NAME);
 }
+
+#[derive(diesel::Identifiable, diesel::AsChangeset, Debug)]
+#[diesel(table_name = items)]
+struct Item<'a> {
+    id: i32,
+    task: i32,
+    note: &'a str,
+}
+
+#[derive(diesel::Queryable, Debug, PartialEq)]
+struct OwnedItem {
+    id: i32,
+    task: i32,
+    note: String,
+}
+
+#[tokio::test]
+async fn save_changes_through_the_wrapper() {
+    let mut traced = TracedPgConnection::establish_with(&url(), &Config::default()).await.unwrap();
+    let id: i32 = diesel::insert_into(items::table)
+        .values((items::task.eq(8001), items::note.eq("before")))
+        .returning(items::id)
+        .get_result(&mut traced)
+        .await
+        .unwrap();
+    let t = tp(8, 1);
+    let item = Item { id, task: 8001, note: "saved_changes" };
+    let saved: OwnedItem = async { diesel_async::SaveChangesDsl::save_changes(&item, &mut traced).await }
+        .with_context(otel(&t))
+        .await
+        .unwrap();
+    assert_eq!(saved, OwnedItem { id, task: 8001, note: "saved_changes".into() });
+    let lines = logged("marker-save-changes");
+    let updates: Vec<_> =
+        lines.iter().filter(|l| l.message.contains("execute") && l.message.contains("UPDATE \"items\"")).collect();
+    assert_eq!(updates.len(), 1, "{updates:#?}");
+    assert_eq!(updates[0].carried(), Some(t));
+}
