@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         // The file under flags and variables first, so settings the binary reads itself (log format) come
         // from it too.
         Command::Proxy(args) => {
-            args.with_file().and_then(sqlcommenter_proxy::run_blocking).map(|()| ExitCode::SUCCESS).map_err(Into::into)
+            sqlcommenter_proxy::run_blocking(args).map(|()| ExitCode::SUCCESS).map_err(Into::into)
         }
         Command::Logs(args) => sqlcommenter_logs::run(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Top(args) => sqlcommenter_top::run(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),

@@ -209,6 +209,8 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
 /// Resolves `args`, builds a multi-threaded runtime and runs until SIGTERM or SIGINT. For the operator
 /// binary: print the error (one line) and exit non-zero on `Err`.
 pub fn run_blocking(args: ProxyArgs) -> Result<(), ProxyError> {
+    // The file's settings too (the log format among them), whoever the caller is.
+    let args = args.with_file()?;
     let config = args.resolve()?;
     crate::logging::init(args.log_format.as_deref())?;
     // The control plane (accept loop, signals) needs little; sessions run on their own threads.
