@@ -2,7 +2,7 @@
 //! logging off). A request = 5 point-selects by primary key under one trace context. Variants run
 //! interleaved in rounds; ratios are per round against plain sqlx with cached statements.
 //!
-//! `cargo run --release -p sqlcommenter-sqlx --example sqlx_bench -- [rounds] [requests]`
+//! `cargo run --release -p sqlcommenter-sqlx --example sqlx_bench -- [rounds] [requests] [pool]`
 //! The client pins itself to CPU 0 and the server to CPU 1 when `taskset` exists (prior-art §11).
 
 use std::time::Instant;
@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use sqlcommenter_sqlx::{Config, Mode, OutsideTransaction, TracedConnection, TracedPool};
+use sqlcommenter_sqlx::{CarrierReset, Config, Mode, OutsideTransaction, PoolHooks, TracedConnection, TracedPool};
 use sqlx::{Connection, PgConnection, Row};
 
 const IDS: u32 = 10_000;
@@ -29,10 +29,14 @@ enum Variant {
     FormPrepared,
     FormLiteral,
     Carrier10Unnamed,
+    HookRelease100,
+    HookRelease10,
+    HookAcquire100,
+    HookAcquire10,
 }
 
 impl Variant {
-    const ALL: [Variant; 11] = [
+    const ALL: [Variant; 15] = [
         Variant::Plain,
         Variant::Control,
         Variant::Carrier100,
@@ -44,6 +48,10 @@ impl Variant {
         Variant::FormPrepared,
         Variant::FormLiteral,
         Variant::Carrier10Unnamed,
+        Variant::HookRelease100,
+        Variant::HookRelease10,
+        Variant::HookAcquire100,
+        Variant::HookAcquire10,
     ];
 
     /// The carrier-form comparisons run on one connection only.
@@ -60,9 +68,19 @@ impl Variant {
         }
     }
 
-    /// `TracedPool::new` (clear on release) only differs from `connect_with` for pools.
+    /// `TracedPool::new` (clear on release) only differs from `connect_with` for pools; the plain-pool
+    /// hooks only exist for pools.
     fn pool_only(self) -> bool {
-        matches!(self, Variant::Wrapped100 | Variant::Wrapped10)
+        matches!(self, Variant::Wrapped100 | Variant::Wrapped10) || self.hook().is_some()
+    }
+
+    /// A plain `PgPool` with `PoolHooks` (the application's code unchanged: `pool.acquire()`, plain sqlx).
+    fn hook(self) -> Option<CarrierReset> {
+        match self {
+            Variant::HookRelease100 | Variant::HookRelease10 => Some(CarrierReset::OnRelease),
+            Variant::HookAcquire100 | Variant::HookAcquire10 => Some(CarrierReset::OnAcquire),
+            _ => None,
+        }
     }
 
     fn name(self) -> &'static str {
@@ -84,6 +102,10 @@ impl Variant {
             Variant::WrapTx100 => "WrapInTransaction (transaction-pooler mode), 100% sampled",
             Variant::FormPrepared => "form only: plain sqlx + prepared SET_CONFIG_SQL per request",
             Variant::FormLiteral => "form only: plain sqlx + literal set_config (simple Query) per request",
+            Variant::HookRelease100 => "plain PgPool + PoolHooks, cleared on release (default), 100% sampled",
+            Variant::HookRelease10 => "plain PgPool + PoolHooks, cleared on release (default), 10% sampled",
+            Variant::HookAcquire100 => "plain PgPool + PoolHooks, overwritten on acquire, 100% sampled",
+            Variant::HookAcquire10 => "plain PgPool + PoolHooks, overwritten on acquire, 10% sampled",
         }
     }
 
@@ -91,9 +113,14 @@ impl Variant {
         match self {
             Variant::Plain | Variant::Control | Variant::FormPrepared | Variant::FormLiteral => None,
             // the connections' own name (from the URL), as a pool's connect options give it
-            Variant::Carrier100 | Variant::Carrier10 | Variant::Wrapped100 | Variant::Wrapped10 => {
-                Config::builder().base_application_name("bench").build().ok()
-            }
+            Variant::Carrier100
+            | Variant::Carrier10
+            | Variant::Wrapped100
+            | Variant::Wrapped10
+            | Variant::HookRelease100
+            | Variant::HookRelease10
+            | Variant::HookAcquire100
+            | Variant::HookAcquire10 => Config::builder().base_application_name("bench").build().ok(),
             Variant::Carrier10Unnamed => Some(Config::default()),
             Variant::Comment100 => Config::builder().mode(Mode::PerQueryComment).build().ok(),
             Variant::WrapTx100 => Config::builder()
@@ -107,7 +134,11 @@ impl Variant {
     /// Whether request `n` is sampled.
     fn sampled(self, n: u64) -> bool {
         match self {
-            Variant::Carrier10 | Variant::Wrapped10 | Variant::Carrier10Unnamed => n % 10 == 0,
+            Variant::Carrier10
+            | Variant::Wrapped10
+            | Variant::Carrier10Unnamed
+            | Variant::HookRelease10
+            | Variant::HookAcquire10 => n % 10 == 0,
             _ => true,
         }
     }
@@ -223,6 +254,12 @@ async fn pooled(url: &str, v: Variant, requests: u64, seed: u64) -> Result<(f64,
     let options = sqlx::postgres::PgPoolOptions::new().max_connections(8).min_connections(8);
     let (pool, db) = match v.config() {
         None => (options.connect(url).await?, None),
+        // the application's own pool and code; only the hooks differ
+        Some(cfg) if v.hook().is_some() => {
+            let connect: sqlx::postgres::PgConnectOptions = url.parse()?;
+            let hooks = PoolHooks::new(&cfg, &connect).reset(v.hook().unwrap_or_default());
+            (hooks.connect(options, connect).await?, None)
+        }
         Some(cfg) if v.pool_only() => {
             let pool = options.connect(url).await?;
             (pool.clone(), Some(TracedPool::new(pool, &cfg)))
@@ -364,7 +401,12 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 
     rt.block_on(async {
+        // `-- <rounds> <requests> pool`: the pool topology only
+        let only_pool = args.get(3).is_some_and(|a| a == "pool");
         for (topology, label) in [(0u8, "one connection"), (1u8, "pool of 8, 8 tasks")] {
+            if only_pool && topology == 0 {
+                continue;
+            }
             let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); Variant::ALL.len()];
             let mut prepared = vec![0i64; Variant::ALL.len()];
             for round in 0..rounds {

@@ -336,3 +336,26 @@ async fn thousand_traces_one_carrier_entry_and_plain_caches() {
     assert_eq!(entries.len(), 1, "one carrier entry for 2,000 traces: {entries:#?}");
     assert!(entries[0].1 >= 2_000, "the carrier was written for every trace: {entries:?}");
 }
+
+/// `sqlx::migrate!` / `Migrator::run(&pool)` takes one connection through `Acquire for &PgPool`: the
+/// migrations and sqlx's own bookkeeping run under the caller's span.
+#[tokio::test]
+async fn migrations_run_under_the_callers_span() {
+    let pool = hooked_pool(&url(), 2, CarrierReset::OnRelease).await;
+    let a = tp(8, 1, true);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/migrations");
+    let migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    async { migrator.run(&pool).await.unwrap() }.with_context(otel(&a)).await;
+    let lines = logged("marker-migrate");
+    let migrations: Vec<_> = lines
+        .iter()
+        .filter(|l| l.message.contains("CREATE TABLE hook_migrated") || l.message.contains("hook_migrated_row"))
+        .collect();
+    assert_eq!(migrations.len(), 2, "both migrations logged: {migrations:?}");
+    let bookkeeping = executions(&lines, "_sqlx_migrations");
+    assert!(!bookkeeping.is_empty());
+    for l in migrations.into_iter().chain(bookkeeping) {
+        assert_eq!(l.carried(), Some(a), "{}", l.message);
+    }
+    pool.close().await;
+}

@@ -1,0 +1,1 @@
+INSERT INTO hook_migrated VALUES (1, 'hook_migrated_row');
