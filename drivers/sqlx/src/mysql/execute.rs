@@ -4,7 +4,7 @@
 use sqlcommenter::Injected;
 use sqlx::error::BoxDynError;
 use sqlx::mysql::{MySqlArguments, MySqlStatement};
-use sqlx::{AssertSqlSafe, Execute, MySql, SqlSafeStr, SqlStr};
+use sqlx::{Arguments, AssertSqlSafe, Execute, MySql, SqlSafeStr, SqlStr};
 
 use super::config::Shared;
 
@@ -26,6 +26,11 @@ impl Commented {
         let persistent = query.persistent();
         let sql = query.sql();
         let (sql, traced) = comment(sql, shared);
+        // A traced statement without arguments goes as text (COM_QUERY): one round trip, nothing prepared.
+        let arguments = match arguments {
+            Some(Ok(Some(a))) if traced && a.len() == 0 => Some(Ok(None)),
+            other => other,
+        };
         Commented { sql, statement, arguments, persistent: persistent && !traced }
     }
 }
