@@ -137,24 +137,50 @@ fn atomize(sql: &str) -> Vec<Vec<Atom<'_>>> {
     out
 }
 
-/// Words that begin (or, for `set_config`, mark) every statement [`statements`] classifies as anything
-/// but [`Effect::Other`]; `set` also finds `reset` and `set_config`.
-const EFFECT_WORDS: [&str; 14] = [
-    "begin", "start", "commit", "end", "rollback", "abort", "discard", "set", "vacuum", "alter", "create", "drop",
-    "reindex", "cluster",
+/// The words that begin (or, for `set_config`, mark) every statement [`statements`] classifies as
+/// anything but [`Effect::Other`].
+const EFFECT_WORDS: [&[u8]; 16] = [
+    b"begin",
+    b"start",
+    b"commit",
+    b"end",
+    b"rollback",
+    b"abort",
+    b"discard",
+    b"set",
+    b"reset",
+    b"vacuum",
+    b"alter",
+    b"create",
+    b"drop",
+    b"reindex",
+    b"cluster",
+    b"set_config",
 ];
 
 /// A cheap prefilter for [`statements`], for callers that see every statement (the proxy): `false` means
-/// every statement in `sql` is [`Effect::Other`]. One pass, case-insensitive, no allocation; a keyword
-/// inside a literal or an identifier gives `true` (then [`statements`] reads it properly).
+/// every statement in `sql` is [`Effect::Other`]. One pass over the words (runs of letters, digits and
+/// `_`), case-insensitive, no allocation; a keyword inside a literal or a comment gives `true` (then
+/// [`statements`] reads it properly).
 pub fn may_have_effect(sql: &[u8]) -> bool {
-    static WORDS: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
-        aho_corasick::AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(EFFECT_WORDS)
-            .expect("fixed patterns build")
-    });
-    WORDS.is_match(sql)
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while i < sql.len() {
+        if !word(sql[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < sql.len() && word(sql[i]) {
+            i += 1;
+        }
+        let w = &sql[start..i];
+        let first = w[0].to_ascii_lowercase();
+        if (3..=10).contains(&w.len()) && EFFECT_WORDS.iter().any(|k| k[0] == first && w.eq_ignore_ascii_case(k)) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The effect of every statement in `sql` (a simple Query may hold several), in order.
@@ -167,6 +193,10 @@ pub fn statements(sql: &str) -> Vec<Effect<'_>> {
 /// comment would be frozen into it and shown to the client. Carry context at `EXECUTE`/`FETCH` instead.
 pub fn stores_text(sql: &str) -> bool {
     // Only the first two words matter: stop there (the proxy asks this of every statement it comments).
+    // Most statements are told apart by their first byte.
+    if !matches!(sql.bytes().find(|b| !b.is_ascii_whitespace()), Some(b'p' | b'P' | b'd' | b'D' | b'/' | b'-')) {
+        return false;
+    }
     let mut words = tokenize(sql, Dialect::Postgres)
         .filter(|t| !matches!(t.kind, TokenKind::Space | TokenKind::LineComment | TokenKind::BlockComment))
         .take_while(|t| t.kind == TokenKind::Code)
@@ -287,7 +317,7 @@ mod tests {
             "discard", "all", "reset", "set", "local", "session", "application_name", "=", "'x'", ";", "vacuum",
             "alter", "system", "create", "drop", "database", "tablespace", "subscription", "index", "concurrently",
             "reindex", "cluster", "verbose", "select", "pg_catalog.set_config", "(", ")", ",", "true", "from",
-            "current", "default", "work", "x", "1", "/* c */", "--c\n",
+            "current", "default", "work", "x", "1", "/* c */", "--c\n", "x$set", "éBEGIN", "a.commit", "offset", "_end",
         ]), 0..8)) {
             let sql = words.join(" ");
             if !may_have_effect(sql.as_bytes()) {

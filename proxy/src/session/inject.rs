@@ -57,13 +57,13 @@ impl Session {
                 self.counters.commented += 1;
                 METRICS.comments.fetch_add(1, Relaxed);
                 frame::write_parse(out, b"", s.as_bytes(), rest);
-                let shift = text.and_then(|o| Shift::between(o, &s));
+                let inserted = crate::state::insertion(query, s.as_bytes())?;
+                let shift = text.and_then(|o| Shift::of_insertion(o, &s, inserted.0, inserted.1));
                 self.unnamed_statement_shift = shift;
                 if answered {
                     self.proto.set_last_shift(shift);
                 }
-                let query = text.unwrap_or_default().to_owned();
-                Some(Commented { query, rest: rest.to_vec(), ctx, bound: false })
+                Some(Commented { inserted, ctx, bound: false })
             }
             other => {
                 self.counters.comment_skipped += 1;
@@ -85,14 +85,15 @@ impl Session {
         if !std::mem::replace(&mut c.bound, true) || !self.proto.may_inject() {
             return;
         }
-        let (query, rest, old) = (std::mem::take(&mut c.query), std::mem::take(&mut c.rest), c.ctx.clone());
+        let old = c.ctx.clone();
         let ctx = self.current_ctx();
+        if self.spans.is_none() && ctx == old {
+            return;
+        }
+        let Unnamed::Parsed(u) = &self.unnamed else { return };
+        let Some((query, rest)) = u.client_parse().map(|(q, r)| (q, r.to_vec())) else { return };
         let start = out.len();
-        let again = if self.spans.is_none() && ctx == old {
-            None
-        } else {
-            self.comment_unnamed(query.as_bytes(), &rest, ctx, false, out)
-        };
+        let again = self.comment_unnamed(&query, &rest, ctx, false, out);
         let Unnamed::Parsed(u) = &mut self.unnamed else { return };
         match again {
             Some(mut c) => {
@@ -101,10 +102,8 @@ impl Session {
                 c.bound = true;
                 u.commented = Some(c);
             }
-            None => {
-                out.truncate(start);
-                u.commented = Some(Commented { query, rest, ctx: old, bound: true });
-            }
+            // Not commented this time (cannot happen for a text commented before): the old one stays.
+            None => out.truncate(start),
         }
     }
 

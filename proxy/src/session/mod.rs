@@ -93,13 +93,24 @@ struct UnnamedStatement {
 /// execution of the same statement is parsed again with its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Commented {
-    /// The client's text and the rest of its Parse (parameter types).
-    query: String,
-    rest: Vec<u8>,
+    /// Where the comment sits in the sent text (byte offset, length): the client's text is the sent one
+    /// without it (kept this way: no copy of the text per Parse).
+    inserted: (usize, usize),
     /// The context the comment was made for (before the proxy's span became its parent).
     ctx: Option<TraceContext>,
     /// An execution (Bind) already used the comment.
     bound: bool,
+}
+
+impl UnnamedStatement {
+    /// The client's text and the rest of its Parse (parameter types), when the proxy commented it.
+    fn client_parse(&self) -> Option<(Vec<u8>, &[u8])> {
+        let (at, len) = self.commented.as_ref()?.inserted;
+        let p = frame::parse_body(self.sent.get(HEADER_LEN..)?)?;
+        let mut query = p.query.get(..at)?.to_vec();
+        query.extend_from_slice(p.query.get(at + len..)?);
+        Some((query, p.rest))
+    }
 }
 
 /// One client session (see the module docs).
