@@ -236,6 +236,37 @@ async fn round_trips(c: &mut Conns, variant: Variant, requests: u64) -> Result<f
     Ok(median(&mut per_request) / (DELAY.as_secs_f64() * PER_REQUEST as f64))
 }
 
+/// Synchronous diesel: requests/s from `TASKS` threads sharing an r2d2 pool of `POOL` `PgConnection`s (a
+/// checkout per request; `traced`: each request under its own trace, current at checkout).
+fn sync_pooled<M>(pool: &diesel::r2d2::Pool<M>, traced: bool, requests: u64, offset: u64) -> Result<f64>
+where
+    M: diesel::r2d2::ManageConnection<Connection = diesel::PgConnection>,
+{
+    let start = Instant::now();
+    let per_task = requests / TASKS as u64;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..TASKS as u64)
+            .map(|t| {
+                s.spawn(move || {
+                    for i in 0..per_task {
+                        let n = offset + t * per_task + i;
+                        let _cx = traced.then(|| context(n).attach());
+                        let mut conn = pool.get()?;
+                        let base = (n as i32).wrapping_mul(7919).rem_euclid(IDS);
+                        for k in 0..PER_REQUEST {
+                            let id = (base + k) % IDS + 1;
+                            let _: (i32, String) = diesel::RunQueryDsl::first(bench_kv::table.find(id), &mut *conn)?;
+                        }
+                    }
+                    Ok::<_, anyhow::Error>(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().map_err(|_| anyhow::anyhow!("thread panicked"))?)
+    })?;
+    Ok((per_task * TASKS as u64) as f64 / start.elapsed().as_secs_f64())
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -346,5 +377,56 @@ async fn main() -> Result<()> {
             println!("| {} | {:.2} ({:.2}–{:.2}) | {carrier:.2} | {stmts:.2} | {rt} |", v.name(), median(r), min, max);
         }
     }
+    // Synchronous diesel through r2d2.
+    let plain_sync = diesel::r2d2::Pool::builder()
+        .max_size(POOL as u32)
+        .build(diesel::r2d2::ConnectionManager::<diesel::PgConnection>::new(&url))?;
+    let traced_sync = diesel::r2d2::Pool::builder()
+        .max_size(POOL as u32)
+        .build(sqlcommenter_diesel::CheckoutCarrier::new(&url, &config))?;
+    sync_pooled(&plain_sync, false, 400, 0)?;
+    sync_pooled(&traced_sync, true, 400, 0)?;
+    let (mut plain_rps, mut ratio) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let offset = (round as u64 + 1) * 100_000_000;
+        let (p, t) = if round % 2 == 0 {
+            let p = sync_pooled(&plain_sync, false, requests, offset)?;
+            (p, sync_pooled(&traced_sync, true, requests, offset)?)
+        } else {
+            let t = sync_pooled(&traced_sync, true, requests, offset)?;
+            (sync_pooled(&plain_sync, false, requests, offset)?, t)
+        };
+        plain_rps.push(p);
+        ratio.push(t / p);
+    }
+    let sync_counts = |pool_traced: bool| -> Result<(f64, f64)> {
+        pg.execute_sql("SELECT pg_stat_statements_reset()")?;
+        if pool_traced {
+            sync_pooled(&traced_sync, true, 800, 9_000_000)?;
+        } else {
+            sync_pooled(&plain_sync, false, 800, 9_000_000)?;
+        }
+        let calls = |filter: &str| -> Result<f64> {
+            let out = pg.query(&format!("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE {filter}"))?;
+            Ok(out.trim().parse()?)
+        };
+        let app = calls("query LIKE '%bench_kv%'")?;
+        let carrier = calls("query LIKE '%set_config%' AND query NOT LIKE '%pg_stat_statements%'")?;
+        // r2d2's ping: diesel's prepared `SELECT 1` (kept as written)
+        let ping = calls("query = 'SELECT 1'")?;
+        Ok((carrier / app, (app + carrier + ping) / app))
+    };
+    println!("\nsync diesel, r2d2 pool of {POOL}, {TASKS} threads: {rounds} rounds × {requests} requests × {PER_REQUEST} selects");
+    println!("plain requests/s: median {:.0}", median(&mut plain_rps));
+    println!("| variant | ratio median (min–max) | carrier stmts / query | server stmts / query |");
+    println!("|---|---|---|---|");
+    let (min, max) = (ratio.iter().cloned().fold(f64::MAX, f64::min), ratio.iter().cloned().fold(0.0, f64::max));
+    let (c0, s0) = sync_counts(false)?;
+    let (c1, s1) = sync_counts(true)?;
+    println!("| plain r2d2 | 1.00 | {c0:.2} | {s0:.2} |");
+    println!(
+        "| CheckoutCarrier, new trace per request | {:.2} ({min:.2}–{max:.2}) | {c1:.2} | {s1:.2} |",
+        median(&mut ratio)
+    );
     Ok(())
 }
