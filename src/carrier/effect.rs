@@ -138,49 +138,49 @@ fn atomize(sql: &str) -> Vec<Vec<Atom<'_>>> {
 }
 
 /// The words that begin (or, for `set_config`, mark) every statement [`statements`] classifies as
-/// anything but [`Effect::Other`].
-const EFFECT_WORDS: [&[u8]; 16] = [
-    b"begin",
-    b"start",
-    b"commit",
-    b"end",
-    b"rollback",
-    b"abort",
-    b"discard",
-    b"set",
-    b"reset",
-    b"vacuum",
-    b"alter",
-    b"create",
-    b"drop",
-    b"reindex",
-    b"cluster",
-    b"set_config",
-];
+/// anything but [`Effect::Other`], by their first letter.
+fn effect_words(first: u8) -> &'static [&'static [u8]] {
+    match first {
+        b'a' => &[b"abort", b"alter"],
+        b'b' => &[b"begin"],
+        b'c' => &[b"commit", b"create", b"cluster"],
+        b'd' => &[b"discard", b"drop"],
+        b'e' => &[b"end"],
+        b'r' => &[b"rollback", b"reset", b"reindex"],
+        b's' => &[b"set", b"start", b"set_config"],
+        b'v' => &[b"vacuum"],
+        _ => &[],
+    }
+}
+
+/// Bytes of a word for [`may_have_effect`]: ASCII letters, digits, `_`.
+static WORD_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_';
+        b += 1;
+    }
+    t
+};
 
 /// A cheap prefilter for [`statements`], for callers that see every statement (the proxy): `false` means
-/// every statement in `sql` is [`Effect::Other`]. One pass over the words (runs of letters, digits and
-/// `_`), case-insensitive, no allocation; a keyword inside a literal or a comment gives `true` (then
+/// every statement in `sql` is [`Effect::Other`]. One pass over the words (runs of ASCII letters, digits
+/// and `_`), case-insensitive, no allocation; a keyword inside a literal or a comment gives `true` (then
 /// [`statements`] reads it properly).
 pub fn may_have_effect(sql: &[u8]) -> bool {
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let mut i = 0;
-    while i < sql.len() {
-        if !word(sql[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < sql.len() && word(sql[i]) {
-            i += 1;
-        }
-        let w = &sql[start..i];
-        let first = w[0].to_ascii_lowercase();
-        if (3..=10).contains(&w.len()) && EFFECT_WORDS.iter().any(|k| k[0] == first && w.eq_ignore_ascii_case(k)) {
+    let mut rest = sql;
+    loop {
+        let Some(start) = rest.iter().position(|&b| WORD_BYTE[b as usize]) else { return false };
+        rest = &rest[start..];
+        let len = rest.iter().position(|&b| !WORD_BYTE[b as usize]).unwrap_or(rest.len());
+        let (w, after) = rest.split_at(len);
+        if (3..=10).contains(&len) && effect_words(w[0] | 0x20).iter().any(|k| w.eq_ignore_ascii_case(k)) {
             return true;
         }
+        rest = after;
     }
-    false
 }
 
 /// The effect of every statement in `sql` (a simple Query may hold several), in order.
