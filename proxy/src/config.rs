@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlcommenter::carrier::Target;
+use sqlcommenter::carrier::{Scope, Target};
 use sqlcommenter::Placement;
 
 use crate::error::ProxyError;
@@ -40,6 +40,15 @@ pub struct InjectConfig {
     pub placement: Placement,
     /// Probability that a fresh root context is sampled (0.0..=1.0).
     pub sample_ratio: f64,
+    /// Scope of the carrier written for a client's own session context (from its startup packet or its
+    /// `SET` of the session GUC): [`Scope::Transaction`] (default) writes it before each named execution's
+    /// transaction and leaves nothing behind, safe behind any pooler; [`Scope::Session`] writes it once per
+    /// change — for a proxy directly in front of the server (or of PgBouncer in session mode). Behind
+    /// transaction pooling it stays correct with the `application_name` carrier (PgBouncer keeps it per
+    /// client) but PgBouncer re-syncs it with a `SET application_name = '…'` per link, a text
+    /// pg_stat_statements keys per trace. Per-statement contexts (spans, roots, a statement's own) are
+    /// always transaction-scoped.
+    pub carrier_scope: Scope,
     /// Invent a root context per transaction when the client supplies none and the proxy exports no
     /// spans. Off by default: such trace ids exist in no tracing backend. With span export on, the
     /// proxy's spans are the roots whatever this says.
@@ -59,6 +68,7 @@ impl Default for InjectConfig {
             session_guc: sqlcommenter::carrier::DEFAULT_GUC.to_owned(),
             placement: Placement::Append,
             sample_ratio: 1.0,
+            carrier_scope: Scope::Transaction,
             root_contexts: false,
             tags: Vec::new(),
             application_tag: false,
@@ -215,6 +225,11 @@ pub struct ProxyArgs {
     /// Probability that a fresh root context is sampled, 0.0 to 1.0 [default: 1.0].
     #[arg(long, env = "SQLCOMMENTER_SAMPLE_RATIO")]
     pub sample_ratio: Option<f64>,
+    /// Scope of the carrier for a client's own session context: transaction (written per transaction,
+    /// safe behind any pooler) or session (written once per change: directly in front of PostgreSQL)
+    /// [default: transaction].
+    #[arg(long, env = "SQLCOMMENTER_CARRIER_SCOPE")]
+    pub carrier_scope: Option<String>,
     /// Invent a root trace context per transaction for clients that supply none, without exporting
     /// spans (their trace ids exist in no tracing backend) [default: false].
     #[arg(long, env = "SQLCOMMENTER_ROOT_CONTEXTS")]
@@ -346,6 +361,7 @@ impl ProxyArgs {
             guc,
             placement,
             sample_ratio,
+            carrier_scope,
             root_contexts,
             tags,
             db_driver,
@@ -381,6 +397,7 @@ impl ProxyArgs {
             guc: self.guc.or(guc),
             placement: self.placement.or(placement),
             sample_ratio: self.sample_ratio.or(sample_ratio),
+            carrier_scope: self.carrier_scope.or(carrier_scope),
             root_contexts: self.root_contexts.or(root_contexts),
             tags: all_tags,
             db_driver: self.db_driver,
@@ -436,6 +453,15 @@ impl ProxyArgs {
         }
         if let Some(r) = args.root_contexts {
             inject.root_contexts = r;
+        }
+        if let Some(c) = &args.carrier_scope {
+            inject.carrier_scope = match c.as_str() {
+                "transaction" => Scope::Transaction,
+                "session" => Scope::Session,
+                other => {
+                    return Err(ProxyError::Config(format!("carrier_scope {other:?}: use transaction or session")));
+                }
+            };
         }
         // Tags in order (file, then flags/variable): a later one replaces an earlier one of the same key.
         let mut tags: Vec<(String, String)> = Vec::new();
@@ -624,6 +650,7 @@ mod tests {
         ("placement", "prepend", "\"prepend\"", &[]),
         ("sample_ratio", "0.25", "0.25", &[]),
         ("root_contexts", "true", "true", &[]),
+        ("carrier_scope", "session", "\"session\"", &[]),
         ("tags", "team=core", "[\"team=core\"]", &[]),
         ("db_driver", "pgx", "\"pgx\"", &[]),
         ("application_tag", "true", "true", &[]),
@@ -689,7 +716,7 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, SAMPLES.len(), "SAMPLES names a setting that is no flag");
-        assert_eq!(seen, 27);
+        assert_eq!(seen, 28);
     }
 
     /// Flag > variable > file > default, for settings the file used not to take and for those it did.

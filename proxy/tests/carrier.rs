@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{app_of, carrier_trace_id, comment_trace_id};
+use sqlcommenter::carrier::Scope;
 use sqlcommenter_proxy::{ProxyConfig, Upstream};
 use sqlcommenter_testpg::{pgbouncer_or_skip, Cluster, LogFormat, PgBouncer, PoolMode};
 
@@ -75,7 +76,7 @@ async fn ten_thousand_traces_leave_one_carrier_entry_in_pg_stat_statements() {
     assert_eq!(calls, 10_000, "one carrier per execution, each its own trace");
 }
 
-async fn run_through(mode: PoolMode, bin: &Path) {
+async fn run_through(mode: PoolMode, scope: Scope, bin: &Path) {
     let pg = cluster(true);
     let bouncer = PgBouncer::builder(mode).binary(bin).pool_size(2).max_prepared_statements(200).start(&pg).unwrap();
     pg.execute_sql("SELECT pg_stat_statements_reset()").unwrap();
@@ -84,6 +85,7 @@ async fn run_through(mode: PoolMode, bin: &Path) {
         Upstream::parse(&format!("127.0.0.1:{}", bouncer.port())).unwrap(),
     );
     config.admin = None;
+    config.inject.carrier_scope = scope;
     let proxy = sqlcommenter_proxy::start(config).await.unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pooled_client.py");
     let out = Command::new("python3")
@@ -128,10 +130,23 @@ async fn run_through(mode: PoolMode, bin: &Path) {
     }
     assert!(
         wrong.is_empty(),
-        "{mode:?}: {} of {} executions under the wrong trace: {wrong:#?}",
+        "{mode:?}/{scope:?}: {} of {} executions under the wrong trace: {wrong:#?}",
         wrong.len(),
         want.len()
     );
+    let replays: Vec<_> = lines.iter().filter(|l| l.contains("statement: SET application_name")).collect();
+    if scope == Scope::Session {
+        // Written once per context change (one per request); PgBouncer keeps each client's application_name
+        // and restores it when it links the client to a server — the correctness check above is what counts.
+        assert!(carriers <= CLIENTS * REQUESTS, "{mode:?}/{scope:?}: {carriers} carrier executions");
+        eprintln!(
+            "{mode:?}/{scope:?}: {} executions under their own trace, {carriers} carriers, {} application_name \
+             re-syncs by PgBouncer",
+            want.len(),
+            replays.len()
+        );
+        return;
+    }
     // One carrier at most per transaction that runs a named statement (2 per request).
     assert!(carriers <= CLIENTS * REQUESTS * 2, "{mode:?}: {carriers} carrier executions");
     assert!(carriers >= CLIENTS * REQUESTS * 2, "{mode:?}: named executions without a carrier: {carriers}");
@@ -139,7 +154,6 @@ async fn run_through(mode: PoolMode, bin: &Path) {
     // whose value differs. All clients here share one name, so beyond the first link of each of the 2
     // server connections (transaction pooling) or of each client (session pooling, 8 clients queued on 2
     // servers) a SET would be the carrier's doing; and none may write a traceparent.
-    let replays: Vec<_> = lines.iter().filter(|l| l.contains("statement: SET application_name")).collect();
     let carried = replays.iter().filter(|l| l.contains("00-")).count();
     let links = if mode == PoolMode::Session { CLIENTS } else { 2 };
     assert!(replays.len() <= links && carried == 0, "{mode:?}: PgBouncer replayed application_name: {replays:#?}");
@@ -176,6 +190,9 @@ async fn behind_pgbouncer_every_execution_carries_its_own_trace_and_nothing_is_r
         return;
     }
     for mode in [PoolMode::Transaction, PoolMode::Session] {
-        run_through(mode, &bin).await;
+        run_through(mode, Scope::Transaction, &bin).await;
     }
+    // The session-scoped carrier behind transaction pooling: still correct (PgBouncer keeps application_name
+    // per client and re-syncs it with its own SET per link — which is why it is not the default).
+    run_through(PoolMode::Transaction, Scope::Session, &bin).await;
 }

@@ -246,13 +246,19 @@ impl Session {
             Some(c) => (Some(c.clone()), true),
             None => (self.current_ctx(), self.guc_ctx.is_some() || self.startup_ctx.is_some()),
         };
+        // The client's own session context may stay on the session (configured): written once per change.
+        let scope = match (self.cfg.carrier_scope, &self.spans, self.named_ctx.contains_key(&stmt)) {
+            (Scope::Session, None, false) if client || ctx.is_none() => Scope::Session,
+            _ => Scope::Transaction,
+        };
         if let Some(t) = &mut self.spans {
             ctx = ctx.map(|c| t.carrier(c, client, &mut self.ids));
         }
         // Nothing to carry: a value written earlier in this transaction must not stay on.
         let want = ctx.map_or(Want::Clean, |c| Want::Carry(c.traceparent));
-        if let Some(action) = self.tracker.plan(want, Scope::Transaction) {
-            let write = target.write(&action, Scope::Transaction, self.app.client());
+        if let Some(action) = self.tracker.plan(want, scope) {
+            self.carrier_scope_sent = scope;
+            let write = target.write(&action, scope, self.app.client());
             // The carrier as the unnamed statement in the proxy's own portal, then the client's unnamed
             // statement restored: nothing of the proxy's stays on the server.
             frame::write_parse_untyped(out, b"", SET_CONFIG_SQL.as_bytes());

@@ -137,8 +137,10 @@ pub struct Session {
     /// A statement the client ran may have changed the carrier's setting.
     settings_dirty: bool,
     unnamed: Unnamed,
-    /// What the server's carrier setting holds (the proxy writes it transaction-scoped only).
+    /// What the server's carrier setting holds.
     tracker: Tracker,
+    /// The scope of the last carrier write (a failed one leaves that scope's value unknown).
+    carrier_scope_sent: Scope,
     /// Whether the client's transaction is open as of the messages sent so far (a pipeline's replies lag
     /// behind: a Sync outside a transaction ends the request's implicit transaction when it is sent).
     open_txn: bool,
@@ -195,6 +197,7 @@ impl Session {
             settings_dirty: false,
             unnamed: Unnamed::Absent,
             tracker: Tracker::with_base(base),
+            carrier_scope_sent: Scope::Transaction,
             open_txn: false,
             txn_control: HashMap::new(),
             sets_context: HashMap::new(),
@@ -562,7 +565,7 @@ impl Session {
             ServerEvent::ProxyDone(_) => {}
             ServerEvent::ProxyError { relay } => {
                 self.counters.carrier_errors += 1;
-                self.tracker.failed(Scope::Transaction);
+                self.tracker.failed(self.carrier_scope_sent);
                 tracing::debug!(
                     sqlstate = %String::from_utf8_lossy(frame::sqlstate(body).unwrap_or(b"")),
                     "carrier statement failed"

@@ -372,3 +372,28 @@ fn large_frames_stream_through_in_pieces() {
     }
     assert!(relayed == q);
 }
+
+#[test]
+fn a_session_scoped_carrier_is_written_once_per_change() {
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let info = StartupInfo { application_name: None, options: Some(format!("-c sqlcommenter.traceparent={tp}")) };
+    let cfg = InjectConfig { carrier_scope: Scope::Session, ..InjectConfig::default() };
+    let mut s = Session::new(Arc::new(cfg), &info, 1);
+    feed_server(&mut s, &[msg(b'R', &[0, 0, 0, 0]), msg(b'Z', b"I")].concat());
+    let batch = named_batch();
+    let out = feed_client(&mut s, &batch);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains(tp) && text.contains("false\0"), "session-scoped: {text}");
+    let (server, client_part) = replies(false, b"I");
+    assert_eq!(&feed_server(&mut s, &server)[..], &client_part[..]);
+    // The next transactions: the server's session holds it.
+    for _ in 0..3 {
+        assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..]);
+        feed_server(&mut s, &[msg(b'2', b""), msg(b'C', b"SELECT 0\0"), msg(b'Z', b"I")].concat());
+    }
+    // The client changes its context: written again, once.
+    let tp2 = "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01";
+    feed_client(&mut s, &msg(b'Q', format!("SET sqlcommenter.traceparent = '{tp2}'\0").as_bytes()));
+    feed_server(&mut s, &[msg(b'C', b"SET\0"), msg(b'Z', b"I")].concat());
+    assert!(String::from_utf8_lossy(&feed_client(&mut s, &batch)).contains(tp2));
+}
