@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, SqlxPostgresConnector};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, SqlxPostgresConnector, TransactionTrait};
 use sqlcommenter_sea_orm::{CarrierReset, Config, PoolHooks, Tagged, Tags};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -46,10 +46,13 @@ enum Variant {
     Acquire100,
     Acquire10,
     Tagged100,
+    TxPlain,
+    TxRelease100,
+    TxAcquire100,
 }
 
 impl Variant {
-    const ALL: [Variant; 7] = [
+    const ALL: [Variant; 10] = [
         Variant::Plain,
         Variant::Control,
         Variant::Release100,
@@ -57,6 +60,9 @@ impl Variant {
         Variant::Acquire100,
         Variant::Acquire10,
         Variant::Tagged100,
+        Variant::TxPlain,
+        Variant::TxRelease100,
+        Variant::TxAcquire100,
     ];
 
     fn name(self) -> &'static str {
@@ -68,14 +74,30 @@ impl Variant {
             Variant::Acquire100 => "PoolHooks, overwritten on acquire, 100% sampled",
             Variant::Acquire10 => "PoolHooks, overwritten on acquire, 10% sampled",
             Variant::Tagged100 => "Tagged (fixed tags in the text) + PoolHooks cleared on release, 100% sampled",
+            Variant::TxPlain => "request in one transaction: plain SeaORM",
+            Variant::TxRelease100 => "request in one transaction: PoolHooks, cleared on release, 100% sampled",
+            Variant::TxAcquire100 => "request in one transaction: PoolHooks, overwritten on acquire, 100% sampled",
         }
+    }
+
+    /// The request runs its 5 selects in one `db.transaction(..)` (one checkout).
+    fn in_transaction(self) -> bool {
+        matches!(self, Variant::TxPlain | Variant::TxRelease100 | Variant::TxAcquire100)
+    }
+
+    /// What its ratio is taken against: plain SeaORM with the same request shape.
+    fn baseline(self) -> usize {
+        let base = if self.in_transaction() { Variant::TxPlain } else { Variant::Plain };
+        Variant::ALL.iter().position(|v| *v == base).unwrap_or(0)
     }
 
     fn reset(self) -> Option<CarrierReset> {
         match self {
-            Variant::Plain | Variant::Control => None,
-            Variant::Release100 | Variant::Release10 | Variant::Tagged100 => Some(CarrierReset::OnRelease),
-            Variant::Acquire100 | Variant::Acquire10 => Some(CarrierReset::OnAcquire),
+            Variant::Plain | Variant::Control | Variant::TxPlain => None,
+            Variant::Release100 | Variant::Release10 | Variant::Tagged100 | Variant::TxRelease100 => {
+                Some(CarrierReset::OnRelease)
+            }
+            Variant::Acquire100 | Variant::Acquire10 | Variant::TxAcquire100 => Some(CarrierReset::OnAcquire),
         }
     }
 
@@ -111,10 +133,25 @@ impl Lcg {
     }
 }
 
-async fn request<C: ConnectionTrait>(db: &C, rng: &mut Lcg) -> Result<()> {
-    for _ in 0..5 {
-        let row = kv::Entity::find_by_id(rng.id()).one(db).await?;
-        anyhow::ensure!(row.is_some(), "row");
+async fn selects<C: ConnectionTrait>(db: &C, ids: [i32; 5]) -> Result<(), DbErr> {
+    for id in ids {
+        let row = kv::Entity::find_by_id(id).one(db).await?;
+        if row.is_none() {
+            return Err(DbErr::RecordNotFound(id.to_string()));
+        }
+    }
+    Ok(())
+}
+
+async fn request<C>(db: &C, rng: &mut Lcg, in_transaction: bool) -> Result<()>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let ids = [rng.id(), rng.id(), rng.id(), rng.id(), rng.id()];
+    if in_transaction {
+        db.transaction::<_, _, DbErr>(|txn| Box::pin(async move { selects(txn, ids).await })).await?;
+    } else {
+        selects(db, ids).await?;
     }
     Ok(())
 }
@@ -152,8 +189,8 @@ async fn run(url: &str, v: Variant, requests: u64, seed: u64) -> Result<f64> {
         warm.push(tokio::spawn(async move {
             let mut rng = Lcg(t);
             match &db {
-                Db::Plain(d) => request(d, &mut rng).await,
-                Db::Tagged(d) => request(d, &mut rng).await,
+                Db::Plain(d) => request(d, &mut rng, v.in_transaction()).await,
+                Db::Tagged(d) => request(d, &mut rng, v.in_transaction()).await,
             }
         }));
     }
@@ -171,8 +208,8 @@ async fn run(url: &str, v: Variant, requests: u64, seed: u64) -> Result<f64> {
                 let n = t * per_task + i;
                 let cx = request_context(n, v.sampled(n));
                 match &db {
-                    Db::Plain(d) => request(d, &mut rng).with_context(cx).await?,
-                    Db::Tagged(d) => request(d, &mut rng).with_context(cx).await?,
+                    Db::Plain(d) => request(d, &mut rng, v.in_transaction()).with_context(cx).await?,
+                    Db::Tagged(d) => request(d, &mut rng, v.in_transaction()).with_context(cx).await?,
                 }
             }
             anyhow::Ok(())
@@ -194,8 +231,12 @@ async fn per_query(url: &str, pg: &sqlcommenter_testpg::Cluster, v: Variant, req
     let mut rng = Lcg(7);
     for n in 0..requests {
         match &db {
-            Db::Plain(d) => request(d, &mut rng).with_context(request_context(n, v.sampled(n))).await?,
-            Db::Tagged(d) => request(d, &mut rng).with_context(request_context(n, v.sampled(n))).await?,
+            Db::Plain(d) => {
+                request(d, &mut rng, v.in_transaction()).with_context(request_context(n, v.sampled(n))).await?
+            }
+            Db::Tagged(d) => {
+                request(d, &mut rng, v.in_transaction()).with_context(request_context(n, v.sampled(n))).await?
+            }
         }
     }
     // the clears run in sqlx's release tasks
@@ -267,11 +308,12 @@ fn main() -> Result<()> {
                 by_variant[i] = run(&url, Variant::ALL[i], requests, round as u64).await?;
             }
             for (i, r) in by_variant.iter().enumerate() {
-                ratios[i].push(r / by_variant[0]);
+                ratios[i].push(r / by_variant[Variant::ALL[i].baseline()]);
             }
             eprintln!("round {round}: plain SeaORM {:.0} req/s", by_variant[0]);
         }
         println!("\npool of 8, 8 tasks: {requests} requests x 5 find_by_id per variant per round, {rounds} rounds");
+        println!("(ratios of the transaction variants are against plain SeaORM in a transaction)");
         println!(
             "| variant | median ratio | min | max | carrier statements / query | statements / query | server prepared |"
         );
