@@ -284,25 +284,35 @@ fn classify_set<'a>(a: &[Atom<'a>]) -> Effect<'a> {
 }
 
 /// A statement that calls `set_config`: exactly `SELECT [pg_catalog.]set_config('var', 'value', bool)`
-/// gives a known [`Effect::Set`]; any other call may change any setting.
+/// gives a known [`Effect::Set`]; one call elsewhere with a literal name changes that setting to a value not
+/// known here (`computed`) — asyncpg's `SELECT current_setting('jit'), set_config('jit', 'off', false)`
+/// changes `jit`, nothing else; any other call (a computed name, several calls) may change any setting.
 fn classify_set_config<'a>(a: &[Atom<'a>]) -> Effect<'a> {
     let is_fn = |x: &Atom| x.is("set_config") || x.is("pg_catalog.set_config");
-    if !a.iter().any(is_fn) {
-        return Effect::Other;
+    let mut calls = a.iter().enumerate().filter(|(_, x)| is_fn(x)).map(|(i, _)| i);
+    let Some(at) = calls.next() else { return Effect::Other };
+    if calls.next().is_some() {
+        return Effect::UnknownSettings;
     }
-    if let [first, f, Atom::Punct(b'('), Atom::Str(var), Atom::Punct(b','), value, Atom::Punct(b','), Atom::Word(local), Atom::Punct(b')')] =
-        a
-    {
-        if first.is("SELECT") && is_fn(f) {
-            let scope = if local.eq_ignore_ascii_case("true") { Scope::Transaction } else { Scope::Session };
-            let value = match value {
-                Atom::Str(s) => Some(s.clone()),
-                _ => return Effect::UnknownSettings,
-            };
-            return Effect::Set { variable: Cow::Owned(var.to_ascii_lowercase()), value, scope, computed: false };
+    let args = &a[at + 1..];
+    let [Atom::Punct(b'('), Atom::Str(var), Atom::Punct(b','), value, Atom::Punct(b','), local, ..] = args else {
+        return Effect::UnknownSettings;
+    };
+    let variable = Cow::Owned(var.to_ascii_lowercase());
+    let scope = match local {
+        Atom::Word(w) if w.eq_ignore_ascii_case("true") => Scope::Transaction,
+        // `false`, or not known: the session's value may change.
+        _ => Scope::Session,
+    };
+    let exact = at == 1 && a[0].is("SELECT") && args.len() == 7 && args[6] == Atom::Punct(b')');
+    match (value, local) {
+        (Atom::Str(v), Atom::Word(w))
+            if exact && (w.eq_ignore_ascii_case("true") || w.eq_ignore_ascii_case("false")) =>
+        {
+            Effect::Set { variable, value: Some(v.clone()), scope, computed: false }
         }
+        _ => Effect::Set { variable, value: None, scope, computed: true },
     }
-    Effect::UnknownSettings
 }
 
 #[cfg(test)]
@@ -382,7 +392,17 @@ mod tests {
         );
         assert_eq!(one("select set_config('a.b', E'v', false)"), set("a.b", Some("v"), Scope::Session));
         assert_eq!(one("SELECT set_config($1, $2, $3)"), Effect::UnknownSettings);
-        assert_eq!(one("SELECT x, set_config('a.b', y, false) FROM t"), Effect::UnknownSettings);
+        assert_eq!(
+            one("SELECT x, set_config('a.b', y, false) FROM t"),
+            Effect::Set { variable: "a.b".into(), value: None, scope: Scope::Session, computed: true }
+        );
+        // asyncpg's introspection: it changes jit, and only jit.
+        assert_eq!(
+            one("SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new"),
+            Effect::Set { variable: "jit".into(), value: None, scope: Scope::Session, computed: true }
+        );
+        assert_eq!(one("SELECT set_config('a.b', 'x', true), set_config('c.d', 'y', true)"), Effect::UnknownSettings);
+        assert_eq!(one("SELECT set_config(v, 'x', true) FROM t"), Effect::UnknownSettings);
     }
 
     #[test]

@@ -130,6 +130,18 @@ impl Tracker {
         }
     }
 
+    /// The client changed the carrier's setting itself, to a value the caller does not read (a proxy that
+    /// sees the client's `SET`/`RESET` but not its result): that value is the connection's own from now on,
+    /// carrying nothing the caller wrote. Unlike [`Tracker::forget`], work without a context then needs no
+    /// write — a caller that writes only transaction-scoped would otherwise clear it before every transaction.
+    pub fn client_changed(&mut self) {
+        self.base = None;
+        self.session = Held::Base;
+        if let Some((now, _)) = &mut self.transaction {
+            *now = Held::Base;
+        }
+    }
+
     /// The transaction ended: committed (`true`) keeps session-level changes made in it; rolled back
     /// (`false`) restores the session value from its start. The value in effect becomes the session value.
     pub fn transaction_ended(&mut self, committed: bool) {
@@ -217,6 +229,16 @@ mod tests {
         t.transaction_ended(true);
         run(&mut t, "RESET ALL");
         assert_eq!(t.plan(Want::Carry(tp(1)), Scope::Transaction), None);
+    }
+
+    #[test]
+    fn a_client_change_is_the_connections_own_value() {
+        let mut t = Tracker::with_base(Some(tp(1)));
+        t.client_changed();
+        assert_eq!(t.plan(Want::Clean, Scope::Transaction), None);
+        assert_eq!(t.plan(Want::Carry(tp(1)), Scope::Transaction), Some(Action::Set(tp(1))));
+        t.transaction_ended(true);
+        assert_eq!(t.plan(Want::Clean, Scope::Transaction), None, "nothing of ours is left");
     }
 
     #[test]

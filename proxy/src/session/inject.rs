@@ -228,7 +228,7 @@ impl Session {
         let Some(stmt) = frame::bind_statement(body).filter(|s| !s.is_empty()) else { return };
         if self.settings_dirty {
             self.settings_dirty = false;
-            self.tracker.forget();
+            self.tracker.client_changed();
         }
         let stmt = stmt.to_vec();
         if let Some(&opens) = self.txn_control.get(&stmt) {
@@ -238,7 +238,7 @@ impl Session {
         let Some(target) = self.cfg.carrier.clone() else { return };
         if !self.proto.may_inject() || self.no_txn_block.contains(&stmt) || self.unnamed == Unnamed::TooLarge {
             if touches {
-                self.tracker.forget();
+                self.tracker.client_changed();
             }
             return;
         }

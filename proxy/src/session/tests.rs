@@ -397,3 +397,29 @@ fn a_session_scoped_carrier_is_written_once_per_change() {
     feed_server(&mut s, &[msg(b'C', b"SET\0"), msg(b'Z', b"I")].concat());
     assert!(String::from_utf8_lossy(&feed_client(&mut s, &batch)).contains(tp2));
 }
+
+#[test]
+fn a_named_statement_changing_another_setting_costs_nothing() {
+    // asyncpg's introspection (named) sets `jit`: no carrier, not then nor later, with nothing to carry.
+    let mut s = session_with(InjectConfig::default());
+    let parse = msg(b'P', b"jit\0SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new\0\0\0");
+    feed_client(&mut s, &[parse, msg(b'S', b"")].concat());
+    feed_server(&mut s, &[msg(b'1', b""), msg(b'Z', b"I")].concat());
+    for stmt in [&b"jit"[..], b"stmt1", b"stmt1"] {
+        let batch =
+            [msg(b'B', &[b"\0", stmt, b"\0\0\0\0\0\0\0"].concat()), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")].concat();
+        assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..], "nothing injected");
+        feed_server(&mut s, &[msg(b'2', b""), msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I")].concat());
+    }
+    // The client's own SET application_name (named): its value is the connection's own from then on —
+    // no clearing write before every later transaction either.
+    let parse = msg(b'P', b"app\0SET application_name = 'mine'\0\0\0");
+    feed_client(&mut s, &[parse, msg(b'S', b"")].concat());
+    feed_server(&mut s, &[msg(b'1', b""), msg(b'Z', b"I")].concat());
+    for stmt in [&b"app"[..], b"stmt1", b"stmt1"] {
+        let batch =
+            [msg(b'B', &[b"\0", stmt, b"\0\0\0\0\0\0\0"].concat()), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")].concat();
+        assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..], "nothing injected");
+        feed_server(&mut s, &[msg(b'2', b""), msg(b'C', b"SET\0"), msg(b'Z', b"I")].concat());
+    }
+}
