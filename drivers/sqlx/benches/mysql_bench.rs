@@ -1,12 +1,15 @@
 //! Throughput of `TracedMySqlPool`/`TracedMySqlConnection` beside plain sqlx on MySQL/MariaDB. A request =
 //! 5 point-selects by primary key under one trace context (a new trace id per request). Variants run
-//! interleaved in rounds; ratios are per round against plain sqlx (cached statements), reported as
-//! medians with min–max. Round trips per query come from the server's counters (`Com_stmt_prepare` +
+//! interleaved in rounds (the order rotating); ratios are per round against the mean of the round's two plain
+//! sqlx runs (cached statements), reported as medians with min–max. Round trips per query come from the server's counters (`Com_stmt_prepare` +
 //! `Com_stmt_execute` + `Com_query` per statement: each of those is answered; `Com_stmt_close` is not),
 //! and `Prepared_stmt_count` after each variant shows what stays prepared. Nothing else should use the
 //! server while it runs (the counters are global).
 //!
-//! `cargo bench -p sqlcommenter-sqlx --bench mysql_bench -- [rounds] [requests] [pool]`
+//! `cargo bench -p sqlcommenter-sqlx --bench mysql_bench -- [rounds] [requests] [pool] [socket|tcp]`
+//! Default transport: the server's Unix socket (the server must be on this machine). Over TCP, sqlx 0.9.0
+//! leaves Nagle's algorithm on (sqlx#4335), so every command after an unanswered `COM_STMT_CLOSE` waits
+//! for the server's delayed ACK (~40 ms): the traced variants then measure that stall.
 //! (`SQLCOMMENTER_MYSQL_URL`, default `mysql://root@127.0.0.1:3306`; creates and drops its own database).
 
 use std::time::Instant;
@@ -15,7 +18,7 @@ use anyhow::{Context as _, Result};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use sqlcommenter_sqlx::mysql::{MySqlConfig, TracedMySqlConnection, TracedMySqlPool};
-use sqlx::mysql::MySqlPoolOptions;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{Connection, Executor, MySqlConnection, MySqlPool, Row};
 
 const IDS: u32 = 10_000;
@@ -152,9 +155,15 @@ async fn prepared_now(admin: &MySqlPool) -> Result<i64> {
 
 /// One connection: `requests` requests; returns requests/s and the server's prepared statements left
 /// open by the run (before the connection closes).
-async fn run_connection(admin: &MySqlPool, url: &str, v: Variant, requests: u64, seq: &mut u64) -> Result<(f64, i64)> {
+async fn run_connection(
+    admin: &MySqlPool,
+    url: &MySqlConnectOptions,
+    v: Variant,
+    requests: u64,
+    seq: &mut u64,
+) -> Result<(f64, i64)> {
     let base = prepared_now(admin).await?;
-    let conn = MySqlConnection::connect(url).await?;
+    let conn = MySqlConnection::connect_with(url).await?;
     let start;
     match v.config() {
         Some(cfg) => {
@@ -217,14 +226,14 @@ async fn request_plain(c: &mut MySqlConnection, n: u64, naive: bool) -> Result<(
 /// A pool of `size` with `size` tasks sharing `requests` requests; as [`run_connection`].
 async fn run_pool(
     admin: &MySqlPool,
-    url: &str,
+    url: &MySqlConnectOptions,
     v: Variant,
     requests: u64,
     size: u32,
     seq: &mut u64,
 ) -> Result<(f64, i64)> {
     let prepared_base = prepared_now(admin).await?;
-    let pool = MySqlPoolOptions::new().max_connections(size).min_connections(size).connect(url).await?;
+    let pool = MySqlPoolOptions::new().max_connections(size).min_connections(size).connect_with(url.clone()).await?;
     // warm the connections (as a long-running service's pool is)
     let mut held = Vec::new();
     for _ in 0..size {
@@ -279,14 +288,20 @@ async fn main() -> Result<()> {
     let admin = MySqlPoolOptions::new().max_connections(1).connect(&server).await.context("connect to MySQL")?;
     let db = format!("sqlcommenter_bench_{}", std::process::id());
     admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{db}`"))).await?;
-    let url = format!("{server}/{db}");
+    let mut url: MySqlConnectOptions = format!("{server}/{db}").parse()?;
+    let transport = args.get(3).map_or("socket", String::as_str);
+    if transport == "socket" {
+        let socket: String = sqlx::raw_sql("SELECT @@socket").fetch_one(&admin).await?.get(0);
+        url = url.socket(socket);
+    }
+    println!("transport: {transport}");
     let result = bench(&admin, &url, rounds, requests, size).await;
     admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE `{db}`"))).await?;
     result
 }
 
-async fn bench(admin: &MySqlPool, url: &str, rounds: usize, requests: u64, size: u32) -> Result<()> {
-    let mut setup = MySqlConnection::connect(url).await?;
+async fn bench(admin: &MySqlPool, url: &MySqlConnectOptions, rounds: usize, requests: u64, size: u32) -> Result<()> {
+    let mut setup = MySqlConnection::connect_with(url).await?;
     setup.execute("CREATE TABLE bench_kv (id BIGINT PRIMARY KEY, v VARCHAR(40) NOT NULL)").await?;
     setup
         .execute(sqlx::AssertSqlSafe(format!(
@@ -300,6 +315,7 @@ async fn bench(admin: &MySqlPool, url: &str, rounds: usize, requests: u64, size:
 
     for topology in 0..2u8 {
         let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); Variant::ALL.len()];
+        let mut speeds: Vec<Vec<f64>> = vec![Vec::new(); Variant::ALL.len()];
         let mut structure: Vec<Option<(f64, f64, i64)>> = vec![None; Variant::ALL.len()];
         let mut seq = 0u64;
         for round in 0..rounds {
@@ -323,21 +339,25 @@ async fn bench(admin: &MySqlPool, url: &str, rounds: usize, requests: u64, size:
                     structure[i] = Some((prepares, trips, left));
                 }
             }
+            // Against both plain runs of the round (their mean), so one disturbed baseline run weighs half.
+            let base = (rps[0] + rps[1]) / 2.0;
             for (i, r) in rps.iter().enumerate() {
-                ratios[i].push(r / rps[0]);
+                ratios[i].push(r / base);
+                speeds[i].push(*r);
             }
             eprintln!("round {round}: plain {:.0} req/s", rps[0]);
         }
         println!();
         println!("{}", if topology == 0 { "one connection" } else { "pool, one task per connection" });
-        println!("| variant | median (min–max) | prepares / query | round trips / query | prepared left |");
-        println!("|---|---|---|---|---|");
+        println!("| variant | ratio: median (min–max) | median req/s | prepares / query | round trips / query | prepared left |");
+        println!("|---|---|---|---|---|---|");
         for (i, v) in Variant::ALL.iter().enumerate() {
             let r = &mut ratios[i];
             let (lo, hi) = (r.iter().copied().fold(f64::MAX, f64::min), r.iter().copied().fold(0.0, f64::max));
             let m = median(r);
             let (p, t, left) = structure[i].unwrap_or_default();
-            println!("| {} | {m:.3} ({lo:.2}–{hi:.2}) | {p:.3} | {t:.3} | {left} |", v.label());
+            let rps = median(&mut speeds[i]);
+            println!("| {} | {m:.3} ({lo:.2}–{hi:.2}) | {rps:.0} | {p:.3} | {t:.3} | {left} |", v.label());
         }
     }
     Ok(())

@@ -291,34 +291,42 @@ async fn concurrent_spans_each_statement_carries_its_own_trace() {
                         assert_eq!(v, i64::from(i * 10 + k));
                         tokio::task::yield_now().await;
                     }
-                    // one connection for several statements; the text protocol (no arguments)
-                    let mut conn = pool.acquire().await.unwrap();
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SELECT {i} AS text_probe")))
-                        .execute(&mut conn)
-                        .await
-                        .unwrap();
-                    sqlx::query("INSERT INTO orders (id, task, note) VALUES (?, ?, 'it''s # not a comment')")
-                        .bind(i * 2)
-                        .bind(i)
-                        .execute(&mut conn)
-                        .await
-                        .unwrap();
-                    // a transaction: the BEGIN and the statements inside carry the trace
-                    let mut tx = conn.begin().await.unwrap();
-                    sqlx::query("INSERT INTO orders (id, task) VALUES (?, ?)")
-                        .bind(i * 2 + 1)
-                        .bind(i)
-                        .execute(&mut tx)
-                        .await
-                        .unwrap();
-                    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE task = ?")
-                        .bind(i)
-                        .fetch_one(&mut tx)
-                        .await
-                        .unwrap();
-                    assert_eq!(n, 2);
-                    tx.commit().await.unwrap();
-                    drop(conn);
+                    {
+                        // one connection for several statements; the text protocol (no arguments)
+                        let mut conn = pool.acquire().await.unwrap();
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SELECT {i} AS text_probe")))
+                            .execute(&mut conn)
+                            .await
+                            .unwrap();
+                        sqlx::query("INSERT INTO orders (id, task, note) VALUES (?, ?, 'it''s # not a comment')")
+                            .bind(i * 2)
+                            .bind(i)
+                            .execute(&mut conn)
+                            .await
+                            .unwrap();
+                        // a transaction (on the request's connection, or of its own from the pool): the BEGIN
+                        // and the statements inside carry the trace
+                        let mut tx = if i % 2 == 0 {
+                            conn.begin().await.unwrap()
+                        } else {
+                            drop(conn);
+                            pool.begin().await.unwrap()
+                        };
+                        sqlx::query("INSERT INTO orders (id, task) VALUES (?, ?)")
+                            .bind(i * 2 + 1)
+                            .bind(i)
+                            .execute(&mut tx)
+                            .await
+                            .unwrap();
+                        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE task = ?")
+                            .bind(i)
+                            .fetch_one(&mut tx)
+                            .await
+                            .unwrap();
+                        assert_eq!(n, 2);
+                        tx.commit().await.unwrap();
+                        // the connection goes back before the un-instrumented task below needs one
+                    }
                     // spawned from inside the span, not instrumented: no trace
                     let pool2 = pool.clone();
                     tokio::spawn(async move {
@@ -439,7 +447,9 @@ struct Prepared {
 }
 
 /// 10,000 requests, each under a new trace id, and an untraced request every 100: the server's prepared
-/// statements and sqlx's cache are exactly as with plain sqlx, and stay flat during the run.
+/// statements and sqlx's cache are exactly as with plain sqlx, and stay flat during the run. The server's
+/// `Prepared_stmt_count` is global: nothing else may prepare statements on the server meanwhile (the
+/// tests of this binary run one at a time; do not run the MySQL benchmark beside them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_traced_requests_leave_prepared_statements_as_plain_sqlx() {
     with_db("prepared", |db| async move {

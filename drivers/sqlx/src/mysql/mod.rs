@@ -30,13 +30,22 @@
 //! prepared statement). A text holding a per-request traceparent would be a new cache entry per request,
 //! evicting the application's statements. So:
 //! - a statement run under a carried context is executed **uncached** (sqlx's `persistent(false)`: a
-//!   `COM_STMT_PREPARE`, the execute, and a `COM_STMT_CLOSE` sent with it; without bind arguments the text
-//!   protocol, one `COM_QUERY`): the server's `Prepared_stmt_count` and sqlx's cache stay as without the
-//!   wrapper, at the price of one prepare round trip per traced statement with arguments;
+//!   `COM_STMT_PREPARE`, the execute, and a `COM_STMT_CLOSE` sent with it; without bind arguments as text,
+//!   one `COM_QUERY`): the server's `Prepared_stmt_count` and sqlx's cache stay as without the wrapper, at
+//!   the price of one prepare round trip per traced statement with arguments;
 //! - a statement without a context (no span, an unsampled one, sampled out by
 //!   [`MySqlConfigBuilder::sample_ratio`]) carries only the static tags (`application`,
 //!   `db_driver='sqlx:0.9'`, your own, and [`TagScope`](crate::TagScope) tags): a fixed text, cached and
 //!   prepared once per connection as usual.
+//!
+//! **Over TCP, sqlx 0.9.0 stalls after every `COM_STMT_CLOSE`**: it no longer sets `TCP_NODELAY`
+//! (sqlx issue #4335, fixed upstream by PR #4336 after 0.9.0), and the server does not answer a close, so
+//! the next command waits for the server's delayed ACK, about 40 ms. Each traced statement with
+//! arguments ends with a close, so over TCP it costs ~40 ms (measured: 4 requests/s of 5 statements on one
+//! connection). Connect over the server's Unix socket (`?socket=/run/mysqld/mysqld.sock`; the Cloud SQL
+//! Auth Proxy offers one too), use a sqlx release that sets `TCP_NODELAY`, or keep
+//! [`MySqlConfigBuilder::sample_ratio`] low. Plain sqlx has the same stall wherever it closes a statement
+//! (`persistent(false)`, evictions from its cache).
 //!
 //! `BEGIN` carries the context (it is sent with the comment); sqlx's own `COMMIT`/`ROLLBACK`/`SAVEPOINT`
 //! texts do not. A statement prepared earlier with `Executor::prepare` runs, under a carried context,
