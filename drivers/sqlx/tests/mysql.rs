@@ -7,6 +7,7 @@
 //! after. Without a reachable server the tests print a loud SKIPPED line and pass — unless `CI=true`,
 //! where they fail. The tests of this binary run one at a time: they switch the (global) general log on
 //! and read the (global) `Prepared_stmt_count`.
+#![cfg(feature = "mysql")]
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
