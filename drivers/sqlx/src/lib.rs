@@ -113,7 +113,8 @@
 //! [`PoolHooks`] pool instead (per checkout); the wrappers' raw connection stays reachable through
 //! `inner_mut()`.
 //!
-//! PostgreSQL only: MySQL and SQLite have no equivalent session carrier worth the round trip.
+//! The session carrier is PostgreSQL only (MySQL and SQLite have no equivalent their logs show); the `mysql` module
+//! puts each traced statement's context in its own comment, run uncached.
 
 #![warn(missing_docs)]
 
