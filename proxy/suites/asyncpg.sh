@@ -1,96 +1,257 @@
 #!/usr/bin/env bash
-# asyncpg's own test suite, directly against PostgreSQL and through the sqlcommenter proxy, on one throwaway
-# cluster; prints the tests that pass directly but not through the proxy. asyncpg's tests come from its
-# source repository (not on PyPI): pass the folder that holds its `tests/`.
-# Usage: proxy/suites/asyncpg.sh ASYNCPG_SRC [RUNS] ; env PYTEST_ARGS (e.g. "tests/test_copy.py"),
-#   PROXY_ARGS (extra proxy flags), MODES (default "direct proxy"), PROFILE (release|debug, default release).
-# Exit 0 when every test that passes directly passes through the proxy in every run.
+# asyncpg's own test suite, directly against PostgreSQL and through the sqlcommenter proxy, each mode on a fresh
+# throwaway cluster; prints per mode the tests that pass directly but not through the proxy, with the first lines
+# of each failure. asyncpg's tests are not on PyPI: they come from its source repository.
+# Usage: proxy/suites/asyncpg.sh ASYNCPG_REPO [RUNS] ; ASYNCPG_REPO is asyncpg's git repository (a clone, or the
+#   bare copy the `fetch` tool brings: /work/.mirror/MagicStack+asyncpg/repo). env
+#   ASYNCPG_VERSION  the asyncpg release from PyPI (default 0.32.0); its tests are the tag v<version> when the
+#                    repository has it, else ASYNCPG_REF (default HEAD) if that is <version> or its .dev
+#   MODES        default "direct proxy roots otlp":
+#                  direct  the server; proxy  the proxy as shipped (injects nothing)
+#                  roots   the proxy with --root-contexts true (a fresh root context per transaction, injected)
+#                  otlp    the proxy exporting a span per statement (--otlp true) to a local OTLP/HTTP sink
+#                (asyncpg ignores PGOPTIONS, so there is no `context` mode as in the other scripts)
+#   PYTEST_ARGS  default "tests"; e.g. "tests/test_copy.py"
+#   PROXY_ARGS, PROFILE (release|debug), RESULTS (default /tmp/sqlc-asyncpg.<time>, kept), TIMEOUT per test (120 s)
+# The tests and a venv with asyncpg==<version> (+ pytest, pytest-timeout, distro, cryptography) go into
+# /usr/local/lib/sqlc-asyncpg/<version> (prepared once). No retries: every run counts.
+# Exit 0 when every test that passes directly passes in every proxy mode of every run.
 set -euo pipefail
 
-SRC=$(cd "${1:?usage: asyncpg.sh ASYNCPG_SRC [RUNS]}" && pwd)
+REPO=${1:?usage: asyncpg.sh ASYNCPG_REPO [RUNS]}
 RUNS=${2:-1}
-MODES=${MODES:-"direct proxy"}
+MODES=${MODES:-"direct proxy roots otlp"}
 PROFILE=${PROFILE:-release}
-BIN=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
+TIMEOUT=${TIMEOUT:-120}
+PYTEST_ARGS=${PYTEST_ARGS:-tests}
+VERSION=${ASYNCPG_VERSION:-0.32.0}
+BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
+CACHE=${ASYNCPG_CACHE:-/usr/local/lib/sqlc-asyncpg}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+RESULTS=${RESULTS:-/tmp/sqlc-asyncpg.$(date -u +%Y%m%dT%H%M%S)}
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+git_() { if [ -d "$REPO/.git" ]; then git -C "$REPO" "$@"; else git --git-dir="$REPO" "$@"; fi; }
+
+# --- the suite: the tests of that version and a venv with that asyncpg ------------------------------------------
+if git_ rev-parse -q --verify "refs/tags/v$VERSION" >/dev/null; then
+  REF=v$VERSION
+else
+  REF=${ASYNCPG_REF:-HEAD}
+  at=$(git_ show "$REF:asyncpg/_version.py" | sed -nE "s/^__version__.*= *'([^']+)'.*/\1/p")
+  case $at in
+    "$VERSION" | "$VERSION".dev*) ;;
+    *) echo "no tag v$VERSION in $REPO, and $REF is asyncpg $at (set ASYNCPG_REF or ASYNCPG_VERSION)" >&2; exit 1 ;;
+  esac
+fi
+COMMIT=$(git_ rev-parse --short "$REF^{commit}")
+SUITE=$CACHE/$VERSION
+if [ ! -f "$SUITE/ready" ] || [ "$(cat "$SUITE/ready")" != "$COMMIT" ]; then
+  log "preparing asyncpg $VERSION with the tests of $REF ($COMMIT) in $SUITE..."
+  rm -rf "$SUITE" && mkdir -p "$SUITE"
+  # Only tests/: asyncpg's source package beside them would shadow the installed (compiled) one.
+  git_ archive "$REF" tests | tar -x -C "$SUITE"
+  python3 -m venv "$SUITE/venv"
+  "$SUITE/venv/bin/pip" install -q "asyncpg==$VERSION" pytest pytest-timeout distro cryptography
+  echo "$COMMIT" > "$SUITE/ready"
+fi
+log "asyncpg suite: tests of $REF ($COMMIT), the venv's asyncpg $("$SUITE/venv/bin/python" -c 'import asyncpg; print(asyncpg.__version__)')"
+log "commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- proxy/src src 2>/dev/null || echo ' (proxy/src or src modified)')"
+
+# --- the proxy --------------------------------------------------------------------------------------------
 flag=$([ "$PROFILE" = release ] && echo --release || true)
-echo "building the proxy ($PROFILE)..." >&2
+log "building the proxy ($PROFILE)..."
 (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q $flag -p sqlcommenter-proxy --example proxy)
 PROXY_BIN=$TARGET/$PROFILE/examples/proxy
 
-WORK=$(mktemp -d /tmp/sqlc-asyncpg.XXXXXX)
+WORK=$(mktemp -d /tmp/sqlc-asyncpg-work.XXXXXX)
 chmod 755 "$WORK"
-PGPORT_=$((20000 + RANDOM % 10000)); PROXY_PORT=$((PGPORT_ + 1))
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+mkdir -p "$RESULTS"
 if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; fi
+PGPORT_=""; PROXY_PID=""; SINK_PID=""
+stop_cluster() {
+  [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null && wait "$PROXY_PID" 2>/dev/null || true
+  PROXY_PID=""
+  if [ -d "$WORK/data" ]; then as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true; fi
+  rm -rf "$WORK/data"
+}
 cleanup() {
-  [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true
-  as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  stop_cluster
+  [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null || true
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-as_pg "$BIN/initdb" -D "$WORK/data" -U postgres -A trust >/dev/null
-# What asyncpg's own test base configures for its clusters.
-cat >> "$WORK/data/postgresql.conf" <<CONF
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+start_cluster() { # log name
+  PGPORT_=$((20000 + RANDOM % 10000))
+  as_pg "$BIN/initdb" -D "$WORK/data" -U postgres -A trust >/dev/null
+  # What asyncpg's own test base configures for its clusters, and a statement log for the context count.
+  cat >> "$WORK/data/postgresql.conf" <<CONF
 port = $PGPORT_
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$WORK'
 max_connections = 200
 log_connections = on
+log_line_prefix = '%m %a [%p] '
+log_statement = all
+log_min_error_statement = panic
 jit = off
 fsync = off
 CONF
-as_pg "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
-# shellcheck disable=SC2086
-"$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" --admin off ${PROXY_ARGS:-} \
-  >"$WORK/proxy.log" 2>&1 &
-PROXY_PID=$!
-for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PROXY_PORT) 2>/dev/null && break; sleep 0.1; done
-
-run_suite() { # mode run -> junit xml path
-  local mode=$1 run=$2 port
-  port=$([ "$mode" = proxy ] && echo "$PROXY_PORT" || echo "$PGPORT_")
-  local xml="$WORK/$mode-$run.xml"
-  # The suite's own database objects are dropped between runs by its tests; a fresh database each run.
-  (cd "$SRC" && PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=postgres \
-     timeout 1800 python3 -m pytest -p no:cacheprovider -q --timeout=120 ${PYTEST_ARGS:-tests} \
-     --junitxml="$xml" >"$WORK/$mode-$run.out" 2>&1) || true
-  echo "$xml"
+  as_pg "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg-$1.log" -w start >/dev/null
 }
 
-summary() { # xml -> "passed failed skipped"
+start_proxy() { # extra flags...
+  PROXY_PORT=$((PGPORT_ + 1))
+  # shellcheck disable=SC2086
+  "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" --admin off "$@" ${PROXY_ARGS:-} \
+    >>"$RESULTS/proxy.log" 2>&1 &
+  PROXY_PID=$!
+  wait_port "$PROXY_PORT" || { echo "the proxy did not start (see $RESULTS/proxy.log)" >&2; exit 1; }
+}
+
+# A local OTLP/HTTP receiver that accepts every export and counts requests and bytes.
+start_sink() {
+  SINK_PORT=$((30000 + RANDOM % 10000))
+  python3 - "$SINK_PORT" "$RESULTS/otlp-sink.count" <<'PY' &
+import sys, http.server
+port, out = int(sys.argv[1]), sys.argv[2]
+count = [0, 0]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        n = int(self.headers.get("content-length", 0)); self.rfile.read(n)
+        count[0] += 1; count[1] += n
+        open(out, "w").write(f"{count[0]} {count[1]}\n")
+        self.send_response(200); self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+PY
+  SINK_PID=$!
+  wait_port "$SINK_PORT"
+}
+
+# Client statements in a server log (log_statement = all, log_line_prefix '%m %a [%p] ') and how many carry a
+# trace context: a traceparent in their text (comment) or in %a (the carrier); the proxy's own carrier
+# statements (`SELECT pg_catalog.set_config($1, $2, $3)`) counted apart. -> "statements with_context proxy_own"
+logged() {
+  python3 - "$1" <<'PY'
+import re, sys
+start = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \S+ ")
+tp = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+records, cur = [], []
+for line in open(sys.argv[1], errors="replace"):
+    if start.match(line) and cur:
+        records.append("".join(cur)); cur = []
+    cur.append(line)
+records.append("".join(cur))
+stmts = ctx = own = 0
+for r in records:
+    if "LOG:  statement: " not in r and "LOG:  execute " not in r:
+        continue
+    if "pg_catalog.set_config($1, $2, $3)" in r:
+        own += 1
+        continue
+    stmts += 1
+    ctx += bool(tp.search(r))
+print(stmts, ctx, own)
+PY
+}
+
+run_mode() { # mode run -> $RESULTS/$mode-$run.*
+  local mode=$1 run=$2 port t0 name=$1-$2
+  stop_cluster
+  start_cluster "$name"
+  case $mode in
+    direct) port=$PGPORT_ ;;
+    proxy) start_proxy; port=$PROXY_PORT ;;
+    roots) start_proxy --root-contexts true; port=$PROXY_PORT ;;
+    otlp)
+      [ -n "$SINK_PID" ] || start_sink
+      OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT OTEL_BSP_SCHEDULE_DELAY=200 start_proxy --otlp true
+      port=$PROXY_PORT ;;
+    *) echo "unknown mode $mode" >&2; exit 2 ;;
+  esac
+  t0=$(date +%s)
+  # PGHOST set: asyncpg's test base uses that running server instead of creating its own clusters (the tests
+  # that need clusters of their own — standby, cluster creation — fail or skip in every mode alike).
+  # shellcheck disable=SC2086
+  (cd "$SUITE" && PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=postgres \
+     timeout 3600 venv/bin/python -m pytest -p no:cacheprovider -q --timeout="$TIMEOUT" \
+       --junitxml="$RESULTS/$name.xml" $PYTEST_ARGS >"$RESULTS/$name.out" 2>&1) || true
+  echo $(( $(date +%s) - t0 )) > "$RESULTS/$name.seconds"
+  local logf=$WORK/pg-$name.log
+  logged "$logf" > "$RESULTS/$name.logged"
+  if [ -n "${KEEP:-}" ]; then cp "$logf" "$RESULTS/$name.server.log"; fi
+}
+
+summary() { # xml -> "passed failed skipped"; writes xml.passed and xml.failures (name, then indented excerpt)
   python3 - "$1" <<'PY'
 import sys, xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
-passed, failed, skipped = set(), set(), set()
+passed, failed, skipped, why = set(), set(), set(), {}
 for tc in root.iter("testcase"):
     name = f"{tc.get('classname')}::{tc.get('name')}"
-    kinds = {c.tag for c in tc}
-    (failed if kinds & {"failure", "error"} else skipped if "skipped" in kinds else passed).add(name)
+    bad = [c for c in tc if c.tag in ("failure", "error")]
+    if bad:
+        failed.add(name)
+        text = (bad[0].get("message") or "") + "\n" + (bad[0].text or "")
+        lines = [l for l in text.splitlines() if l.strip()]
+        tail = [l for l in lines[1:] if l.startswith("E ")][-8:]
+        why[name] = [lines[0][:300] if lines else ""] + [l[:300] for l in tail]
+    elif any(c.tag == "skipped" for c in tc):
+        skipped.add(name)
+    else:
+        passed.add(name)
+passed -= failed  # a test with an error in teardown is listed twice
 print(len(passed), len(failed), len(skipped))
 with open(sys.argv[1] + ".passed", "w") as f:
     f.write("".join(n + "\n" for n in sorted(passed)))
+with open(sys.argv[1] + ".failures", "w") as f:
+    for n in sorted(why):
+        f.write(n + "\n" + "".join("    " + l + "\n" for l in why[n]))
 PY
 }
 
 status=0
 for run in $(seq "$RUNS"); do
   for mode in $MODES; do
-    xml=$(run_suite "$mode" "$run")
-    if [ ! -s "$xml" ]; then echo "$mode run $run: no results (see $WORK/$mode-$run.out)"; tail -5 "$WORK/$mode-$run.out"; status=1; continue; fi
+    log "mode $mode, run $run..."
+    run_mode "$mode" "$run"
+    xml=$RESULTS/$mode-$run.xml
+    if [ ! -s "$xml" ]; then echo "$mode run $run: no results (see $RESULTS/$mode-$run.out)"; tail -5 "$RESULTS/$mode-$run.out"; status=1; continue; fi
     read -r p f s < <(summary "$xml")
-    echo "$mode run $run: passed $p, failed $f, skipped $s"
+    read -r nstmt nctx nown < "$RESULTS/$mode-$run.logged"
+    echo "$mode run $run: passed $p, failed $f, skipped $s in $(cat "$RESULTS/$mode-$run.seconds") s"
+    echo "  server log: $nctx of $nstmt client statements carry a trace context (+ $nown carrier statements of the proxy)"
+    if [ "$mode" = direct ]; then
+      [ "$f" = 0 ] || echo "  failing directly: $(grep -v '^    ' "$xml.failures" | tr '\n' ' ')"
+    elif [ -f "$RESULTS/direct-$run.xml.passed" ]; then
+      python3 - "$RESULTS/direct-$run.xml.passed" "$xml" "$mode run $run" <<'PY' || status=1
+import sys
+direct, xml, mode = sys.argv[1:]
+lost = sorted(set(open(direct).read().splitlines()) - set(open(xml + ".passed").read().splitlines()))
+why, name = {}, None
+for line in open(xml + ".failures").read().splitlines():
+    if line.startswith("    "):
+        why.setdefault(name, []).append(line)
+    else:
+        name = line
+if lost:
+    print(f"  passed directly, not through the proxy ({mode}): {len(lost)}")
+    for t in lost:
+        print(f"  - {t}" + ("" if t in why else " (not run, or skipped)"))
+        print("".join("  " + l + "\n" for l in why.get(t, [])), end="")
+sys.exit(1 if lost else 0)
+PY
+    fi
+    [ "$mode" != otlp ] || echo "  OTLP sink: $(cat "$RESULTS/otlp-sink.count" 2>/dev/null || echo "0 0") (export requests, bytes, all runs)"
   done
-  if [ -f "$WORK/direct-$run.xml.passed" ] && [ -f "$WORK/proxy-$run.xml.passed" ]; then
-    lost=$(LC_ALL=C comm -23 "$WORK/direct-$run.xml.passed" "$WORK/proxy-$run.xml.passed")
-    if [ -n "$lost" ]; then echo "passed directly, not through the proxy (run $run):"; echo "$lost" | sed 's/^/  /'; status=1; fi
-  elif [ -f "$WORK/proxy-$run.xml" ] && [ -n "${BASELINE:-}" ]; then
-    lost=$(LC_ALL=C comm -23 "$BASELINE" "$WORK/proxy-$run.xml.passed")
-    if [ -n "$lost" ]; then echo "in BASELINE, not passed through the proxy (run $run):"; echo "$lost" | sed 's/^/  /'; status=1; fi
-  fi
 done
-[ -z "${KEEP:-}" ] || echo "kept $WORK"
+stop_cluster
+echo "results (junit xml, pytest output, proxy log; server logs with KEEP=1): $RESULTS"
 exit $status

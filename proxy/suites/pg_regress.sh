@@ -57,7 +57,8 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRCS
   fi
   apt-get update -qq >/dev/null
-  [ -f "$("$PG_CONFIG" --pgxs 2>/dev/null || echo /nonexistent)" ] ||
+  # postgresql-client-15 ships pgxs.mk and pg_regress but not the server headers: test for those.
+  [ -f "$("$PG_CONFIG" --includedir-server 2>/dev/null || echo /nonexistent)/postgres.h" ] ||
     apt-get install -y -qq --no-install-recommends postgresql-server-dev-15 >/dev/null
   command -v dpkg-source >/dev/null || apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
   command -v gcc >/dev/null || apt-get install -y -qq --no-install-recommends gcc make >/dev/null
