@@ -52,12 +52,17 @@ impl Session {
         }
         self.unnamed_statement_shift = None;
         let text = std::str::from_utf8(query).ok();
-        match text.map(|s| self.comment(s, with_span.as_ref())) {
-            Some(Injected::Commented(s)) => {
+        let commented = text.map(|s| self.comment(s, with_span.as_ref()));
+        // Where the comment went (the core adds exactly one run; anything else is sent unchanged).
+        let inserted = match &commented {
+            Some(Injected::Commented(s)) => crate::state::insertion(query, s.as_bytes()),
+            _ => None,
+        };
+        match (commented, inserted) {
+            (Some(Injected::Commented(s)), Some(inserted)) => {
                 self.counters.commented += 1;
                 METRICS.comments.fetch_add(1, Relaxed);
                 frame::write_parse(out, b"", s.as_bytes(), rest);
-                let inserted = crate::state::insertion(query, s.as_bytes())?;
                 let shift = text.and_then(|o| Shift::of_insertion(o, &s, inserted.0, inserted.1));
                 self.unnamed_statement_shift = shift;
                 if answered {
@@ -65,7 +70,7 @@ impl Session {
                 }
                 Some(Commented { inserted, ctx, bound: false })
             }
-            other => {
+            (other, _) => {
                 self.counters.comment_skipped += 1;
                 METRICS.skip(other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped())));
                 None
