@@ -178,7 +178,10 @@ impl Session {
         let commenter = build_commenter(&cfg, carrier::strip_carrier(&app));
         // What the server's carrier holds from the startup packet already: no write needed to carry it.
         let base = match cfg.carrier.as_ref() {
-            Some(t) if t.variable() == "application_name" => t.read(&app),
+            // Only in the configured format (`legacy@…` is not what the bare-traceparent readers read).
+            Some(t) if t.variable() == "application_name" => {
+                t.read(&app).filter(|tp| t.value(carrier::strip_carrier(&app), tp) == app)
+            }
             Some(t) if t.variable() == cfg.session_guc => guc_ctx.as_ref().map(|c| c.traceparent),
             _ => None,
         };

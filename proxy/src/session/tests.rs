@@ -219,6 +219,12 @@ fn a_context_the_server_holds_from_startup_is_not_written_again() {
     assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..]);
     // Its simple statements still get the comment.
     assert!(String::from_utf8_lossy(&feed_client(&mut s, &msg(b'Q', b"select 1\0"))).contains(tp));
+    // The context in another format (`name@traceparent`): written in the configured one.
+    let info = StartupInfo { application_name: Some(format!("legacy@{tp}")), options: None };
+    let mut s = Session::new(Arc::new(InjectConfig::default()), &info, 1);
+    feed_server(&mut s, &[msg(b'R', &[0, 0, 0, 0]), msg(b'Z', b"I")].concat());
+    let out = String::from_utf8_lossy(&feed_client(&mut s, &batch)).into_owned();
+    assert!(out.contains("__sqlc_tcp") && out.contains(tp) && !out.contains("legacy@"), "{out}");
     // The same context in the startup options, with the application_name carrier: written per batch.
     let info = StartupInfo { application_name: None, options: Some(format!("-c sqlcommenter.traceparent={tp}")) };
     let mut s = Session::new(Arc::new(InjectConfig::default()), &info, 1);
