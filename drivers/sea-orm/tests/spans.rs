@@ -34,7 +34,10 @@ async fn open(reset: CarrierReset) -> DatabaseConnection {
 }
 
 async fn thirty_two_spans(reset: CarrierReset, round: u32) {
-    pg().execute_sql(kv::CREATE).unwrap();
+    // Once per process: the tests run concurrently, and concurrent `CREATE TABLE IF NOT EXISTS` of one name
+    // can fail on PostgreSQL's catalog index.
+    static CREATED: std::sync::Once = std::sync::Once::new();
+    CREATED.call_once(|| pg().execute_sql(kv::CREATE).unwrap());
     let db = open(reset).await;
     let tagged = Tagged::new(db.clone(), Tags::new([("application", "sea-test")]).unwrap());
     let seen: Arc<Mutex<HashMap<u32, TraceParent>>> = Arc::default();
