@@ -119,11 +119,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 # A fresh cluster per mode: the suite leaves objects behind when a test fails, and the next mode must not see them.
 start_cluster() {
-  PGPORT_=$((20000 + RANDOM % 10000))
+  PGPORT_=$(free_port)
   as_pg "$BIN/initdb" -D "$WORK/data" -U postgres -A trust -E UTF8 --locale=C -N >/dev/null
   # What pg_regress writes for its own temporary instance (`make check`), plus speed.
   cat >> "$WORK/data/postgresql.conf" <<CONF
@@ -146,7 +147,7 @@ CONF
 }
 
 start_proxy() { # extra flags...
-  PROXY_PORT=$((PGPORT_ + 1))
+  PROXY_PORT=$(free_port)
   # shellcheck disable=SC2086
   "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" --admin off "$@" ${PROXY_ARGS:-} \
     >>"$RESULTS/proxy.log" 2>&1 &
@@ -157,10 +158,10 @@ start_proxy() { # extra flags...
 # A local OTLP/HTTP receiver that accepts every export and counts requests (the spans' content is the
 # proxy's own tests' business; here export must merely happen and not disturb the client).
 start_sink() {
-  SINK_PORT=$((30000 + RANDOM % 10000))
-  python3 - "$SINK_PORT" "$RESULTS/otlp-sink.count" <<'PY' &
-import sys, http.server
-port, out = int(sys.argv[1]), sys.argv[2]
+  rm -f "$RESULTS/otlp-sink.port"
+  python3 - "$RESULTS/otlp-sink.port" "$RESULTS/otlp-sink.count" <<'PY' &
+import os, sys, http.server
+portfile, out = sys.argv[1], sys.argv[2]
 count = [0, 0]
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
@@ -170,10 +171,13 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200); self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", "0"); self.end_headers()
     def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)  # a free port, told through the file
+open(portfile + ".tmp", "w").write(f"{srv.server_address[1]}\n"); os.rename(portfile + ".tmp", portfile)
+srv.serve_forever()
 PY
   SINK_PID=$!
-  wait_port "$SINK_PORT"
+  for _ in $(seq 100); do [ -s "$RESULTS/otlp-sink.port" ] && break; sleep 0.1; done
+  SINK_PORT=$(cat "$RESULTS/otlp-sink.port" 2>/dev/null) || { echo "the OTLP sink did not start" >&2; exit 1; }
 }
 
 # Client statements in a server log (log_statement = all, log_line_prefix '%m %a [%p] ') and how many carry a
