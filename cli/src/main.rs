@@ -38,11 +38,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Comment(args) => comment::comment(args),
         Command::Parse(args) => comment::parse(args),
-        // The file under flags and variables first, so settings the binary reads itself (log format) come
-        // from it too.
-        Command::Proxy(args) => {
-            sqlcommenter_proxy::run_blocking(args).map(|()| ExitCode::SUCCESS).map_err(Into::into)
-        }
+        // `run_blocking` puts the config file under flags and variables (the log format included).
+        Command::Proxy(args) => sqlcommenter_proxy::run_blocking(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Logs(args) => sqlcommenter_logs::run(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Top(args) => sqlcommenter_top::run(args).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Demo(args) => match sqlcommenter_demo::run(args) {

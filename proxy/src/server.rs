@@ -483,11 +483,13 @@ where
     let outcome = {
         let up = pump(Direction::Upstream, cr, uw, session);
         let down = pump(Direction::Downstream, ur, &mut cw, session);
-        // Polled in this order on every wake-up (no random start: nothing here can starve).
+        // Polled in this order on every wake-up: the server's replies first (an error must reach a client
+        // that is still streaming its batch as soon as possible: asyncpg stops an `executemany` on it), then
+        // the client's bytes. No random start: a pump yields at its coop budget, so neither starves.
         tokio::select! {
             biased;
-            r = up => r.map_err(|e| (Direction::Upstream, e)).map(|()| false),
             r = down => r.map_err(|e| (Direction::Downstream, e)).map(|()| false),
+            r = up => r.map_err(|e| (Direction::Upstream, e)).map(|()| false),
             () = idle_watch(session, idle_timeout) => Ok(true),
         }
     };
