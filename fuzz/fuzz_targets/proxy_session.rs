@@ -14,7 +14,7 @@ fn feed(s: &mut Session, input: &[u8], chunk: usize, client: bool) {
     for piece in input.chunks(chunk.max(1)) {
         pending.extend_from_slice(piece);
         let mut out = BytesMut::new();
-        let used = if client { s.client_bytes(&pending, &mut out) } else { s.server_bytes(&pending, &mut out) };
+        let used = if client { s.client_bytes(&pending, &mut out, std::time::Instant::now()) } else { s.server_bytes(&pending, &mut out, std::time::Instant::now()) };
         match used {
             Ok(n) => {
                 pending.drain(..n.min(pending.len()));

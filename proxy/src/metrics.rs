@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use sqlcommenter::Skip;
 
+use crate::session::event::{Event, Protocol};
+
 /// Upper bounds (seconds) of the request latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 12] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0, 10.0];
@@ -79,6 +81,12 @@ pub struct Metrics {
     pub comments: AtomicU64,
     /// Carrier statements injected.
     pub carriers: AtomicU64,
+    /// Carrier statements that failed on the server.
+    pub carrier_errors: AtomicU64,
+    /// Error and notice positions mapped back to the client's text.
+    pub positions_mapped: AtomicU64,
+    /// `application_name` ParameterStatus messages kept from clients (they answered the carrier).
+    pub parameter_status_hidden: AtomicU64,
     skips: [AtomicU64; 6],
     /// Bytes read from clients.
     pub bytes_from_clients: AtomicU64,
@@ -117,6 +125,9 @@ impl Metrics {
             statements_extended: ZERO,
             comments: ZERO,
             carriers: ZERO,
+            carrier_errors: ZERO,
+            positions_mapped: ZERO,
+            parameter_status_hidden: ZERO,
             skips: [ZERO; 6],
             bytes_from_clients: ZERO,
             bytes_from_servers: ZERO,
@@ -128,9 +139,21 @@ impl Metrics {
         }
     }
 
-    /// Counts a statement left without a comment.
-    pub fn skip(&self, reason: SkipReason) {
-        self.skips[reason as usize].fetch_add(1, Relaxed);
+    /// Counts what a session reported (spans are the exporter's, not counted here).
+    pub fn record(&self, ev: &Event) {
+        let counter = match ev {
+            Event::Statement(Protocol::Simple) => &self.statements_simple,
+            Event::Statement(Protocol::Extended) => &self.statements_extended,
+            Event::Commented => &self.comments,
+            Event::Skipped(r) => &self.skips[*r as usize],
+            Event::Carrier => &self.carriers,
+            Event::CarrierFailed => &self.carrier_errors,
+            Event::ParameterStatusHidden => &self.parameter_status_hidden,
+            Event::PositionMapped => &self.positions_mapped,
+            Event::RequestDone(d) => return self.observe(*d),
+            Event::Span(_) => return,
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     /// Skips counted for `reason`.
@@ -186,6 +209,24 @@ impl Metrics {
              sqlc_proxy_injections_total{{kind=\"comment\"}} {}\nsqlc_proxy_injections_total{{kind=\"carrier\"}} {}\n",
             l(&self.comments),
             l(&self.carriers)
+        );
+        c(
+            &mut o,
+            "sqlc_proxy_carrier_errors_total",
+            "Carrier statements that failed on the server.",
+            l(&self.carrier_errors),
+        );
+        c(
+            &mut o,
+            "sqlc_proxy_positions_mapped_total",
+            "Error and notice positions mapped back to the client's text.",
+            l(&self.positions_mapped),
+        );
+        c(
+            &mut o,
+            "sqlc_proxy_parameter_status_hidden_total",
+            "application_name reports of the carrier's own writes kept from clients.",
+            l(&self.parameter_status_hidden),
         );
         o.push_str("# HELP sqlc_proxy_skips_total Statements left without a comment, by reason.\n");
         o.push_str("# TYPE sqlc_proxy_skips_total counter\n");

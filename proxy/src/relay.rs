@@ -1,14 +1,18 @@
 //! The full-duplex relay of one established session: two pumps in one task, each reading one side,
 //! letting the [`Session`] decide, and writing the result to the other side in one write per read.
 //! A pump does not read again before its write completed, so a slow reader slows its writer
-//! (backpressure) and each direction holds at most one read buffer and one output buffer.
+//! (backpressure) and each direction holds at most one read buffer and one output buffer. The relay is
+//! the session's clock (the time of each read) and takes its events: counted into the process metrics,
+//! spans handed to the exporter.
 
 use std::sync::Mutex;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::session::Session;
+use crate::metrics::METRICS;
+use crate::session::{Event, Session};
+use crate::telemetry::Telemetry;
 
 /// Initial and minimum read size per direction.
 const READ_CHUNK: usize = 8 * 1024;
@@ -25,7 +29,13 @@ pub enum Direction {
 }
 
 /// Moves bytes one way until EOF or an error.
-pub async fn pump<R, W>(dir: Direction, mut rd: R, mut wr: W, session: &Mutex<Session>) -> std::io::Result<()>
+pub async fn pump<R, W>(
+    dir: Direction,
+    mut rd: R,
+    mut wr: W,
+    session: &Mutex<Session>,
+    telemetry: Option<&Telemetry>,
+) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -42,16 +52,24 @@ where
             return Ok(());
         }
         let counter = match dir {
-            Direction::Upstream => &crate::metrics::METRICS.bytes_from_clients,
-            Direction::Downstream => &crate::metrics::METRICS.bytes_from_servers,
+            Direction::Upstream => &METRICS.bytes_from_clients,
+            Direction::Downstream => &METRICS.bytes_from_servers,
         };
         counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        let now = std::time::Instant::now();
         let consumed = {
             let mut s = session.lock().unwrap_or_else(|p| p.into_inner());
-            match dir {
-                Direction::Upstream => s.client_bytes(&inbuf, &mut out),
-                Direction::Downstream => s.server_bytes(&inbuf, &mut out),
+            let consumed = match dir {
+                Direction::Upstream => s.client_bytes(&inbuf, &mut out, now),
+                Direction::Downstream => s.server_bytes(&inbuf, &mut out, now),
+            };
+            for ev in s.events() {
+                match (&ev, telemetry) {
+                    (Event::Span(rec), Some(t)) => t.export(rec),
+                    _ => METRICS.record(&ev),
+                }
             }
+            consumed
         }
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         inbuf.advance(consumed);

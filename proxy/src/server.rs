@@ -443,25 +443,26 @@ where
     let _server = GaugeGuard::new(&METRICS.server_connections, &METRICS.server_connections_total);
     let salt = shared.counter.fetch_add(1, Ordering::Relaxed);
     let mut session = Session::new(shared.inject.clone(), &info, salt).with_keys(shared.keys.clone());
-    if let Some(t) = &shared.telemetry {
+    if shared.telemetry.is_some() {
         let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let database = param("database").or_else(|| param("user")).unwrap_or("");
-        session = session.with_spans(crate::telemetry::SpanTracker::new(t.clone(), database));
+        session = session.with_spans(database);
     }
     if shared.config.idle_timeout.is_some() {
-        session.track_idle();
+        session.track_idle(std::time::Instant::now());
     }
+    let telemetry = shared.telemetry.as_deref();
     let session = Mutex::new(session);
     match upstream {
         UpStream::Plain(mut up) => {
             up.write_all(&raw).await?;
             let (ur, uw) = up.split();
-            relay(cr, cw, ur, uw, &session, shared.config.idle_timeout).await
+            relay(cr, cw, ur, uw, &session, telemetry, shared.config.idle_timeout).await
         }
         UpStream::Tls(up) => {
             let (ur, mut uw) = tokio::io::split(*up);
             uw.write_all(&raw).await?;
-            relay(cr, cw, ur, uw, &session, shared.config.idle_timeout).await
+            relay(cr, cw, ur, uw, &session, telemetry, shared.config.idle_timeout).await
         }
     }
 }
@@ -472,6 +473,7 @@ async fn relay<CR, CW, UR, UW>(
     ur: UR,
     uw: UW,
     session: &Mutex<Session>,
+    telemetry: Option<&crate::telemetry::Telemetry>,
     idle_timeout: Option<Duration>,
 ) -> Result<(), ProxyError>
 where
@@ -481,8 +483,8 @@ where
     UW: AsyncWrite + Unpin,
 {
     let outcome = {
-        let up = pump(Direction::Upstream, cr, uw, session);
-        let down = pump(Direction::Downstream, ur, &mut cw, session);
+        let up = pump(Direction::Upstream, cr, uw, session, telemetry);
+        let down = pump(Direction::Downstream, ur, &mut cw, session, telemetry);
         // Polled in this order on every wake-up: the server's replies first (an error must reach a client
         // that is still streaming its batch as soon as possible: asyncpg stops an `executemany` on it), then
         // the client's bytes. No random start: a pump yields at its coop budget, so neither starves.
@@ -534,7 +536,7 @@ async fn idle_watch(session: &Mutex<Session>, timeout: Option<Duration>) {
     let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
     loop {
         tokio::time::sleep(tick).await;
-        let idle = session.lock().unwrap_or_else(|p| p.into_inner()).idle_for();
+        let idle = session.lock().unwrap_or_else(|p| p.into_inner()).idle_for(std::time::Instant::now());
         if idle.is_some_and(|d| d >= timeout) {
             return;
         }

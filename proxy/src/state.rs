@@ -1,6 +1,7 @@
 //! The sans-I/O protocol state of one client session: one queue of the backend replies the session
 //! expects, each with its owner (the client, whose replies are relayed, or the proxy, whose replies are
-//! swallowed), the transaction status and the COPY state. No sockets, no clocks: the session reports each
+//! swallowed) and what the session measures until that reply (when the request was forwarded, the
+//! statement's span), the transaction status and the COPY state. No sockets, no clocks: the session reports each
 //! frame it sends upstream and each frame the server sends, and is told what to do with the latter — or
 //! that the server answered something the queue did not expect ([`OutOfSync`]), which ends that client's
 //! session cleanly.
@@ -11,8 +12,10 @@
 //! ends up inside (tokio-postgres sends Bind/Execute/Sync before the data).
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use crate::frame;
+use crate::session::spans::OpenSpan;
 
 /// Who a pending reply belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,7 +102,7 @@ pub fn insertion(original: &[u8], rewritten: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// One expected reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     /// What it answers.
     pub expect: Expect,
@@ -107,6 +110,32 @@ pub struct Pending {
     pub owner: Owner,
     /// Text the proxy inserted into the statement this message parses or runs.
     pub shift: Option<Shift>,
+    /// When a client request (Query, Sync, FunctionCall) was forwarded: its latency ends at its
+    /// ReadyForQuery.
+    pub started: Option<Instant>,
+    /// The span of the Query or Execute, when spans are exported.
+    pub span: Option<Box<OpenSpan>>,
+}
+
+impl Pending {
+    fn new(expect: Expect, owner: Owner) -> Self {
+        Pending { expect, owner, shift: None, started: None, span: None }
+    }
+}
+
+/// What to do with a server message, and the queue item it completed (popped), if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// What to do with the message.
+    pub event: ServerEvent,
+    /// The expected reply this message completed.
+    pub done: Option<Pending>,
+}
+
+impl From<ServerEvent> for Reply {
+    fn from(event: ServerEvent) -> Self {
+        Reply { event, done: None }
+    }
 }
 
 /// The transaction status of a ReadyForQuery.
@@ -263,7 +292,7 @@ impl ProtocolState {
                     if expect == Expect::Sync {
                         self.skip_until_sync = false;
                     }
-                    self.queue.push_back(Pending { expect, owner, shift: None });
+                    self.queue.push_back(Pending::new(expect, owner));
                     return true;
                 }
             }
@@ -278,9 +307,19 @@ impl ProtocolState {
         }
     }
 
+    /// The item of the message recorded last (what its reply will complete).
+    pub fn last_mut(&mut self) -> Option<&mut Pending> {
+        self.queue.back_mut()
+    }
+
     /// The inserted text of the statement the next reply is about.
     pub fn head_shift(&self) -> Option<Shift> {
         self.queue.front().and_then(|p| p.shift)
+    }
+
+    /// The span of the request the next reply is about (a multi-statement Query's, between statements).
+    pub fn head_span_mut(&mut self) -> Option<&mut OpenSpan> {
+        self.queue.front_mut().and_then(|p| p.span.as_deref_mut())
     }
 
     /// Records the client's message by its type byte; see [`ProtocolState::sent`].
@@ -288,8 +327,8 @@ impl ProtocolState {
         self.sent(tag, Owner::Client)
     }
 
-    fn head(&self) -> Option<Pending> {
-        self.queue.front().copied()
+    fn head(&self) -> Option<&Pending> {
+        self.queue.front()
     }
 
     fn out_of_sync(&self, tag: u8) -> OutOfSync {
@@ -317,61 +356,68 @@ impl ProtocolState {
     }
 
     /// Pops the head, which must be one of `expect`, and says what to do with the reply that ended it.
-    fn complete(&mut self, tag: u8, expect: &[Expect]) -> Result<ServerEvent, OutOfSync> {
-        match self.head() {
+    fn complete(&mut self, tag: u8, expect: &[Expect]) -> Result<Reply, OutOfSync> {
+        match self.queue.pop_front() {
             Some(p) if expect.contains(&p.expect) => {
-                self.queue.pop_front();
-                Ok(match p.owner {
+                let event = match p.owner {
                     Owner::Client => ServerEvent::Relay,
                     Owner::Proxy => ServerEvent::ProxyDone(p.expect),
-                })
+                };
+                Ok(Reply { event, done: Some(p) })
             }
-            _ => Err(self.out_of_sync(tag)),
+            Some(p) => {
+                self.queue.push_front(p);
+                Err(self.out_of_sync(tag))
+            }
+            None => Err(self.out_of_sync(tag)),
         }
     }
 
     /// A reply that belongs to the head without ending it.
-    fn within(&self, tag: u8, expect: &[Expect]) -> Result<ServerEvent, OutOfSync> {
+    fn within(&self, tag: u8, expect: &[Expect]) -> Result<Reply, OutOfSync> {
         match self.head() {
             Some(p) if expect.contains(&p.expect) => Ok(match p.owner {
                 Owner::Client => ServerEvent::Relay,
                 Owner::Proxy => ServerEvent::Swallow,
-            }),
+            }
+            .into()),
             _ => Err(self.out_of_sync(tag)),
         }
     }
 
     /// Records a server message (`body` is needed for ReadyForQuery; others may pass an empty or partial
     /// body) and says what to do with it.
-    pub fn server_message(&mut self, tag: u8, body: &[u8]) -> Result<ServerEvent, OutOfSync> {
+    pub fn server_message(&mut self, tag: u8, body: &[u8]) -> Result<Reply, OutOfSync> {
         use Expect::*;
         if self.phase == Phase::Startup {
             if tag == frame::READY_FOR_QUERY {
                 self.txn = body.first().copied().and_then(TxnStatus::from_byte).unwrap_or(TxnStatus::Idle);
                 self.phase = Phase::Ready;
-                return Ok(ServerEvent::StartupDone);
+                return Ok(ServerEvent::StartupDone.into());
             }
-            return Ok(ServerEvent::Relay);
+            return Ok(ServerEvent::Relay.into());
         }
         match tag {
             // Asynchronous: may come at any time; owned by nobody in particular.
-            frame::NOTIFICATION | frame::PARAMETER_STATUS => Ok(ServerEvent::Relay),
+            frame::NOTIFICATION | frame::PARAMETER_STATUS => Ok(ServerEvent::Relay.into()),
             frame::NOTICE_RESPONSE => Ok(match self.head() {
                 Some(Pending { owner: Owner::Proxy, .. }) => ServerEvent::Swallow,
                 _ => ServerEvent::Relay,
-            }),
+            }
+            .into()),
             frame::READY_FOR_QUERY => {
                 let status =
                     body.first().copied().and_then(TxnStatus::from_byte).ok_or_else(|| self.out_of_sync(tag))?;
                 self.phase = Phase::Ready;
-                let ev = self.complete(tag, &[Sync, Query, FunctionCall])?;
+                let mut reply = self.complete(tag, &[Sync, Query, FunctionCall])?;
                 self.txn = status;
-                Ok(match ev {
+                reply.event = match reply.event {
                     // Idle: the request's transaction (implicit or explicit) is over.
                     ServerEvent::Relay if status == TxnStatus::Idle => ServerEvent::TransactionEnded,
                     ServerEvent::ProxyDone(_) => ServerEvent::Swallow,
                     other => other,
-                })
+                };
+                Ok(reply)
             }
             frame::ERROR_RESPONSE => {
                 if matches!(self.phase, Phase::CopyIn | Phase::CopyOut | Phase::CopyBoth) {
@@ -379,31 +425,34 @@ impl ProtocolState {
                 }
                 if frame::is_fatal(body) {
                     // The server closes the connection: whoever's it is, the client must see it.
-                    return Ok(ServerEvent::Relay);
+                    return Ok(ServerEvent::Relay.into());
                 }
                 match self.head() {
-                    // A simple Query or FunctionCall: its ReadyForQuery follows.
-                    Some(Pending { expect: Query | FunctionCall, owner, .. }) => Ok(match owner {
+                    // A simple Query or FunctionCall: its ReadyForQuery follows. Or an error at the Sync
+                    // itself (a deferred constraint at the implicit commit).
+                    Some(Pending { expect: Query | FunctionCall | Sync, owner, .. }) => Ok(match owner {
                         Owner::Client => ServerEvent::Relay,
                         Owner::Proxy => ServerEvent::ProxyError { relay: false },
-                    }),
-                    // An error at the Sync itself (a deferred constraint at the implicit commit).
-                    Some(Pending { expect: Sync, owner, .. }) => Ok(match owner {
-                        Owner::Client => ServerEvent::Relay,
-                        Owner::Proxy => ServerEvent::ProxyError { relay: false },
-                    }),
-                    Some(Pending { owner, .. }) => {
-                        let client_skipped = {
-                            self.queue.pop_front();
-                            self.skip_to_sync()
+                    }
+                    .into()),
+                    // An extended-protocol message failed: it is done, and the server skips the rest of
+                    // its batch.
+                    Some(_) => {
+                        let mut done = self.queue.pop_front();
+                        // A Parse or Bind that fails is its statement's failure: the span of the execution
+                        // it was for (the batch's first) ends with this error.
+                        if let Some(d) = done.as_mut().filter(|d| d.span.is_none()) {
+                            d.span = self.queue.iter_mut().take_while(|p| p.expect != Sync).find_map(|p| p.span.take());
+                        }
+                        let client_skipped = self.skip_to_sync();
+                        let event = match done.as_ref().map(|p| p.owner) {
+                            Some(Owner::Proxy) => ServerEvent::ProxyError { relay: client_skipped },
+                            _ => ServerEvent::Relay,
                         };
-                        Ok(match owner {
-                            Owner::Client => ServerEvent::Relay,
-                            Owner::Proxy => ServerEvent::ProxyError { relay: client_skipped },
-                        })
+                        Ok(Reply { event, done })
                     }
                     // An error outside any request (e.g. FATAL at shutdown): the client should see it.
-                    None => Ok(ServerEvent::Relay),
+                    None => Ok(ServerEvent::Relay.into()),
                 }
             }
             frame::PARSE_COMPLETE => self.complete(tag, &[Parse]),
@@ -446,22 +495,22 @@ impl ProtocolState {
                 Ok(ev)
             }
             frame::COPY_DATA => match self.phase {
-                Phase::CopyOut | Phase::CopyBoth => Ok(ServerEvent::Relay),
+                Phase::CopyOut | Phase::CopyBoth => Ok(ServerEvent::Relay.into()),
                 _ => Err(self.out_of_sync(tag)),
             },
             frame::COPY_DONE => match self.phase {
                 Phase::CopyOut => {
                     self.phase = Phase::Ready;
-                    Ok(ServerEvent::Relay)
+                    Ok(ServerEvent::Relay.into())
                 }
                 Phase::CopyBoth => {
                     self.phase = Phase::CopyIn;
-                    Ok(ServerEvent::Relay)
+                    Ok(ServerEvent::Relay.into())
                 }
                 _ => Err(self.out_of_sync(tag)),
             },
             // Negotiation replies that may come later (NegotiateProtocolVersion), unknown types: relay.
-            _ => Ok(ServerEvent::Relay),
+            _ => Ok(ServerEvent::Relay.into()),
         }
     }
 }
@@ -473,8 +522,12 @@ mod tests {
 
     fn ready() -> ProtocolState {
         let mut s = ProtocolState::default();
-        assert_eq!(s.server_message(READY_FOR_QUERY, b"I"), Ok(ServerEvent::StartupDone));
+        assert_eq!(ev(&mut s, READY_FOR_QUERY, b"I"), Ok(ServerEvent::StartupDone));
         s
+    }
+
+    fn ev(s: &mut ProtocolState, tag: u8, body: &[u8]) -> Result<ServerEvent, OutOfSync> {
+        s.server_message(tag, body).map(|r| r.event)
     }
 
     fn client(s: &mut ProtocolState, tags: &[u8]) {
@@ -490,7 +543,7 @@ mod tests {
     }
 
     fn server(s: &mut ProtocolState, tags: &[(u8, &[u8])]) -> Vec<ServerEvent> {
-        tags.iter().map(|(t, b)| s.server_message(*t, b).unwrap()).collect()
+        tags.iter().map(|(t, b)| ev(s, *t, b).unwrap()).collect()
     }
 
     use ServerEvent::*;
@@ -499,8 +552,8 @@ mod tests {
     fn startup_then_simple_query() {
         let mut s = ProtocolState::default();
         assert!(!s.is_ready());
-        assert_eq!(s.server_message(b'R', b""), Ok(Relay));
-        assert_eq!(s.server_message(READY_FOR_QUERY, b"I"), Ok(StartupDone));
+        assert_eq!(ev(&mut s, b'R', b""), Ok(Relay));
+        assert_eq!(ev(&mut s, READY_FOR_QUERY, b"I"), Ok(StartupDone));
         client(&mut s, &[QUERY]);
         assert_eq!(
             server(&mut s, &[(b'T', b""), (b'D', b""), (b'C', b""), (b'Z', b"T")]),
@@ -748,7 +801,7 @@ mod tests {
                 let (i, tag) = replies[got];
                 got += 1;
                 let body: &[u8] = if tag == READY_FOR_QUERY { b"I" } else { b"" };
-                let ev = s.server_message(tag, body);
+                let ev = ev(&mut s, tag, body);
                 proptest::prop_assert!(ev.is_ok(), "{ev:?} at reply {got} to {:?}", msgs[i]);
                 let relayed = matches!(ev, Ok(Relay | TransactionEnded | ProxyError { relay: true }));
                 match msgs[i].1 {

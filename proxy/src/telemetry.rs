@@ -1,15 +1,11 @@
 //! Proxy spans: one client span per statement execution (simple Query, or Execute), with OpenTelemetry
 //! database semantic conventions, exported over OTLP (HTTP/protobuf, or gRPC on a runtime thread of its own).
 //!
-//! The per-session [`SpanTracker`] is sans-I/O: it is fed client and server frames and hands finished
-//! [`SpanRecord`]s to [`Telemetry::export`]. When export is off there is no tracker, so the hot path
-//! creates no span objects. Span ids are chosen *before* the statement is forwarded, so the comment or
-//! carrier the proxy injects carries the proxy span's own id as parent-id: server log lines point at it.
+//! The spans themselves are the session's (sans I/O, [`crate::session::spans`]): it returns each finished
+//! [`SpanRecord`] as an event, and the relay hands it to [`Telemetry::export`] here.
 
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer, TracerProvider,
@@ -19,15 +15,11 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, IdGenerator as SdkIdGenerator, Sampler, SdkTracer, SdkTracerProvider,
 };
 use opentelemetry_sdk::Resource;
-use sqlcommenter::{Dialect, TraceContext};
+use sqlcommenter::Dialect;
 
 use crate::context::IdGenerator;
 use crate::error::ProxyError;
-use crate::frame;
-
-/// Most open spans one session keeps (pipelined statements not yet answered); beyond, tracing stops for
-/// that session so memory stays bounded.
-pub const MAX_OPEN: usize = 16 * 1024;
+pub use crate::session::spans::SpanRecord;
 
 /// Span export settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -143,6 +135,9 @@ pub struct Telemetry {
     server_address: String,
     server_port: i64,
     root_ratio: Option<f64>,
+    /// A monotonic instant and the wall-clock time it stands for: span times are monotonic instants,
+    /// exported as wall-clock times.
+    epoch: (Instant, SystemTime),
     /// Declared last: dropped after the provider, whose final export may still need it.
     _grpc: Option<GrpcRuntime>,
 }
@@ -235,6 +230,7 @@ impl Telemetry {
             server_address: server_address.to_owned(),
             server_port: i64::from(server_port),
             root_ratio,
+            epoch: (Instant::now(), SystemTime::now()),
             _grpc: grpc,
         })
     }
@@ -253,6 +249,15 @@ impl Telemetry {
             let _ = provider.shutdown();
         })
         .join();
+    }
+
+    /// The wall-clock time of a monotonic instant.
+    fn wall(&self, t: Instant) -> SystemTime {
+        let (mono, wall) = self.epoch;
+        match t.checked_duration_since(mono) {
+            Some(after) => wall + after,
+            None => wall - mono.duration_since(t),
+        }
     }
 
     /// Exports one finished statement span.
@@ -302,7 +307,7 @@ impl Telemetry {
             .tracer
             .span_builder(name)
             .with_kind(SpanKind::Client)
-            .with_start_time(rec.start)
+            .with_start_time(self.wall(rec.start))
             .with_attributes(attrs)
             .start_with_context(&self.tracer, &parent);
         NEXT_IDS.with(|c| c.set(None));
@@ -310,7 +315,7 @@ impl Telemetry {
         if let Some((_, msg)) = &rec.error {
             cx.span().set_status(Status::error(msg.clone()));
         }
-        cx.span().end_with_timestamp(rec.end);
+        cx.span().end_with_timestamp(self.wall(rec.end));
     }
 }
 
@@ -322,375 +327,6 @@ pub fn operation_name(sql: &str) -> String {
     }
     let end = s.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(s.len());
     s[..end].to_ascii_uppercase()
-}
-
-/// One finished statement execution.
-#[derive(Debug, Clone)]
-pub struct SpanRecord {
-    /// Trace id.
-    pub trace_id: [u8; 16],
-    /// The proxy span's id (the parent-id injected downstream).
-    pub span_id: [u8; 8],
-    /// The client's span, or `None` for a root span.
-    pub parent: Option<[u8; 8]>,
-    /// The statement text as the client sent it.
-    pub text: Arc<str>,
-    /// `db.namespace` (the startup `database`).
-    pub database: Arc<str>,
-    /// When the proxy forwarded the statement.
-    pub start: SystemTime,
-    /// When the proxy relayed its completion.
-    pub end: SystemTime,
-    /// Rows from CommandComplete, when it counts them.
-    pub rows: Option<u64>,
-    /// SQLSTATE and message of an ErrorResponse.
-    pub error: Option<(String, String)>,
-}
-
-#[derive(Debug)]
-enum Entry {
-    /// A simple Query: its span, and for a multi-statement one a child span per statement still to run.
-    Simple(SpanRecord, Parts),
-    Execute(SpanRecord),
-    Sync,
-}
-
-/// The statements of a multi-statement Query not yet completed: (text, span id) each, and when the
-/// current one began (the previous one's completion).
-#[derive(Debug, Default)]
-struct Parts {
-    left: VecDeque<(Arc<str>, [u8; 8])>,
-    since: Option<SystemTime>,
-}
-
-/// Ids reserved for the next Execute (chosen when its comment or carrier was written).
-#[derive(Debug, Clone, Copy)]
-struct Reserved {
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    parent: Option<[u8; 8]>,
-}
-
-/// Per-session span bookkeeping (see the module docs).
-#[derive(Debug)]
-pub struct SpanTracker {
-    telemetry: Arc<Telemetry>,
-    database: Arc<str>,
-    open: VecDeque<Entry>,
-    statements: HashMap<Vec<u8>, Arc<str>>,
-    portals: HashMap<Vec<u8>, Arc<str>>,
-    reserved: Option<Reserved>,
-    disabled: bool,
-}
-
-impl SpanTracker {
-    /// A tracker for a session on `database`.
-    pub fn new(telemetry: Arc<Telemetry>, database: &str) -> Self {
-        SpanTracker {
-            telemetry,
-            database: Arc::from(database),
-            open: VecDeque::new(),
-            statements: HashMap::new(),
-            portals: HashMap::new(),
-            reserved: None,
-            disabled: false,
-        }
-    }
-
-    /// Spans opened and not yet finished (and Sync markers).
-    pub fn open_len(&self) -> usize {
-        self.open.len()
-    }
-
-    fn reserve(&mut self, ctx: &TraceContext, client: bool, ids: &mut IdGenerator) -> Option<Reserved> {
-        if self.disabled || !ctx.traceparent.is_sampled() {
-            return None;
-        }
-        let span_id = fresh_span_id(ids);
-        Some(Reserved {
-            trace_id: ctx.traceparent.trace_id(),
-            span_id,
-            parent: client.then(|| ctx.traceparent.parent_id()),
-        })
-    }
-
-    fn record(&self, r: Reserved, text: Arc<str>) -> SpanRecord {
-        let now = SystemTime::now();
-        SpanRecord {
-            trace_id: r.trace_id,
-            span_id: r.span_id,
-            parent: r.parent,
-            text,
-            database: self.database.clone(),
-            start: now,
-            end: now,
-            rows: None,
-            error: None,
-        }
-    }
-
-    fn push(&mut self, e: Entry) {
-        if self.open.len() >= MAX_OPEN {
-            tracing::debug!("too many unanswered statements: spans off for this session");
-            self.disabled = true;
-            self.open.clear();
-            self.reserved = None;
-            return;
-        }
-        self.open.push_back(e);
-    }
-
-    /// A simple Query: opens its span; returns the context to inject (parent-id = the span's id).
-    /// `client` says whether `ctx` came from the client (else it is the proxy's root).
-    pub fn query(&mut self, sql: &[u8], ctx: TraceContext, client: bool, ids: &mut IdGenerator) -> TraceContext {
-        // A statement with its own traceparent keeps it: the span is that context's child.
-        let (ctx, client) = match own_context(sql) {
-            Some(own) => (own, true),
-            None => (ctx, client),
-        };
-        let Some(r) = self.reserve(&ctx, client, ids) else { return ctx };
-        let rec = self.record(r, Arc::from(String::from_utf8_lossy(sql)));
-        let mut parts = Parts::default();
-        // A `;` before the end may separate statements: each gets its own child span.
-        if sql.trim_ascii_end().strip_suffix(b";").unwrap_or(sql).contains(&b';') {
-            let text = String::from_utf8_lossy(sql);
-            let stmts = sqlcommenter::lexer::split_statements(&text, Dialect::Postgres);
-            if stmts.len() > 1 {
-                parts.since = Some(rec.start);
-                parts.left = stmts.into_iter().map(|t| (Arc::from(t), fresh_span_id(ids))).collect();
-            }
-        }
-        self.push(Entry::Simple(rec, parts));
-        with_parent(ctx, r.span_id)
-    }
-
-    /// A Parse (named or not): remembers the statement's text for its executions.
-    pub fn statement(&mut self, name: &[u8], sql: &[u8]) {
-        if self.disabled {
-            return;
-        }
-        if self.statements.len() < MAX_OPEN || self.statements.contains_key(name) {
-            self.statements.insert(name.to_vec(), Arc::from(String::from_utf8_lossy(sql)));
-        }
-    }
-
-    /// A Parse of the unnamed statement: reserves the next Execute's span; returns the context to inject.
-    pub fn parse_unnamed(
-        &mut self,
-        sql: &[u8],
-        ctx: TraceContext,
-        client: bool,
-        ids: &mut IdGenerator,
-    ) -> TraceContext {
-        let (ctx, client) = match own_context(sql) {
-            Some(own) => (own, true),
-            None => (ctx, client),
-        };
-        self.reserved = self.reserve(&ctx, client, ids);
-        match self.reserved {
-            Some(r) => with_parent(ctx, r.span_id),
-            None => ctx,
-        }
-    }
-
-    /// A named execution's carrier is about to be written: reserves the span and returns its context.
-    pub fn carrier(&mut self, ctx: TraceContext, client: bool, ids: &mut IdGenerator) -> TraceContext {
-        self.reserved = self.reserve(&ctx, client, ids);
-        match self.reserved {
-            Some(r) => with_parent(ctx, r.span_id),
-            None => ctx,
-        }
-    }
-
-    /// A Bind: maps its portal to the statement's text.
-    pub fn bind(&mut self, body: &[u8]) {
-        if self.disabled {
-            return;
-        }
-        let Some((portal, rest)) = frame::cstr(body) else { return };
-        let Some((stmt, _)) = frame::cstr(rest) else { return };
-        match self.statements.get(stmt) {
-            Some(t) if self.portals.len() < MAX_OPEN || self.portals.contains_key(portal) => {
-                self.portals.insert(portal.to_vec(), t.clone());
-            }
-            _ => {
-                self.portals.remove(portal);
-            }
-        }
-    }
-
-    /// A Close of a statement or portal.
-    pub fn close(&mut self, body: &[u8]) {
-        let Some((&kind, rest)) = body.split_first() else { return };
-        let Some((name, _)) = frame::cstr(rest) else { return };
-        match kind {
-            b'S' => self.statements.remove(name),
-            _ => self.portals.remove(name),
-        };
-    }
-
-    /// An Execute: opens its span with the reserved ids, else fresh ones under `ctx`.
-    pub fn execute(&mut self, body: &[u8], ctx: &TraceContext, client: bool, ids: &mut IdGenerator) {
-        let r = match self.reserved.take() {
-            Some(r) => Some(r),
-            None => self.reserve(ctx, client, ids),
-        };
-        let Some(r) = r else { return };
-        let portal = frame::cstr(body).map_or(&b""[..], |(p, _)| p);
-        let text = self.portals.get(portal).cloned().unwrap_or_else(|| Arc::from(""));
-        let rec = self.record(r, text);
-        self.push(Entry::Execute(rec));
-    }
-
-    /// A Sync from the client.
-    pub fn sync(&mut self) {
-        if !self.disabled && !self.open.is_empty() {
-            self.push(Entry::Sync);
-        }
-    }
-
-    /// A server message relayed to the client (the proxy's own injected parts excluded).
-    pub fn server(&mut self, tag: u8, body: &[u8]) {
-        if self.open.is_empty() {
-            return;
-        }
-        const EMPTY_QUERY: u8 = b'I';
-        const PORTAL_SUSPENDED: u8 = b's';
-        match tag {
-            frame::COMMAND_COMPLETE | EMPTY_QUERY | PORTAL_SUSPENDED => {
-                let rows = if tag == frame::COMMAND_COMPLETE { rows(frame::text_body(body)) } else { None };
-                match self.open.front_mut() {
-                    Some(Entry::Simple(rec, parts)) => {
-                        if let Some(n) = rows {
-                            rec.rows = Some(rec.rows.unwrap_or(0) + n);
-                        }
-                        if let Some(child) = part_done(rec, parts, rows, None) {
-                            self.telemetry.export(&child);
-                        }
-                    }
-                    Some(Entry::Execute(_)) => {
-                        if let Some(Entry::Execute(mut rec)) = self.open.pop_front() {
-                            rec.rows = rows;
-                            self.finish(rec);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            frame::ERROR_RESPONSE => {
-                let err = error_fields(body);
-                match self.open.front_mut() {
-                    Some(Entry::Simple(rec, parts)) => {
-                        // The failing statement ends its child; the server skips the rest.
-                        let child = part_done(rec, parts, None, Some(err.clone()));
-                        parts.left.clear();
-                        rec.error = Some(err);
-                        if let Some(child) = child {
-                            self.telemetry.export(&child);
-                        }
-                    }
-                    Some(Entry::Execute(_)) => {
-                        if let Some(Entry::Execute(mut rec)) = self.open.pop_front() {
-                            rec.error = Some(err);
-                            self.finish(rec);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            frame::READY_FOR_QUERY => {
-                // Executes still open were skipped after an error: they did not run.
-                while let Some(Entry::Execute(_)) = self.open.front() {
-                    self.open.pop_front();
-                }
-                match self.open.pop_front() {
-                    Some(Entry::Simple(rec, _)) => self.finish(rec),
-                    Some(Entry::Sync) | None => {}
-                    Some(Entry::Execute(_)) => {}
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn finish(&self, mut rec: SpanRecord) {
-        rec.end = SystemTime::now();
-        self.telemetry.export(&rec);
-    }
-}
-
-/// The next statement of a multi-statement Query completed: its child span, ended now.
-fn part_done(
-    parent: &SpanRecord,
-    parts: &mut Parts,
-    rows: Option<u64>,
-    error: Option<(String, String)>,
-) -> Option<SpanRecord> {
-    let (text, span_id) = parts.left.pop_front()?;
-    let now = SystemTime::now();
-    let start = parts.since.replace(now).unwrap_or(now);
-    Some(SpanRecord {
-        trace_id: parent.trace_id,
-        span_id,
-        parent: Some(parent.span_id),
-        text,
-        database: parent.database.clone(),
-        start,
-        end: now,
-        rows,
-        error,
-    })
-}
-
-fn fresh_span_id(ids: &mut IdGenerator) -> [u8; 8] {
-    loop {
-        let id = ids.next_u64().to_be_bytes();
-        if id != [0; 8] {
-            return id;
-        }
-    }
-}
-
-fn with_parent(ctx: TraceContext, span_id: [u8; 8]) -> TraceContext {
-    match ctx.traceparent.with_parent_id(span_id) {
-        Ok(tp) => TraceContext { traceparent: tp, tracestate: ctx.tracestate },
-        Err(_) => ctx,
-    }
-}
-
-fn own_context(sql: &[u8]) -> Option<TraceContext> {
-    frame::find_ci(sql, b"traceparent")?;
-    sqlcommenter::parse_context(std::str::from_utf8(sql).ok()?, Dialect::Postgres)
-}
-
-/// The row count of a CommandComplete tag (`SELECT 5`, `INSERT 0 5`, `UPDATE 3`, `FETCH 2`, `COPY 7`).
-pub fn rows(tag: &[u8]) -> Option<u64> {
-    let tag = std::str::from_utf8(tag).ok()?;
-    let verb = tag.split(' ').next()?;
-    if !matches!(verb, "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "FETCH" | "MOVE" | "COPY") {
-        return None;
-    }
-    tag.rsplit(' ').next()?.parse().ok()
-}
-
-/// SQLSTATE (`C`) and message (`M`) of an ErrorResponse body.
-fn error_fields(body: &[u8]) -> (String, String) {
-    let mut code = String::new();
-    let mut msg = String::new();
-    let mut rest = body;
-    while let Some((&t, r)) = rest.split_first() {
-        if t == 0 {
-            break;
-        }
-        let Some((v, r)) = frame::cstr(r) else { break };
-        match t {
-            b'C' => code = String::from_utf8_lossy(v).into_owned(),
-            b'M' => msg = String::from_utf8_lossy(v).into_owned(),
-            _ => {}
-        }
-        rest = r;
-    }
-    (code, msg)
 }
 
 #[cfg(test)]
@@ -717,14 +353,8 @@ mod tests {
     }
 
     #[test]
-    fn row_counts_and_operations() {
-        assert_eq!(rows(b"SELECT 5"), Some(5));
-        assert_eq!(rows(b"INSERT 0 7"), Some(7));
-        assert_eq!(rows(b"BEGIN"), None);
-        assert_eq!(rows(b"CREATE TABLE"), None);
+    fn operations() {
         assert_eq!(operation_name("/* x */ select 1"), "SELECT");
         assert_eq!(operation_name("  "), "");
-        let body = b"SERROR\0C22012\0Mdivision by zero\0\0";
-        assert_eq!(error_fields(body), ("22012".into(), "division by zero".into()));
     }
 }

@@ -17,7 +17,7 @@ fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
 fn ready_session() -> Session {
     let mut s = Session::new(Arc::new(InjectConfig::default()), &StartupInfo::default(), 0);
     let mut out = BytesMut::new();
-    s.server_bytes(&msg(b'Z', b"I"), &mut out).unwrap();
+    s.server_bytes(&msg(b'Z', b"I"), &mut out, std::time::Instant::now()).unwrap();
     s
 }
 
@@ -28,7 +28,11 @@ fn feed(s: &mut Session, input: &[u8], chunk: usize, client: bool) -> Result<Vec
     for piece in input.chunks(chunk.max(1)) {
         pending.extend_from_slice(piece);
         let mut out = BytesMut::new();
-        let used = if client { s.client_bytes(&pending, &mut out) } else { s.server_bytes(&pending, &mut out) };
+        let used = if client {
+            s.client_bytes(&pending, &mut out, std::time::Instant::now())
+        } else {
+            s.server_bytes(&pending, &mut out, std::time::Instant::now())
+        };
         let used = used.map_err(|_| ())?;
         pending.drain(..used);
         relayed.extend_from_slice(&out);

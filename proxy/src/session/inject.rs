@@ -5,12 +5,12 @@ use bytes::{BufMut, BytesMut};
 use sqlcommenter::carrier::{self, Effect, Scope, Want, SET_CONFIG_SQL};
 use sqlcommenter::{Commenter, Injected, TraceContext, TraceParent};
 
+use super::Event;
 use super::{Commented, Session, Unnamed, RESERVED_PORTAL};
 use crate::config::InjectConfig;
 use crate::frame;
-use crate::metrics::{SkipReason, METRICS};
+use crate::metrics::SkipReason;
 use crate::state::{Owner, Shift};
-use std::sync::atomic::Ordering::Relaxed;
 
 impl Session {
     /// The context the session carries now: the client's session context, else this transaction's root.
@@ -60,8 +60,7 @@ impl Session {
         };
         match (commented, inserted) {
             (Some(Injected::Commented(s)), Some(inserted)) => {
-                self.counters.commented += 1;
-                METRICS.comments.fetch_add(1, Relaxed);
+                self.events.push(Event::Commented);
                 frame::write_parse(out, b"", s.as_bytes(), rest);
                 let shift = text.and_then(|o| Shift::of_insertion(o, &s, inserted.0, inserted.1));
                 self.unnamed_statement_shift = shift;
@@ -71,8 +70,8 @@ impl Session {
                 Some(Commented { inserted, ctx, bound: false })
             }
             (other, _) => {
-                self.counters.comment_skipped += 1;
-                METRICS.skip(other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped())));
+                let reason = other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped()));
+                self.events.push(Event::Skipped(reason));
                 None
             }
         }
@@ -281,8 +280,7 @@ impl Session {
             if write.variable == "application_name" {
                 self.app.wrote(write.value);
             }
-            self.counters.carriers += 1;
-            METRICS.carriers.fetch_add(1, Relaxed);
+            self.events.push(Event::Carrier);
         }
         if touches {
             // This statement may change the setting when it runs: the next execution writes again.

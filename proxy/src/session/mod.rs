@@ -1,12 +1,15 @@
 //! One client session's decisions, sans I/O: what to forward, rewrite, inject and swallow.
 //!
-//! The relay hands [`Session::client_bytes`] / [`Session::server_bytes`] whatever it read; the session
-//! appends what must be written to the other side into an output buffer and says how many input bytes it
-//! consumed. Frames it does not rewrite are copied byte for byte; frames too large to decode
-//! ([`MAX_DECODE`]) are streamed through in pieces, so memory stays bounded.
+//! The relay hands [`Session::client_bytes`] / [`Session::server_bytes`] whatever it read, with the time
+//! it read it; the session appends what must be written to the other side into an output buffer and says
+//! how many input bytes it consumed. Frames it does not rewrite are copied byte for byte; frames too large
+//! to decode ([`MAX_DECODE`]) are streamed through in pieces, so memory stays bounded. What the outside
+//! counts or exports (metrics, finished spans) the session returns as [`Event`]s ([`Session::events`]):
+//! no clock, no globals, no exporter.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use sqlcommenter::carrier::{self, Scope, Tracker};
@@ -16,14 +19,17 @@ use crate::cancel::CancelKeys;
 use crate::config::InjectConfig;
 use crate::context::{guc_from_options, IdGenerator};
 use crate::frame::{self, FrameError, HEADER_LEN};
-use crate::metrics::{SkipReason, METRICS};
-use crate::state::{OutOfSync, ProtocolState, ServerEvent, Shift};
+use crate::metrics::SkipReason;
+use crate::state::{OutOfSync, Pending, ProtocolState, ServerEvent, Shift};
+pub use event::{Event, Protocol};
 use inject::build_commenter;
 use masquerade::Masquerade;
+use spans::SpanTracker;
 
+pub mod event;
 mod inject;
 mod masquerade;
-use std::sync::atomic::Ordering::Relaxed;
+pub mod spans;
 
 /// Largest frame the proxy decodes (to rewrite or read it); larger frames are streamed through untouched.
 pub const MAX_DECODE: usize = 1 << 20;
@@ -34,23 +40,6 @@ pub const MAX_CLIENT_FRAME: usize = 1 << 30;
 /// Name of the portal the reserved statement runs in (closed right after, so the client's unnamed
 /// portal is never touched).
 pub const RESERVED_PORTAL: &[u8] = b"__sqlc_tcp";
-
-/// Counters for what the session did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Statements (Query / unnamed Parse) given a comment.
-    pub commented: u64,
-    /// Statements left unchanged (already had a traceparent, not UTF-8, too large, unterminated, ...).
-    pub comment_skipped: u64,
-    /// Carrier statements injected.
-    pub carriers: u64,
-    /// Carrier statements that failed on the server.
-    pub carrier_errors: u64,
-    /// ParameterStatus messages swallowed or rewritten.
-    pub parameter_status_hidden: u64,
-    /// Error/notice positions mapped back to the client's text.
-    pub positions_mapped: u64,
-}
 
 /// The startup parameters the session needs.
 #[derive(Debug, Clone, Default)]
@@ -156,16 +145,12 @@ pub struct Session {
     keys: Option<Arc<CancelKeys>>,
     client_stream: Stream,
     server_stream: Stream,
-    /// What the session did so far.
-    pub counters: Counters,
+    /// What the session did since the relay last took its events.
+    events: Vec<Event>,
     /// Statement spans, when export is on.
-    spans: Option<crate::telemetry::SpanTracker>,
-    /// When each unanswered client request (Query, Sync, FunctionCall) was forwarded, for the latency
-    /// histogram; `unmeasured` counts later requests not recorded because the queue was full.
-    requests: std::collections::VecDeque<std::time::Instant>,
-    unmeasured: usize,
+    spans: Option<SpanTracker>,
     /// When bytes last arrived from either side (kept only when an idle timeout is configured).
-    last_io: Option<std::time::Instant>,
+    last_io: Option<Instant>,
 }
 
 impl Session {
@@ -210,10 +195,8 @@ impl Session {
             keys: None,
             client_stream: Stream::default(),
             server_stream: Stream::default(),
-            counters: Counters::default(),
+            events: Vec::new(),
             spans: None,
-            requests: std::collections::VecDeque::new(),
-            unmeasured: 0,
             last_io: None,
             cfg,
         }
@@ -225,10 +208,15 @@ impl Session {
         self
     }
 
-    /// Records a span per statement execution (see [`crate::telemetry`]).
-    pub fn with_spans(mut self, spans: crate::telemetry::SpanTracker) -> Self {
-        self.spans = Some(spans);
+    /// Records a span per statement execution on `database` (see [`spans`]), returned as events.
+    pub fn with_spans(mut self, database: &str) -> Self {
+        self.spans = Some(SpanTracker::new(database));
         self
+    }
+
+    /// What the session did since this was last called (the relay counts and exports it).
+    pub fn events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.events.drain(..)
     }
 
     /// Registers the server's cancel key in `keys` while the session lives.
@@ -242,23 +230,24 @@ impl Session {
         self.backend_key.as_deref()
     }
 
-    /// Tracks activity for [`Session::idle_for`] (off until called once).
-    pub fn track_idle(&mut self) {
-        self.last_io = Some(std::time::Instant::now());
+    /// Tracks activity for [`Session::idle_for`] from `now` on (off until called once).
+    pub fn track_idle(&mut self, now: Instant) {
+        self.last_io = Some(now);
     }
 
-    /// How long the session has been idle: nothing arrived from either side and no request is pending.
-    /// `None` while busy (or when idle tracking is off).
-    pub fn idle_for(&self) -> Option<std::time::Duration> {
+    /// How long, at `now`, the session has been idle: nothing arrived from either side and no request
+    /// is pending. `None` while busy (or when idle tracking is off).
+    pub fn idle_for(&self, now: Instant) -> Option<Duration> {
         let t = self.last_io?;
-        (self.proto.is_ready() && self.proto.pending() == 0 && self.requests.is_empty()).then(|| t.elapsed())
+        (self.proto.is_ready() && self.proto.pending() == 0).then(|| now.saturating_duration_since(t))
     }
 
-    /// Processes client bytes; appends what goes upstream to `out`; returns the bytes consumed. Unconsumed
-    /// bytes are an incomplete frame: call again with more; [`Session::need`] says how much to buffer.
-    pub fn client_bytes(&mut self, input: &[u8], out: &mut BytesMut) -> Result<usize, FrameError> {
+    /// Processes client bytes read at `now`; appends what goes upstream to `out`; returns the bytes
+    /// consumed. Unconsumed bytes are an incomplete frame: call again with more; [`Session::need`] says
+    /// how much to buffer.
+    pub fn client_bytes(&mut self, input: &[u8], out: &mut BytesMut, now: Instant) -> Result<usize, FrameError> {
         if self.last_io.is_some() {
-            self.track_idle();
+            self.last_io = Some(now);
         }
         let mut pos = 0;
         while pos < input.len() {
@@ -282,8 +271,7 @@ impl Session {
                 }
                 // Too large to decode, or not needed: stream it.
                 if self.cfg.enabled && self.proto.is_ready() && h.tag == frame::QUERY {
-                    self.counters.comment_skipped += 1;
-                    METRICS.skip(SkipReason::TooLarge);
+                    self.events.push(Event::Skipped(SkipReason::TooLarge));
                 }
                 if h.tag == frame::PARSE && input[pos + HEADER_LEN..].first().is_none_or(|&b| b == 0) {
                     // An unnamed statement too large to keep (or whose name is not here yet).
@@ -292,14 +280,14 @@ impl Session {
                 if h.tag == frame::QUERY {
                     self.unnamed = Unnamed::Absent;
                 }
-                self.proto.client_message(h.tag);
-                self.request_started(h.tag);
+                let answered = self.proto.client_message(h.tag);
+                self.request_started(h.tag, answered, now);
                 out.put_slice(&input[pos..]);
                 self.client_stream = Stream { left: h.frame_len - avail, relay: true };
                 pos = input.len();
                 break;
             }
-            self.client_frame(&input[pos..pos + h.frame_len], out);
+            self.client_frame(&input[pos..pos + h.frame_len], out, now);
             pos += h.frame_len;
         }
         Ok(pos)
@@ -314,7 +302,7 @@ impl Session {
         }
     }
 
-    fn client_frame(&mut self, f: &[u8], out: &mut BytesMut) {
+    fn client_frame(&mut self, f: &[u8], out: &mut BytesMut, now: Instant) {
         let tag = f[0];
         let body = &f[HEADER_LEN..];
         let inject = self.cfg.enabled && self.proto.is_ready();
@@ -324,7 +312,7 @@ impl Session {
             self.named_statement_runs(body);
         }
         let answered = self.proto.client_message(tag);
-        self.request_started(tag);
+        self.request_started(tag, answered, now);
         if answered {
             self.note_shift(tag, body);
         }
@@ -332,10 +320,10 @@ impl Session {
             self.request_ended();
         }
         if tag == frame::EXECUTE {
-            METRICS.statements_extended.fetch_add(1, Relaxed);
+            self.events.push(Event::Statement(Protocol::Extended));
         }
         if self.spans.is_some() {
-            self.span_frame(tag, body);
+            self.span_frame(tag, body, answered, now);
         }
         match tag {
             frame::QUERY if inject && !self.proto.in_copy() => {
@@ -343,21 +331,27 @@ impl Session {
                 let mut ctx = self.current_ctx();
                 if let Some(t) = &mut self.spans {
                     let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
-                    ctx = ctx.map(|c| t.query(sql, c, client, &mut self.ids));
+                    t.check_load(self.proto.pending());
+                    if let Some(c) = ctx {
+                        let (c, span) = t.query(sql, c, client, &mut self.ids, now);
+                        if let Some(p) = self.proto.last_mut().filter(|_| answered) {
+                            p.span = span;
+                        }
+                        ctx = Some(c);
+                    }
                 }
                 let text = std::str::from_utf8(sql).ok();
                 match text.map(|s| self.comment(s, ctx.as_ref())) {
                     Some(Injected::Commented(s)) => {
-                        self.counters.commented += 1;
-                        METRICS.comments.fetch_add(1, Relaxed);
+                        self.events.push(Event::Commented);
                         frame::write_query(out, s.as_bytes());
                         if answered {
                             self.proto.set_last_shift(text.and_then(|o| Shift::between(o, &s)));
                         }
                     }
                     other => {
-                        self.counters.comment_skipped += 1;
-                        METRICS.skip(other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped())));
+                        let reason = other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped()));
+                        self.events.push(Event::Skipped(reason));
                         out.put_slice(f);
                     }
                 }
@@ -427,32 +421,23 @@ impl Session {
         self.txn_ctx = None;
     }
 
-    /// Notes when a request the server answers with ReadyForQuery was forwarded.
-    fn request_started(&mut self, tag: u8) {
+    /// A request the server answers with ReadyForQuery (Query, Sync, FunctionCall) was forwarded at
+    /// `now`: its latency is measured from then (on its queue item, when the server will answer it).
+    fn request_started(&mut self, tag: u8, answered: bool, now: Instant) {
         if !matches!(tag, frame::QUERY | frame::SYNC | frame::FUNCTION_CALL) || !self.proto.is_ready() {
             return;
         }
         if tag == frame::QUERY {
-            METRICS.statements_simple.fetch_add(1, Relaxed);
+            self.events.push(Event::Statement(Protocol::Simple));
         }
-        if self.requests.len() < crate::telemetry::MAX_OPEN && self.unmeasured == 0 {
-            self.requests.push_back(std::time::Instant::now());
-        } else {
-            self.unmeasured += 1;
-        }
-    }
-
-    /// A ReadyForQuery reached the client: the oldest request is answered.
-    fn request_done(&mut self) {
-        match self.requests.pop_front() {
-            Some(t) => METRICS.observe(t.elapsed()),
-            None => self.unmeasured = self.unmeasured.saturating_sub(1),
+        if let Some(p) = self.proto.last_mut().filter(|_| answered) {
+            p.started = Some(now);
         }
     }
 
     /// Span bookkeeping for extended-protocol frames (Parse and Query are handled where they are rewritten).
-    fn span_frame(&mut self, tag: u8, body: &[u8]) {
-        if !matches!(tag, frame::BIND | frame::CLOSE | frame::EXECUTE | frame::SYNC) {
+    fn span_frame(&mut self, tag: u8, body: &[u8], answered: bool, now: Instant) {
+        if !matches!(tag, frame::BIND | frame::CLOSE | frame::EXECUTE) {
             return;
         }
         let ctx = if tag == frame::EXECUTE { self.current_ctx() } else { None };
@@ -461,16 +446,52 @@ impl Session {
         match (tag, ctx) {
             (frame::BIND, _) => t.bind(body),
             (frame::CLOSE, _) => t.close(body),
-            (frame::EXECUTE, Some(ctx)) => t.execute(body, &ctx, client, &mut self.ids),
-            (frame::SYNC, _) => t.sync(),
+            (frame::EXECUTE, Some(ctx)) => {
+                t.check_load(self.proto.pending());
+                let span = t.execute(body, &ctx, client, &mut self.ids, now);
+                // An Execute the server will skip (after an error in its batch) gets no span: it never runs.
+                if let Some(p) = self.proto.last_mut().filter(|_| answered) {
+                    p.span = span;
+                }
+            }
             _ => {}
         }
     }
 
-    /// Processes server bytes; appends what goes to the client to `out`; returns the bytes consumed.
-    pub fn server_bytes(&mut self, input: &[u8], out: &mut BytesMut) -> Result<usize, FrameError> {
+    /// A server message was relayed at `now`: ends what it completed — the latency and span of the
+    /// request of `done` (the queue item it completed), or one statement of the multi-statement Query
+    /// the head's span measures.
+    fn replied(&mut self, tag: u8, body: &[u8], done: Option<Pending>, now: Instant) {
+        let statement = || match tag {
+            frame::COMMAND_COMPLETE => Some((spans::rows(frame::text_body(body)), None)),
+            frame::EMPTY_QUERY | frame::PORTAL_SUSPENDED => Some((None, None)),
+            frame::ERROR_RESPONSE => Some((None, Some(spans::error_fields(body)))),
+            _ => None,
+        };
+        let Some(p) = done else {
+            if let Some(span) = self.proto.head_span_mut() {
+                if let Some(child) = statement().and_then(|(rows, err)| span.statement_done(now, rows, err)) {
+                    self.events.push(Event::Span(Box::new(child)));
+                }
+            }
+            return;
+        };
+        if let Some(t) = p.started {
+            self.events.push(Event::RequestDone(now.saturating_duration_since(t)));
+        }
+        if let Some(mut span) = p.span {
+            if let Some((rows, err)) = statement() {
+                span.statement_done(now, rows, err);
+            }
+            self.events.push(Event::Span(Box::new(span.finish(now))));
+        }
+    }
+
+    /// Processes server bytes read at `now`; appends what goes to the client to `out`; returns the bytes
+    /// consumed.
+    pub fn server_bytes(&mut self, input: &[u8], out: &mut BytesMut, now: Instant) -> Result<usize, FrameError> {
         if self.last_io.is_some() {
-            self.track_idle();
+            self.last_io = Some(now);
         }
         let mut pos = 0;
         while pos < input.len() {
@@ -498,21 +519,23 @@ impl Session {
                 if decode && h.frame_len <= MAX_DECODE {
                     break;
                 }
-                let relay = relays(self.proto.server_message(h.tag, &[])?);
+                let reply = self.proto.server_message(h.tag, &[])?;
+                let relay = relays(reply.event);
                 if relay {
+                    self.replied(h.tag, &[], reply.done, now);
                     out.put_slice(&input[pos..]);
                 }
                 self.server_stream = Stream { left: h.frame_len - avail, relay };
                 pos = input.len();
                 break;
             }
-            self.server_frame(&input[pos..pos + h.frame_len], out)?;
+            self.server_frame(&input[pos..pos + h.frame_len], out, now)?;
             pos += h.frame_len;
         }
         Ok(pos)
     }
 
-    fn server_frame(&mut self, f: &[u8], out: &mut BytesMut) -> Result<(), OutOfSync> {
+    fn server_frame(&mut self, f: &[u8], out: &mut BytesMut, now: Instant) -> Result<(), OutOfSync> {
         let tag = f[0];
         let body = &f[HEADER_LEN..];
         match tag {
@@ -522,7 +545,7 @@ impl Session {
                         if self.app.relays(value, self.proto.is_ready()) {
                             out.put_slice(f);
                         } else {
-                            self.counters.parameter_status_hidden += 1;
+                            self.events.push(Event::ParameterStatusHidden);
                         }
                         return Ok(());
                     }
@@ -543,14 +566,10 @@ impl Session {
             frame::ERROR_RESPONSE | frame::NOTICE_RESPONSE => self.proto.head_shift(),
             _ => None,
         };
-        match self.proto.server_message(tag, body)? {
+        let reply = self.proto.server_message(tag, body)?;
+        match reply.event {
             ev @ (ServerEvent::Relay | ServerEvent::TransactionEnded) => {
-                if let Some(t) = &mut self.spans {
-                    t.server(tag, body);
-                }
-                if tag == frame::READY_FOR_QUERY {
-                    self.request_done();
-                }
+                self.replied(tag, body, reply.done, now);
                 if tag == frame::READY_FOR_QUERY && self.proto.pending() == 0 {
                     // Nothing in flight: the server's status is the truth about the transaction.
                     self.open_txn = ev != ServerEvent::TransactionEnded;
@@ -559,7 +578,7 @@ impl Session {
                     }
                 }
                 match shift.and_then(|s| map_position(s, tag, body, out)) {
-                    Some(()) => self.counters.positions_mapped += 1,
+                    Some(()) => self.events.push(Event::PositionMapped),
                     None => out.put_slice(f),
                 }
             }
@@ -567,16 +586,13 @@ impl Session {
             ServerEvent::Swallow => {}
             ServerEvent::ProxyDone(_) => {}
             ServerEvent::ProxyError { relay } => {
-                self.counters.carrier_errors += 1;
+                self.events.push(Event::CarrierFailed);
                 self.tracker.failed(self.carrier_scope_sent);
                 tracing::debug!(
                     sqlstate = %String::from_utf8_lossy(frame::sqlstate(body).unwrap_or(b"")),
                     "carrier statement failed"
                 );
                 if relay {
-                    if let Some(t) = &mut self.spans {
-                        t.server(tag, body);
-                    }
                     out.put_slice(f);
                 }
             }

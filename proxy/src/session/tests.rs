@@ -1,5 +1,6 @@
 //! Scenario tests: message sequences (client sends / server answers / what each side sees).
 
+use super::spans::SpanRecord;
 use super::*;
 use sqlcommenter::carrier::SET_CONFIG_SQL;
 use sqlcommenter::TraceParent;
@@ -29,7 +30,7 @@ fn session_with(cfg: InjectConfig) -> Session {
     startup.extend(msg(b'K', &[0, 0, 0, 9, 1, 2, 3, 4]));
     startup.extend(msg(b'Z', b"I"));
     let mut out = BytesMut::new();
-    assert_eq!(s.server_bytes(&startup, &mut out).unwrap(), startup.len());
+    assert_eq!(s.server_bytes(&startup, &mut out, std::time::Instant::now()).unwrap(), startup.len());
     assert_eq!(&out[..], &startup[..], "startup is relayed unchanged");
     assert_eq!(s.backend_key(), Some(&[0, 0, 0, 9, 1, 2, 3, 4][..]));
     s
@@ -37,13 +38,13 @@ fn session_with(cfg: InjectConfig) -> Session {
 
 fn feed_client(s: &mut Session, bytes: &[u8]) -> BytesMut {
     let mut out = BytesMut::new();
-    assert_eq!(s.client_bytes(bytes, &mut out).unwrap(), bytes.len());
+    assert_eq!(s.client_bytes(bytes, &mut out, std::time::Instant::now()).unwrap(), bytes.len());
     out
 }
 
 fn feed_server(s: &mut Session, bytes: &[u8]) -> BytesMut {
     let mut out = BytesMut::new();
-    assert_eq!(s.server_bytes(bytes, &mut out).unwrap(), bytes.len());
+    assert_eq!(s.server_bytes(bytes, &mut out, std::time::Instant::now()).unwrap(), bytes.len());
     out
 }
 
@@ -165,14 +166,14 @@ fn a_failing_carrier_tells_the_client_why_its_batch_got_no_answer() {
     let err = msg(b'E', b"SERROR\0VERROR\0C57014\0Mcanceling statement due to user request\0\0");
     let out = feed_server(&mut s, &[msg(b'1', b""), err.clone(), msg(b'Z', b"I")].concat());
     assert_eq!(&out[..], &[err, msg(b'Z', b"I")].concat()[..]);
-    assert_eq!(s.counters.carrier_errors, 1);
+    assert_eq!(s.events().filter(|e| *e == Event::CarrierFailed).count(), 1);
 }
 
 #[test]
 fn out_of_sync_replies_are_an_error() {
     let mut s = session();
     let mut out = BytesMut::new();
-    assert!(s.server_bytes(&msg(b'2', b""), &mut out).is_err());
+    assert!(s.server_bytes(&msg(b'2', b""), &mut out, std::time::Instant::now()).is_err());
 }
 
 #[test]
@@ -355,7 +356,7 @@ fn large_frames_stream_through_in_pieces() {
     for chunk in big.chunks(8192) {
         pending.extend_from_slice(chunk);
         let mut out = BytesMut::new();
-        let used = s.server_bytes(&pending, &mut out).unwrap();
+        let used = s.server_bytes(&pending, &mut out, std::time::Instant::now()).unwrap();
         pending.drain(..used);
         relayed.extend_from_slice(&out);
         assert!(pending.len() < 16, "bounded buffering");
@@ -372,7 +373,7 @@ fn large_frames_stream_through_in_pieces() {
     for chunk in q.chunks(100_000) {
         pending.extend_from_slice(chunk);
         let mut out = BytesMut::new();
-        let used = s.client_bytes(&pending, &mut out).unwrap();
+        let used = s.client_bytes(&pending, &mut out, std::time::Instant::now()).unwrap();
         pending.drain(..used);
         relayed.extend_from_slice(&out);
     }
@@ -428,4 +429,105 @@ fn a_named_statement_changing_another_setting_costs_nothing() {
         assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..], "nothing injected");
         feed_server(&mut s, &[msg(b'2', b""), msg(b'C', b"SET\0"), msg(b'Z', b"I")].concat());
     }
+}
+
+/// Feeds `bytes` as read at `at` and returns what the session reported.
+fn events_after(s: &mut Session, client: bool, bytes: &[u8], at: Instant) -> Vec<Event> {
+    let mut out = BytesMut::new();
+    let used = if client { s.client_bytes(bytes, &mut out, at) } else { s.server_bytes(bytes, &mut out, at) };
+    assert_eq!(used.unwrap(), bytes.len());
+    s.events().collect()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn request_latency_runs_from_each_request_to_its_own_ready_for_query() {
+    let mut s = session();
+    let t0 = Instant::now();
+    // Two pipelined simple Queries, then their replies.
+    let ev = events_after(&mut s, true, &msg(b'Q', b"select 1\0"), t0);
+    assert!(ev.contains(&Event::Statement(Protocol::Simple)) && ev.contains(&Event::Commented), "{ev:?}");
+    events_after(&mut s, true, &msg(b'Q', b"select 2\0"), t0 + ms(1));
+    let first = [msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I")].concat();
+    assert_eq!(events_after(&mut s, false, &first, t0 + ms(4)), [Event::RequestDone(ms(4))]);
+    assert_eq!(events_after(&mut s, false, &first, t0 + ms(10)), [Event::RequestDone(ms(9))]);
+    // An extended batch: measured from its Sync; the proxy's carrier adds no measurement.
+    let ev = events_after(&mut s, true, &named_batch(), t0 + ms(20));
+    assert!(ev.contains(&Event::Carrier) && ev.contains(&Event::Statement(Protocol::Extended)), "{ev:?}");
+    assert_eq!(events_after(&mut s, false, &replies(false, b"I").0, t0 + ms(22)), [Event::RequestDone(ms(2))]);
+    assert_eq!(s.idle_for(t0 + ms(30)), None, "idle tracking is off");
+    s.track_idle(t0 + ms(30));
+    assert_eq!(s.idle_for(t0 + ms(35)), Some(ms(5)));
+}
+
+/// tokio-postgres pipelines three unnamed-statement batches; the second fails. Each execution gets its
+/// own span, timed by the instants the bytes were read; the error stays with its statement.
+#[test]
+fn pipelined_spans_are_finished_by_their_own_replies() {
+    let mut s = session();
+    s.spans = Some(SpanTracker::new("db"));
+    let batch = |sql: &str| {
+        [
+            msg(b'P', format!("\0{sql}\0\0\0").as_bytes()),
+            msg(b'B', b"\0\0\0\0\0\0\0\0"),
+            msg(b'E', b"\0\0\0\0\0"),
+            msg(b'S', b""),
+        ]
+        .concat()
+    };
+    let t0 = Instant::now();
+    let sent = [batch("select 1"), batch("select 1/0"), batch("select g from generate_series(1, 2) g")].concat();
+    let ev = events_after(&mut s, true, &sent, t0);
+    assert_eq!(ev.iter().filter(|e| **e == Event::Commented).count(), 3, "{ev:?}");
+    let ok = |rows: &[u8]| [msg(b'1', b""), msg(b'2', b""), msg(b'C', rows), msg(b'Z', b"I")].concat();
+    let err = msg(b'E', b"SERROR\0C22012\0Mdivision by zero\0\0");
+    let spans = |ev: Vec<Event>| -> Vec<SpanRecord> {
+        ev.into_iter()
+            .filter_map(|e| match e {
+                Event::Span(r) => Some(*r),
+                _ => None,
+            })
+            .collect()
+    };
+    let a = spans(events_after(&mut s, false, &ok(b"SELECT 1\0"), t0 + ms(2)));
+    let b = spans(events_after(
+        &mut s,
+        false,
+        &[msg(b'1', b""), msg(b'2', b""), err, msg(b'Z', b"I")].concat(),
+        t0 + ms(3),
+    ));
+    let c = spans(events_after(&mut s, false, &ok(b"SELECT 2\0"), t0 + ms(5)));
+    assert_eq!((a.len(), b.len(), c.len()), (1, 1, 1));
+    let (a, b, c) = (&a[0], &b[0], &c[0]);
+    assert_eq!((&*a.text, a.rows, a.start, a.end), ("select 1", Some(1), t0, t0 + ms(2)));
+    assert_eq!((&*b.text, b.error.as_ref().map(|e| e.0.as_str()), b.end), ("select 1/0", Some("22012"), t0 + ms(3)));
+    assert_eq!((c.rows, c.error.is_none(), c.end), (Some(2), true, t0 + ms(5)));
+    assert!(a.span_id != b.span_id && b.span_id != c.span_id);
+    assert_eq!(s.proto.pending(), 0);
+    // Executes the server skips after an error in their batch get no span: they never ran.
+    let two = [
+        msg(b'P', b"\0select 1/0\0\0\0"),
+        msg(b'B', b"\0\0\0\0\0\0\0\0"),
+        msg(b'E', b"\0\0\0\0\0"),
+        msg(b'B', b"\0\0\0\0\0\0\0\0"),
+        msg(b'E', b"\0\0\0\0\0"),
+        msg(b'S', b""),
+    ]
+    .concat();
+    events_after(&mut s, true, &two, t0 + ms(6));
+    let err = msg(b'E', b"SERROR\0C22012\0Mdivision by zero\0\0");
+    let ev = events_after(&mut s, false, &[msg(b'1', b""), msg(b'2', b""), err, msg(b'Z', b"I")].concat(), t0 + ms(7));
+    assert_eq!(spans(ev).len(), 1);
+    // A statement whose Bind fails (planning: `1/0` is folded) ends its execution's span with the error.
+    let one =
+        [msg(b'P', b"\0select 1/0\0\0\0"), msg(b'B', b"\0\0\0\0\0\0\0\0"), msg(b'E', b"\0\0\0\0\0"), msg(b'S', b"")];
+    events_after(&mut s, true, &one.concat(), t0 + ms(8));
+    let err = msg(b'E', b"SERROR\0C22012\0Mdivision by zero\0\0");
+    let ev = events_after(&mut s, false, &[msg(b'1', b""), err, msg(b'Z', b"I")].concat(), t0 + ms(9));
+    let failed = spans(ev);
+    assert_eq!(failed.len(), 1);
+    assert_eq!((&*failed[0].text, failed[0].error.as_ref().map(|e| e.0.as_str())), ("select 1/0", Some("22012")));
 }
