@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -16,7 +16,8 @@ use crate::cancel::CancelKeys;
 use crate::config::{InjectConfig, ProxyArgs, ProxyConfig};
 use crate::error::ProxyError;
 use crate::metrics::{GaugeGuard, METRICS};
-use crate::relay::{pump, Direction};
+use crate::relay::poll::{Job, RelayLoop};
+use crate::relay::{Direction, Ending};
 use crate::session::Session;
 use crate::startup::{classify, read_packet, FirstPacket};
 
@@ -38,6 +39,9 @@ struct Shared {
     close_tx: watch::Sender<bool>,
     /// The span exporter, when `--otlp` is on.
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// The relay loop threads sessions on plain TCP run on, taken in turn.
+    loops: Vec<RelayLoop>,
+    next_loop: AtomicUsize,
 }
 
 /// A running proxy started with [`start`].
@@ -164,6 +168,13 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let addr = listener.local_addr().map_err(ProxyError::Runtime)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (close_tx, _) = watch::channel(false);
+    let threads = config
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
+    let loops = (0..threads)
+        .map(|i| RelayLoop::spawn(format!("sqlc-relay-{i}"), telemetry.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ProxyError::Runtime)?;
     let shared = Arc::new(Shared {
         inject: Arc::new(inject),
         config,
@@ -175,12 +186,10 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         tls,
         upstream_tls,
         telemetry,
+        loops,
+        next_loop: AtomicUsize::new(0),
     });
     tracing::info!(%addr, upstream = %shared.config.upstream, "proxy listening");
-    let threads = shared
-        .config
-        .worker_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
     let workers = Workers::spawn(threads, &shared)?;
     // The admin endpoint is auxiliary: a busy port (e.g. a second proxy on one host) must not stop the proxy.
     let admin = match shared.config.admin {
@@ -359,8 +368,7 @@ async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), Pro
                         Ok(_) => return Err(ProxyError::Protocol("encryption request inside TLS".into())),
                         Err(e) => return Err(e),
                     };
-                    let (cr, cw) = tokio::io::split(stream);
-                    return serve(cr, cw, first, shared, true).await;
+                    return serve(ClientIo::Tls(Box::new(stream)), first, shared).await;
                 }
                 client.write_all(b"N").await?
             }
@@ -372,8 +380,7 @@ async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), Pro
             }
         }
     };
-    let (cr, cw) = client.into_split();
-    serve(cr, cw, first, shared, false).await
+    serve(ClientIo::Plain(client), first, shared).await
 }
 
 /// Runs a negotiation step, failing with a protocol error at the startup deadline.
@@ -408,11 +415,30 @@ async fn reject(client: &mut TcpStream, e: &ProxyError) {
     let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
 }
 
-async fn serve<R, W>(cr: R, mut cw: W, first: FirstPacket, shared: &Shared, tls: bool) -> Result<(), ProxyError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+/// A client connection after negotiation.
+enum ClientIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl ClientIo {
+    /// Writes `msg` (an error before the relay starts), then ends the connection when `close`.
+    async fn tell(&mut self, msg: &[u8], close: bool) {
+        let _ = match self {
+            ClientIo::Plain(s) => s.write_all(msg).await,
+            ClientIo::Tls(s) => s.write_all(msg).await,
+        };
+        if close {
+            let _ = match self {
+                ClientIo::Plain(s) => s.shutdown().await,
+                ClientIo::Tls(s) => s.shutdown().await,
+            };
+        }
+    }
+}
+
+async fn serve(mut client: ClientIo, first: FirstPacket, shared: &Shared) -> Result<(), ProxyError> {
+    let tls = matches!(client, ClientIo::Tls(_));
     let (raw, params) = match first {
         FirstPacket::Cancel { raw, key } => return forward_cancel(shared, &raw, &key).await,
         FirstPacket::Startup { raw, params } => (raw, params),
@@ -421,7 +447,7 @@ where
     if shared.config.require_tls && !tls {
         let mut out = BytesMut::new();
         crate::frame::write_error(&mut out, "FATAL", "28000", "sqlcommenter proxy: TLS is required");
-        let _ = cw.write_all(&out).await;
+        client.tell(&out, false).await;
         return Ok(());
     }
     if let Some(max) = shared.config.max_clients {
@@ -429,16 +455,15 @@ where
             METRICS.clients_refused.fetch_add(1, Ordering::Relaxed);
             let mut out = BytesMut::new();
             crate::frame::write_error(&mut out, "FATAL", "53300", "sqlcommenter proxy: too many connections");
-            let _ = cw.write_all(&out).await;
-            let _ = cw.shutdown().await;
+            client.tell(&out, true).await;
             return Ok(());
         }
     }
     let info = FirstPacket::startup_info(&params);
     let upstream = match tokio::time::timeout(shared.config.connect_timeout, connect_upstream(shared)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return refuse(cw, shared, e.to_string()).await,
-        Err(_) => return refuse(cw, shared, "connect timeout".into()).await,
+        Ok(Err(e)) => return refuse(client, shared, e.to_string()).await,
+        Err(_) => return refuse(client, shared, "connect timeout".into()).await,
     };
     let _server = GaugeGuard::new(&METRICS.server_connections, &METRICS.server_connections_total);
     let salt = shared.counter.fetch_add(1, Ordering::Relaxed);
@@ -452,98 +477,50 @@ where
         session.track_idle(std::time::Instant::now());
     }
     let telemetry = shared.telemetry.as_deref();
-    let session = Mutex::new(session);
-    match upstream {
-        UpStream::Plain(mut up) => {
+    let idle_timeout = shared.config.idle_timeout;
+    let ending = match (client, upstream) {
+        // Plain TCP on both legs: the session moves to a relay loop thread.
+        (ClientIo::Plain(client), UpStream::Plain(mut up)) => {
             up.write_all(&raw).await?;
-            let (ur, uw) = up.split();
-            relay(cr, cw, ur, uw, &session, telemetry, shared.config.idle_timeout).await
+            let (done, ended) = tokio::sync::oneshot::channel();
+            let job = Job { client: client.into_std()?, server: up.into_std()?, session, idle_timeout, done };
+            let n = shared.next_loop.fetch_add(1, Ordering::Relaxed);
+            shared.loops[n % shared.loops.len()]
+                .submit(job)
+                .map_err(|_| ProxyError::Runtime(std::io::Error::other("the relay loop is gone")))?;
+            ended.await.unwrap_or_else(|_| {
+                Ending::Io(Direction::Downstream, std::io::Error::other("the relay loop ended the session"))
+            })
         }
-        UpStream::Tls(up) => {
-            let (ur, mut uw) = tokio::io::split(*up);
+        (client, upstream) => {
+            let (cr, cw): (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin + Send>) = match client {
+                ClientIo::Plain(s) => {
+                    let (r, w) = s.into_split();
+                    (Box::new(r), Box::new(w))
+                }
+                ClientIo::Tls(s) => {
+                    let (r, w) = tokio::io::split(*s);
+                    (Box::new(r), Box::new(w))
+                }
+            };
+            let (ur, mut uw): (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin + Send>) = match upstream {
+                UpStream::Plain(s) => {
+                    let (r, w) = s.into_split();
+                    (Box::new(r), Box::new(w))
+                }
+                UpStream::Tls(s) => {
+                    let (r, w) = tokio::io::split(*s);
+                    (Box::new(r), Box::new(w))
+                }
+            };
             uw.write_all(&raw).await?;
-            relay(cr, cw, ur, uw, &session, telemetry, shared.config.idle_timeout).await
-        }
-    }
-}
-
-async fn relay<CR, CW, UR, UW>(
-    cr: CR,
-    mut cw: CW,
-    ur: UR,
-    uw: UW,
-    session: &Mutex<Session>,
-    telemetry: Option<&crate::telemetry::Telemetry>,
-    idle_timeout: Option<Duration>,
-) -> Result<(), ProxyError>
-where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    UR: AsyncRead + Unpin,
-    UW: AsyncWrite + Unpin,
-{
-    let outcome = {
-        let up = pump(Direction::Upstream, cr, uw, session, telemetry);
-        let down = pump(Direction::Downstream, ur, &mut cw, session, telemetry);
-        // Polled in this order on every wake-up: the server's replies first (an error must reach a client
-        // that is still streaming its batch as soon as possible: asyncpg stops an `executemany` on it), then
-        // the client's bytes. No random start: a pump yields at its coop budget, so neither starves.
-        tokio::select! {
-            biased;
-            r = down => r.map_err(|e| (Direction::Downstream, e)).map(|()| false),
-            r = up => r.map_err(|e| (Direction::Upstream, e)).map(|()| false),
-            () = idle_watch(session, idle_timeout) => Ok(true),
+            crate::relay::pump::run(cr, cw, ur, uw, session, telemetry, idle_timeout).await
         }
     };
-    match outcome {
-        Ok(false) => Ok(()),
-        Ok(true) => {
-            tracing::debug!("closing an idle session");
-            let mut out = BytesMut::new();
-            crate::frame::write_error(&mut out, "FATAL", "57P05", "sqlcommenter proxy: idle session timeout");
-            let _ = cw.write_all(&out).await;
-            let _ = cw.shutdown().await;
-            Ok(())
-        }
-        // The client sent a frame that cannot be framed: tell it why before closing.
-        Err((Direction::Upstream, e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-            tracing::debug!(error = %e, "malformed client frame");
-            let mut out = BytesMut::new();
-            crate::frame::write_error(&mut out, "FATAL", "08P01", &format!("sqlcommenter proxy: {e}"));
-            let _ = cw.write_all(&out).await;
-            let _ = cw.shutdown().await;
-            Err(e.into())
-        }
-        Err((Direction::Downstream, e)) => {
-            METRICS.upstream_errors.fetch_add(1, Ordering::Relaxed);
-            if e.kind() == std::io::ErrorKind::InvalidData {
-                // The server's replies no longer match what the session expects: end this client cleanly.
-                tracing::warn!(error = %e, "closing a session whose protocol state is out of sync");
-                let mut out = BytesMut::new();
-                crate::frame::write_error(&mut out, "FATAL", "08P01", &format!("sqlcommenter proxy: {e}"));
-                let _ = cw.write_all(&out).await;
-                let _ = cw.shutdown().await;
-            }
-            Err(e.into())
-        }
-        Err((_, e)) => Err(e.into()),
-    }
+    ending.into_result()
 }
 
-/// Completes when the session has been idle (see [`Session::idle_for`]) for `timeout`; never without one.
-async fn idle_watch(session: &Mutex<Session>, timeout: Option<Duration>) {
-    let Some(timeout) = timeout else { return std::future::pending().await };
-    let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
-    loop {
-        tokio::time::sleep(tick).await;
-        let idle = session.lock().unwrap_or_else(|p| p.into_inner()).idle_for(std::time::Instant::now());
-        if idle.is_some_and(|d| d >= timeout) {
-            return;
-        }
-    }
-}
-
-async fn refuse<W: AsyncWrite + Unpin>(mut client: W, shared: &Shared, reason: String) -> Result<(), ProxyError> {
+async fn refuse(mut client: ClientIo, shared: &Shared, reason: String) -> Result<(), ProxyError> {
     let addr = shared.config.upstream.to_string();
     METRICS.upstream_errors.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(upstream = %addr, %reason, "upstream connect failed");
@@ -554,7 +531,7 @@ async fn refuse<W: AsyncWrite + Unpin>(mut client: W, shared: &Shared, reason: S
         "08006",
         &format!("sqlcommenter proxy: cannot connect to upstream {addr}: {reason}"),
     );
-    let _ = client.write_all(&out).await;
+    client.tell(&out, false).await;
     Err(ProxyError::UpstreamUnreachable { addr, reason })
 }
 

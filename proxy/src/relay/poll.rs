@@ -1,0 +1,333 @@
+//! The relay loop for sessions on plain TCP: one thread multiplexes many sessions on epoll (mio,
+//! edge-triggered); a readable socket is read, the bytes go through the [`Session`] and straight on to the
+//! other socket — one read and one write per batch of messages, no task, no future, no cross-thread
+//! wake-up (PgBouncer's shape). Idle sessions hold no buffers: reads land in the loop's scratch buffer and
+//! output is built in the loop's scratch buffer; a session keeps bytes only while a frame is incomplete or
+//! its peer has not taken everything yet (then that direction stops reading: backpressure).
+//!
+//! The async side (startup, the upstream connect) hands a session over with [`RelayLoop::submit`] and
+//! awaits its [`Ending`] on a oneshot channel; dropping that receiver (shutdown) closes the session at the
+//! loop's next tick.
+
+use std::io::{self, Read, Write};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use tokio::sync::oneshot;
+
+use super::{feed, Direction, Ending};
+use crate::session::Session;
+use crate::telemetry::Telemetry;
+
+/// Bytes read per read call (the scratch buffer).
+const READ_SIZE: usize = 64 * 1024;
+/// The token of the loop's waker (new sessions to take).
+const WAKER: Token = Token(usize::MAX);
+/// How often, at most, sessions are checked for idleness and abandonment.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A session handed to a relay loop: both sockets connected (startup packet already sent upstream).
+pub struct Job {
+    /// The client's socket.
+    pub client: std::net::TcpStream,
+    /// The server's socket.
+    pub server: std::net::TcpStream,
+    /// The session's decisions.
+    pub session: Session,
+    /// Close the session after this long without traffic.
+    pub idle_timeout: Option<Duration>,
+    /// Receives how the session ended; dropping its receiver closes the session.
+    pub done: oneshot::Sender<Ending>,
+}
+
+/// A handle to a relay loop thread. The thread ends when every handle is gone and its sessions ended.
+#[derive(Debug, Clone)]
+pub struct RelayLoop {
+    tx: mpsc::Sender<Job>,
+    waker: Arc<Waker>,
+}
+
+impl RelayLoop {
+    /// Starts a relay loop thread named `name`; finished spans go to `telemetry`.
+    pub fn spawn(name: String, telemetry: Option<Arc<Telemetry>>) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel();
+        let mut lp =
+            Loop { poll, rx, sessions: Slab::new(), scratch: vec![0; READ_SIZE], out: BytesMut::new(), telemetry };
+        std::thread::Builder::new().name(name).spawn(move || lp.run())?;
+        Ok(RelayLoop { tx, waker })
+    }
+
+    /// Hands a session to the loop. The job comes back when the loop is gone.
+    pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
+        self.tx.send(job).map_err(|e| Box::new(e.0))?;
+        // A failed wake leaves the job queued until the loop's next tick: late, not lost.
+        let _ = self.waker.wake();
+        Ok(())
+    }
+}
+
+/// One direction's bytes kept between reads.
+#[derive(Debug, Default)]
+struct Side {
+    /// Bytes read but not consumed: an incomplete frame.
+    partial: Vec<u8>,
+    /// Bytes for the destination that it did not take yet.
+    unsent: Vec<u8>,
+    /// The source reported its end (or an error): read it until it says so, short reads or not.
+    hup: bool,
+}
+
+struct Conn {
+    client: TcpStream,
+    server: TcpStream,
+    session: Session,
+    up: Side,
+    down: Side,
+    idle_timeout: Option<Duration>,
+    done: oneshot::Sender<Ending>,
+}
+
+impl Conn {
+    fn parts(&mut self, dir: Direction) -> (&TcpStream, &TcpStream, &mut Side, &mut Session) {
+        match dir {
+            Direction::Upstream => (&self.client, &self.server, &mut self.up, &mut self.session),
+            Direction::Downstream => (&self.server, &self.client, &mut self.down, &mut self.session),
+        }
+    }
+}
+
+struct Loop {
+    poll: Poll,
+    rx: mpsc::Receiver<Job>,
+    sessions: Slab<Conn>,
+    /// Where every read lands first.
+    scratch: Vec<u8>,
+    /// Where every session writes what goes on.
+    out: BytesMut,
+    telemetry: Option<Arc<Telemetry>>,
+}
+
+impl Loop {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut last_tick = Instant::now();
+        loop {
+            let timeout = if self.sessions.is_empty() { Duration::from_secs(1) } else { TICK };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "relay loop cannot poll: its sessions end");
+                    for c in self.sessions.drain() {
+                        let _ = c.done.send(Ending::Io(Direction::Downstream, io::Error::new(e.kind(), e.to_string())));
+                    }
+                    return;
+                }
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                let (key, dir_of_socket) = (ev.token().0 / 2, ev.token().0 % 2);
+                let Some(conn) = self.sessions.get_mut(key) else { continue };
+                // Readable on a socket: pump from it. Writable: pump toward it, if it owes anything.
+                let (from, toward) = match dir_of_socket {
+                    0 => (Direction::Upstream, Direction::Downstream),
+                    _ => (Direction::Downstream, Direction::Upstream),
+                };
+                let closed = ev.is_read_closed() || ev.is_error();
+                let mut result = Ok(());
+                if ev.is_writable() && !side(conn, toward).unsent.is_empty() {
+                    result = self.pump(key, toward, false, now);
+                }
+                if result.is_ok() && (ev.is_readable() || closed) {
+                    result = self.pump(key, from, closed, now);
+                }
+                if let Err(ending) = result {
+                    self.end(key, ending);
+                }
+            }
+            if !self.take_jobs(now) {
+                return;
+            }
+            if now.duration_since(last_tick) >= TICK {
+                last_tick = now;
+                self.tick(now);
+            }
+        }
+    }
+
+    /// Registers new sessions; `false` when every handle is gone and no session is left.
+    fn take_jobs(&mut self, now: Instant) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(job) => self.add(job, now),
+                Err(mpsc::TryRecvError::Empty) => return true,
+                Err(mpsc::TryRecvError::Disconnected) => return !self.sessions.is_empty(),
+            }
+        }
+    }
+
+    fn add(&mut self, job: Job, now: Instant) {
+        let Job { client, server, session, idle_timeout, done } = job;
+        let (mut client, mut server) = (TcpStream::from_std(client), TcpStream::from_std(server));
+        let entry = self.sessions.vacant_entry();
+        let key = entry.key();
+        let both = Interest::READABLE | Interest::WRITABLE;
+        let registered = self
+            .poll
+            .registry()
+            .register(&mut client, Token(key * 2), both)
+            .and_then(|()| self.poll.registry().register(&mut server, Token(key * 2 + 1), both));
+        if let Err(e) = registered {
+            let _ = done.send(Ending::Io(Direction::Upstream, e));
+            return;
+        }
+        let mut session = session;
+        if idle_timeout.is_some() {
+            session.track_idle(now);
+        }
+        entry.insert(Conn { client, server, session, up: Side::default(), down: Side::default(), idle_timeout, done });
+        // Bytes may have arrived before registration (the server's first reply): edge-triggered readiness
+        // reports them anyway on registration, but reading now costs one call and removes the doubt.
+        for dir in [Direction::Downstream, Direction::Upstream] {
+            if let Err(ending) = self.pump(key, dir, false, now) {
+                self.end(key, ending);
+                return;
+            }
+        }
+    }
+
+    /// Moves bytes from `dir`'s source to its destination: first what the destination still owes, then
+    /// reads until the source has nothing more (`drain`: read until it says so; else a short read says
+    /// it — edge-triggered readiness reports any byte that arrives after it) or the destination blocks
+    /// (then it resumes when the destination is writable).
+    fn pump(&mut self, key: usize, dir: Direction, drain: bool, now: Instant) -> Result<(), Ending> {
+        let telemetry = self.telemetry.as_deref();
+        let Some(conn) = self.sessions.get_mut(key) else { return Ok(()) };
+        let (src, dst, side, session) = conn.parts(dir);
+        side.hup |= drain;
+        if !side.unsent.is_empty() {
+            let n = write_some(dst, &side.unsent).map_err(|e| Ending::Io(dir, e))?;
+            side.unsent.drain(..n);
+            if !side.unsent.is_empty() {
+                return Ok(());
+            }
+            side.unsent = Vec::new();
+        }
+        loop {
+            // Read into the scratch buffer, or behind an incomplete frame.
+            let (n, room) = if side.partial.is_empty() {
+                match read_some(src, &mut self.scratch) {
+                    Ok(n) => (n, self.scratch.len()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(Ending::Io(dir, e)),
+                }
+            } else {
+                let have = side.partial.len();
+                let room = Session::need(&side.partial).saturating_sub(have).max(READ_SIZE);
+                side.partial.resize(have + room, 0);
+                let r = read_some(src, &mut side.partial[have..]);
+                side.partial.truncate(have + *r.as_ref().unwrap_or(&0));
+                match r {
+                    Ok(n) => (n, room),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(Ending::Io(dir, e)),
+                }
+            };
+            if n == 0 {
+                return Err(Ending::Closed);
+            }
+            dir.count_read(n);
+            self.out.clear();
+            if side.partial.is_empty() {
+                let input = &self.scratch[..n];
+                let used = feed(session, dir, input, &mut self.out, now, telemetry)?;
+                side.partial.extend_from_slice(&input[used..]);
+            } else {
+                let used = feed(session, dir, &side.partial, &mut self.out, now, telemetry)?;
+                side.partial.drain(..used);
+                if side.partial.is_empty() {
+                    side.partial = Vec::new();
+                }
+            }
+            if !self.out.is_empty() {
+                let sent = write_some(dst, &self.out).map_err(|e| Ending::Io(dir, e))?;
+                if sent < self.out.len() {
+                    side.unsent.extend_from_slice(&self.out[sent..]);
+                    return Ok(());
+                }
+            }
+            if n < room && !side.hup {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Ends idle sessions and those whose owner stopped waiting (shutdown).
+    fn tick(&mut self, now: Instant) {
+        let ended: Vec<(usize, Ending)> = self
+            .sessions
+            .iter()
+            .filter_map(|(key, c)| {
+                if c.done.is_closed() {
+                    return Some((key, Ending::Shutdown));
+                }
+                let timeout = c.idle_timeout?;
+                c.session.idle_for(now).filter(|d| *d >= timeout).map(|_| (key, Ending::Idle))
+            })
+            .collect();
+        for (key, ending) in ended {
+            self.end(key, ending);
+        }
+    }
+
+    /// Closes a session: tells the client why (when it should be told), then reports the ending.
+    fn end(&mut self, key: usize, ending: Ending) {
+        let Some(mut conn) = self.sessions.try_remove(key) else { return };
+        let _ = self.poll.registry().deregister(&mut conn.client);
+        let _ = self.poll.registry().deregister(&mut conn.server);
+        if let Some(msg) = ending.farewell() {
+            // Best effort without waiting: a client that does not read it loses nothing else.
+            let _ = write_some(&conn.client, &msg);
+            let _ = conn.client.shutdown(std::net::Shutdown::Write);
+        }
+        let _ = conn.done.send(ending);
+    }
+}
+
+fn side(conn: &Conn, dir: Direction) -> &Side {
+    match dir {
+        Direction::Upstream => &conn.up,
+        Direction::Downstream => &conn.down,
+    }
+}
+
+fn read_some(mut src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match src.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Writes what the socket takes now; `Ok(n)` with `n` short of `buf.len()` when it would block.
+fn write_some(mut dst: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < buf.len() {
+        match dst.write(&buf[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
