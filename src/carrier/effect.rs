@@ -139,7 +139,7 @@ fn atomize(sql: &str) -> Vec<Vec<Atom<'_>>> {
 
 /// The words that begin (or, for `set_config`, mark) every statement [`statements`] classifies as
 /// anything but [`Effect::Other`], by their first letter.
-fn effect_words(first: u8) -> &'static [&'static [u8]] {
+const fn effect_words(first: u8) -> &'static [&'static [u8]] {
     match first {
         b'a' => &[b"abort", b"alter"],
         b'b' => &[b"begin"],
@@ -166,22 +166,81 @@ static WORD_BYTE: [bool; 256] = {
 };
 
 /// A cheap prefilter for [`statements`], for callers that see every statement (the proxy): `false` means
-/// every statement in `sql` is [`Effect::Other`]. One pass over the words (runs of ASCII letters, digits
-/// and `_`), case-insensitive, no allocation; a keyword inside a literal or a comment gives `true` (then
-/// [`statements`] reads it properly).
+/// every statement in `sql` is [`Effect::Other`]. What [`statements`] classifies is decided by a
+/// statement's first word, or a `set_config` anywhere: so it looks for `set_config` (at each `_`) and
+/// reads the first word at the start and after each `;` — a statement that does not start with a letter
+/// (a leading comment, a parenthesis) has every word read instead. Case-insensitive, no allocation; a
+/// keyword inside a literal or a comment gives `true` (then [`statements`] reads it properly).
 pub fn may_have_effect(sql: &[u8]) -> bool {
-    let mut rest = sql;
-    loop {
-        let Some(start) = rest.iter().position(|&b| WORD_BYTE[b as usize]) else { return false };
-        rest = &rest[start..];
-        let len = rest.iter().position(|&b| !WORD_BYTE[b as usize]).unwrap_or(rest.len());
-        let (w, after) = rest.split_at(len);
-        if (3..=10).contains(&len) && effect_words(w[0] | 0x20).iter().any(|k| w.eq_ignore_ascii_case(k)) {
+    let calls_set_config = memchr::memchr_iter(b'_', sql).any(|i| {
+        i >= 3
+            && sql[i - 3..i].eq_ignore_ascii_case(b"set")
+            && sql.get(i + 1..i + 7).is_some_and(|w| w.eq_ignore_ascii_case(b"config"))
+    });
+    if calls_set_config {
+        return true;
+    }
+    let starts = std::iter::once(0).chain(memchr::memchr_iter(b';', sql).map(|i| i + 1));
+    for start in starts {
+        let s = sql[start..].trim_ascii_start();
+        match s.first() {
+            None => {}
+            Some(b) if b.is_ascii_alphabetic() => {
+                let len = s.iter().position(|&b| !WORD_BYTE[b as usize]).unwrap_or(s.len());
+                if is_effect_word(&s[..len]) {
+                    return true;
+                }
+            }
+            Some(_) => return any_effect_word(sql),
+        }
+    }
+    false
+}
+
+/// Whether any word of `sql` (runs of ASCII letters, digits and `_`) begins an effect.
+fn any_effect_word(sql: &[u8]) -> bool {
+    let (mut i, n) = (0, sql.len());
+    while i < n {
+        if !WORD_BYTE[sql[i] as usize] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && WORD_BYTE[sql[i] as usize] {
+            i += 1;
+        }
+        if is_effect_word(&sql[start..i]) {
             return true;
         }
-        rest = after;
     }
+    false
 }
+
+/// Whether `w` is one of the [`effect_words`], case-insensitively.
+fn is_effect_word(w: &[u8]) -> bool {
+    let Some(&first) = w.first() else { return false };
+    let first = first | 0x20;
+    // Most words are ruled out by their first letter and length alone.
+    w.len() < 16
+        && EFFECT_LENGTHS[first as usize] & (1 << w.len()) != 0
+        && effect_words(first).iter().any(|k| w.eq_ignore_ascii_case(k))
+}
+
+/// Per first letter (lowercase), a bit for each length of its [`effect_words`].
+static EFFECT_LENGTHS: [u16; 256] = {
+    let mut t = [0u16; 256];
+    let mut c = 0;
+    while c < 256 {
+        let words = effect_words(c as u8);
+        let mut k = 0;
+        while k < words.len() {
+            t[c] |= 1 << words[k].len();
+            k += 1;
+        }
+        c += 1;
+    }
+    t
+};
 
 /// The effect of every statement in `sql` (a simple Query may hold several), in order.
 pub fn statements(sql: &str) -> Vec<Effect<'_>> {
@@ -327,7 +386,7 @@ mod tests {
             "discard", "all", "reset", "set", "local", "session", "application_name", "=", "'x'", ";", "vacuum",
             "alter", "system", "create", "drop", "database", "tablespace", "subscription", "index", "concurrently",
             "reindex", "cluster", "verbose", "select", "pg_catalog.set_config", "(", ")", ",", "true", "from",
-            "current", "default", "work", "x", "1", "/* c */", "--c\n", "x$set", "éBEGIN", "a.commit", "offset", "_end",
+            "current", "default", "work", "x", "1", "/* c */", "--c\n", "x$set", "éBEGIN", "a.commit", "offset", "_end", "\t", "'a;b'", "/* /* n */ */", "E'x'",
         ]), 0..8)) {
             let sql = words.join(" ");
             if !may_have_effect(sql.as_bytes()) {

@@ -137,7 +137,10 @@ impl Session {
         if let Some(name) = name.filter(|n| !n.is_empty()) {
             self.forget_statement(name);
         }
-        let Some(text) = std::str::from_utf8(sql).ok().filter(|_| hinted) else { return };
+        if !hinted {
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(sql) else { return };
         // A Query or an unnamed statement runs now; a named one when it is executed.
         let runs_now = name.is_none_or(<[u8]>::is_empty);
         for effect in carrier::statements(text) {

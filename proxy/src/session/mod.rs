@@ -493,12 +493,14 @@ impl Session {
         if self.last_io.is_some() {
             self.last_io = Some(now);
         }
+        // Frames relayed unchanged are copied in runs: one copy per read in the common case.
+        let mut run = Run::default();
         let mut pos = 0;
         while pos < input.len() {
             if self.server_stream.left > 0 {
                 let n = self.server_stream.left.min(input.len() - pos);
                 if self.server_stream.relay {
-                    out.put_slice(&input[pos..pos + n]);
+                    run.relay(input, pos..pos + n, out);
                 }
                 self.server_stream.left -= n;
                 pos += n;
@@ -523,35 +525,39 @@ impl Session {
                 let relay = relays(reply.event);
                 if relay {
                     self.replied(h.tag, &[], reply.done, now);
-                    out.put_slice(&input[pos..]);
+                    run.relay(input, pos..input.len(), out);
                 }
                 self.server_stream = Stream { left: h.frame_len - avail, relay };
                 pos = input.len();
                 break;
             }
-            self.server_frame(&input[pos..pos + h.frame_len], out, now)?;
+            let range = pos..pos + h.frame_len;
+            match self.server_frame(&input[range.clone()], now)? {
+                Fate::Relay => run.relay(input, range, out),
+                Fate::Drop => {}
+                Fate::Replace(with) => {
+                    run.flush(input, out);
+                    out.put_slice(&with);
+                }
+            }
             pos += h.frame_len;
         }
+        run.flush(input, out);
         Ok(pos)
     }
 
-    fn server_frame(&mut self, f: &[u8], out: &mut BytesMut, now: Instant) -> Result<(), OutOfSync> {
+    fn server_frame(&mut self, f: &[u8], now: Instant) -> Result<Fate, OutOfSync> {
         let tag = f[0];
         let body = &f[HEADER_LEN..];
         match tag {
             frame::PARAMETER_STATUS => {
                 if let Some((name, value)) = frame::parameter_status(body) {
-                    if name == b"application_name" {
-                        if self.app.relays(value, self.proto.is_ready()) {
-                            out.put_slice(f);
-                        } else {
-                            self.events.push(Event::ParameterStatusHidden);
-                        }
-                        return Ok(());
+                    if name == b"application_name" && !self.app.relays(value, self.proto.is_ready()) {
+                        self.events.push(Event::ParameterStatusHidden);
+                        return Ok(Fate::Drop);
                     }
                 }
-                out.put_slice(f);
-                return Ok(());
+                return Ok(Fate::Relay);
             }
             frame::BACKEND_KEY_DATA if !self.proto.is_ready() => {
                 if let Some(keys) = &self.keys {
@@ -577,14 +583,16 @@ impl Session {
                         self.tracker.transaction_ended(true);
                     }
                 }
-                match shift.and_then(|s| map_position(s, tag, body, out)) {
-                    Some(()) => self.events.push(Event::PositionMapped),
-                    None => out.put_slice(f),
+                match shift.and_then(|s| map_position(s, tag, body)) {
+                    Some(with) => {
+                        self.events.push(Event::PositionMapped);
+                        Ok(Fate::Replace(with))
+                    }
+                    None => Ok(Fate::Relay),
                 }
             }
-            ServerEvent::StartupDone => out.put_slice(f),
-            ServerEvent::Swallow => {}
-            ServerEvent::ProxyDone(_) => {}
+            ServerEvent::StartupDone => Ok(Fate::Relay),
+            ServerEvent::Swallow | ServerEvent::ProxyDone(_) => Ok(Fate::Drop),
             ServerEvent::ProxyError { relay } => {
                 self.events.push(Event::CarrierFailed);
                 self.tracker.failed(self.carrier_scope_sent);
@@ -592,12 +600,9 @@ impl Session {
                     sqlstate = %String::from_utf8_lossy(frame::sqlstate(body).unwrap_or(b"")),
                     "carrier statement failed"
                 );
-                if relay {
-                    out.put_slice(f);
-                }
+                Ok(if relay { Fate::Relay } else { Fate::Drop })
             }
         }
-        Ok(())
     }
 
     fn command_tag(&mut self, tag: &[u8]) {
@@ -611,11 +616,48 @@ impl Session {
     }
 }
 
-/// Writes the error/notice with its position (`P`) mapped back to the client's text; `None` (nothing
-/// written) when it has no position.
-fn map_position(shift: Shift, tag: u8, body: &[u8], out: &mut BytesMut) -> Option<()> {
+/// The error/notice with its position (`P`) mapped back to the client's text; `None` when it has none.
+fn map_position(shift: Shift, tag: u8, body: &[u8]) -> Option<BytesMut> {
     let p: u32 = std::str::from_utf8(frame::error_field(body, b'P')?).ok()?.parse().ok()?;
-    frame::write_with_error_field(out, tag, body, b'P', shift.map(p).to_string().as_bytes())
+    let mut out = BytesMut::new();
+    frame::write_with_error_field(&mut out, tag, body, b'P', shift.map(p).to_string().as_bytes())?;
+    Some(out)
+}
+
+/// What becomes of a server frame.
+enum Fate {
+    /// Relayed unchanged.
+    Relay,
+    /// Kept from the client (it answers the proxy's own messages, or reports the carrier's value).
+    Drop,
+    /// Replaced by these bytes (an error position mapped back to the client's text).
+    Replace(BytesMut),
+}
+
+/// A run of input bytes to relay unchanged, copied at once when it ends.
+#[derive(Default)]
+struct Run {
+    start: usize,
+    end: usize,
+}
+
+impl Run {
+    /// Relays `range` of `input`: extends the run when it follows on, else copies the run and starts anew.
+    fn relay(&mut self, input: &[u8], range: std::ops::Range<usize>, out: &mut BytesMut) {
+        if self.end != range.start {
+            self.flush(input, out);
+            self.start = range.start;
+        }
+        self.end = range.end;
+    }
+
+    /// Copies the run to `out`.
+    fn flush(&mut self, input: &[u8], out: &mut BytesMut) {
+        if self.start < self.end {
+            out.put_slice(&input[self.start..self.end]);
+        }
+        self.start = self.end;
+    }
 }
 
 /// Whether a server message with this event reaches the client.
