@@ -13,7 +13,8 @@
 //! - Everything else is relayed byte for byte, full duplex, with bounded memory.
 //!
 //! Layers: [`frame`] (framing), [`state`] (the sans-I/O protocol state machine), [`session`] (sans-I/O
-//! decisions per session), [`relay`] (the two pumps), [`server`] (listener, startup, cancel, shutdown).
+//! decisions per session), [`relay`] (moving a session's bytes: epoll loop threads for plain TCP, async
+//! pumps for TLS), [`server`] (listener, startup, cancel, shutdown).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sqlcommenter_proxy::ProxyError> {
