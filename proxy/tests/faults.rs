@@ -212,6 +212,15 @@ async fn a_client_that_stops_reading_does_not_stall_others() {
     }
     // Liveness (not speed): 50 statements finish while the other session is blocked on its socket.
     assert!(started.elapsed() < Duration::from_secs(10));
+    // Backpressure: the proxy stopped reading the stalled session's rows, so its backend still waits to
+    // write them (a proxy that buffered the 200 MB would have let the statement finish long ago).
+    let direct = connect(pg().port(), "f_stalled_observer").await;
+    let row = direct
+        .query_one("SELECT state, wait_event FROM pg_stat_activity WHERE application_name = 'f_stalled'", &[])
+        .await
+        .unwrap();
+    let (state, wait): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+    assert_eq!((state.as_deref(), wait.as_deref()), (Some("active"), Some("ClientWrite")));
     drop(stalled);
     proxy.shutdown().await;
 }
