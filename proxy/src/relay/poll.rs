@@ -29,6 +29,9 @@ const READ_SIZE: usize = 64 * 1024;
 const WAKER: Token = Token(usize::MAX);
 /// How often, at most, sessions are checked for idleness and abandonment.
 const TICK: Duration = Duration::from_millis(100);
+/// Reads one pump makes before letting the loop's other sessions go first (fairness: a session streaming
+/// a large result or COPY does not hold the thread); it continues on the loop's next turn.
+const READS_PER_TURN: usize = 16;
 
 /// A session handed to a relay loop: both sockets connected (startup packet already sent upstream).
 pub struct Job {
@@ -57,8 +60,15 @@ impl RelayLoop {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::channel();
-        let mut lp =
-            Loop { poll, rx, sessions: Slab::new(), scratch: vec![0; READ_SIZE], out: BytesMut::new(), telemetry };
+        let mut lp = Loop {
+            poll,
+            rx,
+            sessions: Slab::new(),
+            scratch: vec![0; READ_SIZE],
+            out: BytesMut::new(),
+            telemetry,
+            again: Vec::new(),
+        };
         std::thread::Builder::new().name(name).spawn(move || lp.run())?;
         Ok(RelayLoop { tx, waker })
     }
@@ -111,6 +121,9 @@ struct Loop {
     /// Where every session writes what goes on.
     out: BytesMut,
     telemetry: Option<Arc<Telemetry>>,
+    /// Pumps that stopped at their turn's budget with bytes left to read: resumed on the next turn (no
+    /// readiness event will announce those bytes again).
+    again: Vec<(usize, Direction)>,
 }
 
 impl Loop {
@@ -118,7 +131,13 @@ impl Loop {
         let mut events = Events::with_capacity(256);
         let mut last_tick = Instant::now();
         loop {
-            let timeout = if self.sessions.is_empty() { Duration::from_secs(1) } else { TICK };
+            let timeout = if !self.again.is_empty() {
+                Duration::ZERO
+            } else if self.sessions.is_empty() {
+                Duration::from_secs(1)
+            } else {
+                TICK
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "relay loop cannot poll: its sessions end");
@@ -149,6 +168,11 @@ impl Loop {
                     result = self.pump(key, from, closed, now);
                 }
                 if let Err(ending) = result {
+                    self.end(key, ending);
+                }
+            }
+            for (key, dir) in std::mem::take(&mut self.again) {
+                if let Err(ending) = self.pump(key, dir, false, now) {
                     self.end(key, ending);
                 }
             }
@@ -220,7 +244,7 @@ impl Loop {
             }
             side.unsent = Vec::new();
         }
-        loop {
+        for _ in 0..READS_PER_TURN {
             // Read into the scratch buffer, or behind an incomplete frame.
             let (n, room) = if side.partial.is_empty() {
                 match read_some(src, &mut self.scratch) {
@@ -267,6 +291,8 @@ impl Loop {
                 return Ok(());
             }
         }
+        self.again.push((key, dir));
+        Ok(())
     }
 
     /// Ends idle sessions and those whose owner stopped waiting (shutdown).
