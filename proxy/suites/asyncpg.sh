@@ -6,8 +6,11 @@
 #   bare copy the `fetch` tool brings: /work/.mirror/MagicStack+asyncpg/repo). env
 #   ASYNCPG_VERSION  the asyncpg release from PyPI (default 0.32.0); its tests are the tag v<version> when the
 #                    repository has it, else ASYNCPG_REF (default HEAD) if that is <version> or its .dev
-#   MODES        default "direct proxy roots otlp":
+#   MODES        default "direct relay proxy roots otlp" (direct and relay run first, whatever the order given):
 #                  direct  the server; proxy  the proxy as shipped (injects nothing)
+#                  relay   a control: a plain TCP relay (socat, or a few lines of Python without socat) in front
+#                          of the same cluster; a test it loses too is reported as "timing: lost by any relay"
+#                          and does not count as a proxy loss
 #                  roots   the proxy with --root-contexts true (a fresh root context per transaction, injected)
 #                  otlp    the proxy exporting a span per statement (--otlp true) to a local OTLP/HTTP sink
 #                (asyncpg ignores PGOPTIONS, so there is no `context` mode as in the other scripts)
@@ -15,12 +18,13 @@
 #   PROXY_ARGS, PROFILE (release|debug), RESULTS (default /tmp/sqlc-asyncpg.<time>, kept), TIMEOUT per test (120 s)
 # The tests and a venv with asyncpg==<version> (+ pytest, pytest-timeout, distro, cryptography) go into
 # /usr/local/lib/sqlc-asyncpg/<version> (prepared once). No retries: every run counts.
-# Exit 0 when every test that passes directly passes in every proxy mode of every run.
+# Exit 0 when every test that passes directly passes in every proxy mode of every run, or is lost through the
+# control relay too (in this run or an earlier one).
 set -euo pipefail
 
 REPO=${1:?usage: asyncpg.sh ASYNCPG_REPO [RUNS]}
 RUNS=${2:-1}
-MODES=${MODES:-"direct proxy roots otlp"}
+MODES=${MODES:-"direct relay proxy roots otlp"}
 PROFILE=${PROFILE:-release}
 TIMEOUT=${TIMEOUT:-120}
 PYTEST_ARGS=${PYTEST_ARGS:-tests}
@@ -69,11 +73,13 @@ PROXY_BIN=$TARGET/$PROFILE/examples/proxy
 WORK=$(mktemp -d /tmp/sqlc-asyncpg-work.XXXXXX)
 chmod 755 "$WORK"
 mkdir -p "$RESULTS"
+rm -f "$RESULTS/relay.lost"
 if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; fi
-PGPORT_=""; PROXY_PID=""; SINK_PID=""
+PGPORT_=""; PROXY_PID=""; RELAY_PID=""; SINK_PID=""
 stop_cluster() {
   [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null && wait "$PROXY_PID" 2>/dev/null || true
-  PROXY_PID=""
+  [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null && wait "$RELAY_PID" 2>/dev/null || true
+  PROXY_PID=""; RELAY_PID=""
   if [ -d "$WORK/data" ]; then as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true; fi
   rm -rf "$WORK/data"
 }
@@ -113,6 +119,43 @@ start_proxy() { # extra flags...
     >>"$RESULTS/proxy.log" 2>&1 &
   PROXY_PID=$!
   wait_port "$PROXY_PORT" || { echo "the proxy did not start (see $RESULTS/proxy.log)" >&2; exit 1; }
+}
+
+# The control relay: bytes moved as they are, one more TCP hop (TCP_NODELAY on both legs, as the proxy sets).
+start_relay() {
+  RELAY_PORT=$(free_port)
+  if command -v socat >/dev/null; then
+    socat "TCP-LISTEN:$RELAY_PORT,bind=127.0.0.1,reuseaddr,fork,backlog=256,nodelay" "TCP:127.0.0.1:$PGPORT_,nodelay" \
+      >>"$RESULTS/relay.log" 2>&1 &
+  else
+    python3 - "$RELAY_PORT" "$PGPORT_" >>"$RESULTS/relay.log" 2>&1 <<'PY' &
+import socket, sys, threading
+def pipe(a, b, first):
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+        b.shutdown(socket.SHUT_WR)  # pass the end on; the other direction goes on
+    except OSError:
+        for s in (a, b):
+            try: s.shutdown(socket.SHUT_RDWR)
+            except OSError: pass
+    if not first.acquire(blocking=False):  # the second direction to end closes both
+        a.close(); b.close()
+lst = socket.create_server(("127.0.0.1", int(sys.argv[1])), backlog=256)
+while True:
+    c, _ = lst.accept()
+    try:
+        u = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+    except OSError:
+        c.close(); continue
+    for s in (c, u): s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    first = threading.Semaphore(1)
+    threading.Thread(target=pipe, args=(c, u, first), daemon=True).start()
+    threading.Thread(target=pipe, args=(u, c, first), daemon=True).start()
+PY
+  fi
+  RELAY_PID=$!
+  wait_port "$RELAY_PORT" || { echo "the control relay did not start (see $RESULTS/relay.log)" >&2; exit 1; }
 }
 
 # A local OTLP/HTTP receiver that accepts every export and counts requests and bytes.
@@ -172,6 +215,7 @@ run_mode() { # mode run -> $RESULTS/$mode-$run.*
   start_cluster "$name"
   case $mode in
     direct) port=$PGPORT_ ;;
+    relay) start_relay; port=$RELAY_PORT ;;
     proxy) start_proxy; port=$PROXY_PORT ;;
     roots) start_proxy --root-contexts true; port=$PROXY_PORT ;;
     otlp)
@@ -221,9 +265,51 @@ with open(sys.argv[1] + ".failures", "w") as f:
 PY
 }
 
+# The tests that passed directly but not in this mode, with their failure excerpts. Through the control relay
+# they are written to $RESULTS/relay.lost (all runs so far) and do not count; through the proxy, those the relay
+# lost too (this run or an earlier one) are reported apart, as timing, and do not count. Exit 1: proxy losses.
+compare() { # direct.passed xml mode label
+  python3 - "$@" "$RESULTS/relay.lost" <<'PY'
+import os, sys
+direct, xml, mode, label, relay_file = sys.argv[1:]
+where = f"{mode} {label}".strip()
+lost = sorted(set(open(direct).read().splitlines()) - set(open(xml + ".passed").read().splitlines()))
+why, name = {}, None
+for line in open(xml + ".failures").read().splitlines():
+    if line.startswith("    "):
+        why.setdefault(name, []).append(line)
+    else:
+        name = line
+def show(tests):
+    for t in tests:
+        print(f"  - {t}" + ("" if t in why else " (not run, or skipped)"))
+        print("".join("  " + l + "\n" for l in why.get(t, [])), end="")
+if mode == "relay":
+    if lost:
+        print(f"  passed directly, not through the control relay ({where}; not counted): {len(lost)}")
+        show(lost)
+        with open(relay_file, "a") as f:
+            f.write("".join(t + "\n" for t in lost))
+    sys.exit(0)
+relay = set(open(relay_file).read().splitlines()) if os.path.exists(relay_file) else set()
+timing = [t for t in lost if t in relay]
+proxy = [t for t in lost if t not in relay]
+if timing:
+    print(f"  timing: lost by any relay (also through the control relay; not counted) ({where}): {len(timing)}")
+    show(timing)
+if proxy:
+    print(f"  passed directly, not through the proxy ({where}): {len(proxy)}")
+    show(proxy)
+sys.exit(1 if proxy else 0)
+PY
+}
+
+# direct and relay first: the proxy modes' losses are compared with both.
+ORDERED=$(for m in direct relay; do case " $MODES " in *" $m "*) echo "$m" ;; esac; done
+          for m in $MODES; do case $m in direct | relay) ;; *) echo "$m" ;; esac; done)
 status=0
 for run in $(seq "$RUNS"); do
-  for mode in $MODES; do
+  for mode in $ORDERED; do
     log "mode $mode, run $run..."
     run_mode "$mode" "$run"
     xml=$RESULTS/$mode-$run.xml
@@ -235,23 +321,7 @@ for run in $(seq "$RUNS"); do
     if [ "$mode" = direct ]; then
       [ "$f" = 0 ] || echo "  failing directly: $(grep -v '^    ' "$xml.failures" | tr '\n' ' ')"
     elif [ -f "$RESULTS/direct-$run.xml.passed" ]; then
-      python3 - "$RESULTS/direct-$run.xml.passed" "$xml" "$mode run $run" <<'PY' || status=1
-import sys
-direct, xml, mode = sys.argv[1:]
-lost = sorted(set(open(direct).read().splitlines()) - set(open(xml + ".passed").read().splitlines()))
-why, name = {}, None
-for line in open(xml + ".failures").read().splitlines():
-    if line.startswith("    "):
-        why.setdefault(name, []).append(line)
-    else:
-        name = line
-if lost:
-    print(f"  passed directly, not through the proxy ({mode}): {len(lost)}")
-    for t in lost:
-        print(f"  - {t}" + ("" if t in why else " (not run, or skipped)"))
-        print("".join("  " + l + "\n" for l in why.get(t, [])), end="")
-sys.exit(1 if lost else 0)
-PY
+      compare "$RESULTS/direct-$run.xml.passed" "$xml" "$mode" "run $run" || status=1
     fi
     [ "$mode" != otlp ] || echo "  OTLP sink: $(cat "$RESULTS/otlp-sink.count" 2>/dev/null || echo "0 0") (export requests, bytes, all runs)"
   done

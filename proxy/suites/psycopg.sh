@@ -5,15 +5,19 @@
 # Usage: proxy/suites/psycopg.sh PSYCOPG_REPO ; PSYCOPG_REPO is psycopg's git repository (a clone, or the bare
 #   copy the `fetch` tool brings: /work/.mirror/psycopg+psycopg/repo). env
 #   PSYCOPG_TAG  the tag to test (default 3.3.4)
-#   MODES        default "direct proxy otlp" (also: context, roots; see proxy/suites/README.md)
+#   MODES        default "direct relay proxy otlp" (also: context, roots; see proxy/suites/README.md); direct and
+#                relay run first, whatever the order given. relay is a control: a plain TCP relay (socat, or a
+#                few lines of Python without socat) in front of the same cluster; a test it loses too is
+#                reported as "timing: lost by any relay" and does not count as a proxy loss
 #   PYTEST_ARGS  default "tests -m 'not slow'"; e.g. "tests" for everything, "tests/test_prepared.py"
 #   PROXY_ARGS, PROFILE (release|debug), RESULTS (default /tmp/sqlc-psycopg.<time>, kept), TIMEOUT per test (60 s)
 # The tag's tests, psycopg[binary,test] of the same version from PyPI and the tag's psycopg_pool go into a venv
-# under /usr/local/lib/sqlc-psycopg/<tag> (prepared once). Exit 0 when every direct pass passes in every mode.
+# under /usr/local/lib/sqlc-psycopg/<tag> (prepared once). Exit 0 when every direct pass passes in every proxy mode
+# or is lost through the control relay too.
 set -euo pipefail
 
 REPO=${1:?usage: psycopg.sh PSYCOPG_REPO}
-MODES=${MODES:-"direct proxy otlp"}
+MODES=${MODES:-"direct relay proxy otlp"}
 PROFILE=${PROFILE:-release}
 TIMEOUT=${TIMEOUT:-60}
 PYTEST_ARGS=${PYTEST_ARGS:-"tests -m 'not slow'"}
@@ -54,11 +58,13 @@ PROXY_BIN=$TARGET/$PROFILE/examples/proxy
 WORK=$(mktemp -d /tmp/sqlc-psycopg-work.XXXXXX)
 chmod 755 "$WORK"
 mkdir -p "$RESULTS"
+rm -f "$RESULTS/relay.lost"
 if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; fi
-PGPORT_=""; PROXY_PID=""; SINK_PID=""
+PGPORT_=""; PROXY_PID=""; RELAY_PID=""; SINK_PID=""
 stop_cluster() {
   [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null && wait "$PROXY_PID" 2>/dev/null || true
-  PROXY_PID=""
+  [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null && wait "$RELAY_PID" 2>/dev/null || true
+  PROXY_PID=""; RELAY_PID=""
   if [ -d "$WORK/data" ]; then as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true; fi
   rm -rf "$WORK/data"
 }
@@ -99,6 +105,43 @@ start_proxy() { # extra flags...
     >>"$RESULTS/proxy.log" 2>&1 &
   PROXY_PID=$!
   wait_port "$PROXY_PORT" || { echo "the proxy did not start (see $RESULTS/proxy.log)" >&2; exit 1; }
+}
+
+# The control relay: bytes moved as they are, one more TCP hop (TCP_NODELAY on both legs, as the proxy sets).
+start_relay() {
+  RELAY_PORT=$(free_port)
+  if command -v socat >/dev/null; then
+    socat "TCP-LISTEN:$RELAY_PORT,bind=127.0.0.1,reuseaddr,fork,backlog=256,nodelay" "TCP:127.0.0.1:$PGPORT_,nodelay" \
+      >>"$RESULTS/relay.log" 2>&1 &
+  else
+    python3 - "$RELAY_PORT" "$PGPORT_" >>"$RESULTS/relay.log" 2>&1 <<'PY' &
+import socket, sys, threading
+def pipe(a, b, first):
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+        b.shutdown(socket.SHUT_WR)  # pass the end on; the other direction goes on
+    except OSError:
+        for s in (a, b):
+            try: s.shutdown(socket.SHUT_RDWR)
+            except OSError: pass
+    if not first.acquire(blocking=False):  # the second direction to end closes both
+        a.close(); b.close()
+lst = socket.create_server(("127.0.0.1", int(sys.argv[1])), backlog=256)
+while True:
+    c, _ = lst.accept()
+    try:
+        u = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+    except OSError:
+        c.close(); continue
+    for s in (c, u): s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    first = threading.Semaphore(1)
+    threading.Thread(target=pipe, args=(c, u, first), daemon=True).start()
+    threading.Thread(target=pipe, args=(u, c, first), daemon=True).start()
+PY
+  fi
+  RELAY_PID=$!
+  wait_port "$RELAY_PORT" || { echo "the control relay did not start (see $RESULTS/relay.log)" >&2; exit 1; }
 }
 
 # A local OTLP/HTTP receiver that accepts every export and counts requests and bytes.
@@ -158,6 +201,7 @@ run_mode() { # mode -> $RESULTS/$mode.xml
   start_cluster "$mode"
   case $mode in
     direct) port=$PGPORT_ ;;
+    relay) start_relay; port=$RELAY_PORT ;;
     proxy) start_proxy; port=$PROXY_PORT ;;
     context) start_proxy; port=$PROXY_PORT; options="-c sqlcommenter.traceparent=$TRACEPARENT" ;;
     roots) start_proxy --root-contexts true; port=$PROXY_PORT ;;
@@ -208,8 +252,50 @@ with open(sys.argv[1] + ".failures", "w") as f:
 PY
 }
 
+# The tests that passed directly but not in this mode, with their failure excerpts. Through the control relay
+# they are written to $RESULTS/relay.lost (all runs so far) and do not count; through the proxy, those the relay
+# lost too (this run or an earlier one) are reported apart, as timing, and do not count. Exit 1: proxy losses.
+compare() { # direct.passed xml mode label
+  python3 - "$@" "$RESULTS/relay.lost" <<'PY'
+import os, sys
+direct, xml, mode, label, relay_file = sys.argv[1:]
+where = f"{mode} {label}".strip()
+lost = sorted(set(open(direct).read().splitlines()) - set(open(xml + ".passed").read().splitlines()))
+why, name = {}, None
+for line in open(xml + ".failures").read().splitlines():
+    if line.startswith("    "):
+        why.setdefault(name, []).append(line)
+    else:
+        name = line
+def show(tests):
+    for t in tests:
+        print(f"  - {t}" + ("" if t in why else " (not run, or skipped)"))
+        print("".join("  " + l + "\n" for l in why.get(t, [])), end="")
+if mode == "relay":
+    if lost:
+        print(f"  passed directly, not through the control relay ({where}; not counted): {len(lost)}")
+        show(lost)
+        with open(relay_file, "a") as f:
+            f.write("".join(t + "\n" for t in lost))
+    sys.exit(0)
+relay = set(open(relay_file).read().splitlines()) if os.path.exists(relay_file) else set()
+timing = [t for t in lost if t in relay]
+proxy = [t for t in lost if t not in relay]
+if timing:
+    print(f"  timing: lost by any relay (also through the control relay; not counted) ({where}): {len(timing)}")
+    show(timing)
+if proxy:
+    print(f"  passed directly, not through the proxy ({where}): {len(proxy)}")
+    show(proxy)
+sys.exit(1 if proxy else 0)
+PY
+}
+
+# direct and relay first: the proxy modes' losses are compared with both.
+ORDERED=$(for m in direct relay; do case " $MODES " in *" $m "*) echo "$m" ;; esac; done
+          for m in $MODES; do case $m in direct | relay) ;; *) echo "$m" ;; esac; done)
 status=0
-for mode in $MODES; do
+for mode in $ORDERED; do
   log "mode $mode..."
   run_mode "$mode"
   xml=$RESULTS/$mode.xml
@@ -219,23 +305,7 @@ for mode in $MODES; do
   echo "$mode: passed $p, failed $f, skipped $s in $(cat "$RESULTS/$mode.seconds") s"
   echo "  server log: $nctx of $nstmt client statements carry a trace context (+ $nown carrier statements of the proxy)"
   if [ "$mode" != direct ] && [ -f "$RESULTS/direct.xml.passed" ]; then
-    python3 - "$RESULTS/direct.xml.passed" "$xml" "$mode" <<'PY' || status=1
-import sys
-direct, xml, mode = sys.argv[1:]
-lost = sorted(set(open(direct).read().splitlines()) - set(open(xml + ".passed").read().splitlines()))
-why, name = {}, None
-for line in open(xml + ".failures").read().splitlines():
-    if line.startswith("    "):
-        why.setdefault(name, []).append(line)
-    else:
-        name = line
-if lost:
-    print(f"  passed directly, not through the proxy ({mode}): {len(lost)}")
-    for t in lost:
-        print(f"  - {t}" + ("" if t in why else " (not run, or skipped)"))
-        print("".join("  " + l + "\n" for l in why.get(t, [])), end="")
-sys.exit(1 if lost else 0)
-PY
+    compare "$RESULTS/direct.xml.passed" "$xml" "$mode" "" || status=1
   fi
   [ "$mode" != otlp ] || echo "  OTLP sink: $(cat "$RESULTS/otlp-sink.count" 2>/dev/null || echo "0 0") (export requests, bytes)"
 done
