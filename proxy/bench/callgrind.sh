@@ -11,45 +11,24 @@ MODES=${MODES:-"simple extended prepared"}
 TARGETS=${TARGETS:-"pgbouncer proxy relay"}
 CONTEXT=${CONTEXT:-options}
 N1=${N1:-1000}; N2=${N2:-5000}
-TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01
-case $CONTEXT in
-  options) export PGOPTIONS="-c sqlcommenter.traceparent=$TRACEPARENT" ;;
-  appname) export PGAPPNAME=$TRACEPARENT ;;
-  none) ;;
-  *) echo "CONTEXT must be options, appname or none" >&2; exit 2 ;;
-esac
-BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-PROXY_BIN=$TARGET/release/examples/proxy
+. "$HERE/lib.sh"
+carry_context
 PGBOUNCER=${PGBOUNCER_BIN:-/usr/local/lib/pgbouncer-trixie/inst/bin/pgbouncer}
 [ -x "$PGBOUNCER" ] || PGBOUNCER=$(command -v pgbouncer || true)
 [ -n "$PGBOUNCER" ] || { echo "pgbouncer missing: run .ci/pgbouncer-build.sh" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "valgrind missing (apt-get install valgrind)" >&2; exit 1; }
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p sqlcommenter-proxy --example proxy)
+build_proxy
 
-WORK=$(mktemp -d /tmp/sqlc-cg.XXXXXX)
-chmod 755 "$WORK"
+make_work sqlc-cg
 PORT=$((20000 + RANDOM % 10000)); MID=$((PORT + 1))
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; fi
 cleanup() {
   [ -n "${MID_PID:-}" ] && kill "$MID_PID" 2>/dev/null || true
-  as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  stop_cluster
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-as_pg "$BIN/initdb" -D "$WORK/data" -U postgres -A trust >/dev/null
-cat >> "$WORK/data/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-fsync = off
-synchronous_commit = off
-CONF
-as_pg "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
-"$BIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -s 1 -q postgres >/dev/null 2>&1
+start_cluster "$PORT" 1
 cat > "$WORK/pgbouncer.ini" <<INI
 [databases]
 postgres = host=127.0.0.1 port=$PORT dbname=postgres

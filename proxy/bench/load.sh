@@ -12,34 +12,23 @@ THREADS=${THREADS:-2}
 MODE=${MODE:-extended}
 SCRIPT=${SCRIPT:-select-only}
 SCALE=${SCALE:-10}
-BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-PROXY_BIN=$TARGET/release/examples/proxy
+. "$HERE/lib.sh"
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-echo "building the proxy (release)..." >&2
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p sqlcommenter-proxy --example proxy)
+build_proxy
 
-WORK=$(mktemp -d /tmp/sqlc-load.XXXXXX)
-chmod 755 "$WORK"
+make_work sqlc-load
 PGPORT_=$((20000 + RANDOM % 10000)); PROXY_PORT=$((PGPORT_ + 2))
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; fi
 
 cleanup() {
   [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true
-  as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  stop_cluster
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-as_pg "$BIN/initdb" -D "$WORK/data" -A trust -U postgres >/dev/null
-as_pg "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w -o \
-  "-p $PGPORT_ -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=$((CLIENTS + 50)) -c shared_buffers=256MB -c fsync=off -c synchronous_commit=off" \
-  start >/dev/null
-as_pg "$BIN/pgbench" -h 127.0.0.1 -p "$PGPORT_" -U postgres -i -s "$SCALE" -q postgres >/dev/null 2>&1
+start_cluster "$PGPORT_" "$SCALE" "max_connections = $((CLIENTS + 50))" "shared_buffers = 256MB"
 
 "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" --admin off ${PROXY_ARGS:-} \
   >"$WORK/proxy.log" 2>&1 &

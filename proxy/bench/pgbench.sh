@@ -20,18 +20,9 @@ MODES=${MODES:-"simple extended prepared"}
 CLIENTS=${CLIENTS:-"1 8 32"}
 TARGETS=${TARGETS:-"direct pgbouncer proxy"}
 CONTEXT=${CONTEXT:-options}
-TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01
-case $CONTEXT in
-  options) export PGOPTIONS="-c sqlcommenter.traceparent=$TRACEPARENT" ;;
-  appname) export PGAPPNAME=$TRACEPARENT ;;
-  none) ;;
-  *) echo "CONTEXT must be options, appname or none" >&2; exit 2 ;;
-esac
-BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-PROXY_BIN=$TARGET/release/examples/proxy
+. "$HERE/lib.sh"
+carry_context
 
 # PgBouncer: PGBOUNCER_BIN, else the 1.24 build (.ci/pgbouncer-build.sh, as root), else the one on PATH.
 PGBOUNCER=${PGBOUNCER_BIN:-}
@@ -41,14 +32,10 @@ fi
 PGBOUNCER=${PGBOUNCER:-$(command -v pgbouncer || true)}
 [ -n "$PGBOUNCER" ] || { echo "pgbouncer missing: run .ci/pgbouncer-build.sh (1.24) or apt-get install pgbouncer" >&2; exit 1; }
 echo "pgbouncer: $("$PGBOUNCER" --version | head -1)" >&2
-echo "building the proxy (release)..." >&2
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p sqlcommenter-proxy --example proxy)
+build_proxy
 
-WORK=$(mktemp -d /tmp/sqlc-bench.XXXXXX)
-chmod 755 "$WORK"
+make_work sqlc-bench
 PGPORT_=$((20000 + RANDOM % 10000)); BOUNCER_PORT=$((PGPORT_ + 1)); PROXY_PORT=$((PGPORT_ + 2)); RELAY_PORT=$((PGPORT_ + 3))
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; fi
 
 cleanup() {
   [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true
@@ -56,24 +43,12 @@ cleanup() {
   [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
   # BOUNCER_PID is runuser's when run as root: stop PgBouncer itself through its pidfile.
   [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
-  as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  stop_cluster
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-as_pg "$BIN/initdb" -D "$WORK/data" -U postgres -A trust >/dev/null
-cat >> "$WORK/data/postgresql.conf" <<CONF
-port = $PGPORT_
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-max_connections = 1100
-fsync = off
-synchronous_commit = off
-shared_buffers = 128MB
-log_min_duration_statement = -1
-CONF
-as_pg "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
-"$BIN/pgbench" -h 127.0.0.1 -p "$PGPORT_" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
+start_cluster "$PGPORT_" 10 "max_connections = 1100" "shared_buffers = 128MB" "log_min_duration_statement = -1"
 
 cat > "$WORK/pgbouncer.ini" <<INI
 [databases]

@@ -493,31 +493,28 @@ async fn serve(mut client: ClientIo, first: FirstPacket, shared: &Shared) -> Res
             })
         }
         (client, upstream) => {
-            let (cr, cw): (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin + Send>) = match client {
-                ClientIo::Plain(s) => {
-                    let (r, w) = s.into_split();
-                    (Box::new(r), Box::new(w))
-                }
-                ClientIo::Tls(s) => {
-                    let (r, w) = tokio::io::split(*s);
-                    (Box::new(r), Box::new(w))
-                }
+            let (cr, cw) = match client {
+                ClientIo::Plain(s) => halves(s),
+                ClientIo::Tls(s) => halves(*s),
             };
-            let (ur, mut uw): (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin + Send>) = match upstream {
-                UpStream::Plain(s) => {
-                    let (r, w) = s.into_split();
-                    (Box::new(r), Box::new(w))
-                }
-                UpStream::Tls(s) => {
-                    let (r, w) = tokio::io::split(*s);
-                    (Box::new(r), Box::new(w))
-                }
+            let (ur, mut uw) = match upstream {
+                UpStream::Plain(s) => halves(s),
+                UpStream::Tls(s) => halves(*s),
             };
             uw.write_all(&raw).await?;
             crate::relay::pump::run(cr, cw, ur, uw, session, telemetry, idle_timeout).await
         }
     };
     ending.into_result()
+}
+
+/// The two halves of a stream, boxed (the async pumps take any mix of plain and TLS legs).
+fn halves<S>(s: S) -> (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin + Send>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (r, w) = tokio::io::split(s);
+    (Box::new(r), Box::new(w))
 }
 
 async fn refuse(mut client: ClientIo, shared: &Shared, reason: String) -> Result<(), ProxyError> {

@@ -1,0 +1,54 @@
+# Shared by the proxy's bench scripts (sourced after they set HERE): paths, the release build, running as
+# the postgres user, a throwaway cluster with pgbench's tables, and how pgbench's sessions carry context.
+
+BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
+ROOT=$(cd "$HERE/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+PROXY_BIN=$TARGET/release/examples/proxy
+TRACEPARENT=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+build_proxy() {
+  echo "building the proxy (release)..." >&2
+  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q --release -p sqlcommenter-proxy --example proxy)
+}
+
+# How every pgbench session carries trace context (CONTEXT), the same for every target: options:
+# `PGOPTIONS=-c sqlcommenter.traceparent=…` (the proxy comments every simple/unnamed statement and writes the
+# application_name carrier before every named execution; PgBouncer must ignore the parameter), appname:
+# `PGAPPNAME=<traceparent>` (the server holds it from the startup: named executions need no carrier), none.
+carry_context() {
+  case ${CONTEXT:-options} in
+    options) export PGOPTIONS="-c sqlcommenter.traceparent=$TRACEPARENT" ;;
+    appname) export PGAPPNAME=$TRACEPARENT ;;
+    none) ;;
+    *) echo "CONTEXT must be options, appname or none" >&2; exit 2 ;;
+  esac
+}
+
+# A work directory /tmp/PREFIX.XXXXXX in WORK, usable by the postgres user.
+make_work() {
+  WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+  chmod 755 "$WORK"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; fi
+}
+
+# start_cluster PORT SCALE [setting ...]: a throwaway cluster in $WORK/data on 127.0.0.1:PORT (socket in
+# $WORK, fsync off, the given `name = value` settings), with pgbench's tables at SCALE.
+start_cluster() {
+  local port=$1 scale=$2
+  shift 2
+  as_pg "$BIN/initdb" -D "$WORK/data" -U postgres -A trust >/dev/null
+  {
+    printf "port = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n" "$port" "$WORK"
+    printf "fsync = off\nsynchronous_commit = off\n"
+    for s in "$@"; do printf '%s\n' "$s"; done
+  } >>"$WORK/data/postgresql.conf"
+  as_pg "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
+  "$BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -i -s "$scale" -q postgres >/dev/null 2>&1
+}
+
+stop_cluster() {
+  as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+}
