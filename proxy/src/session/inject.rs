@@ -6,7 +6,7 @@ use sqlcommenter::carrier::{self, Effect, Scope, Want, SET_CONFIG_SQL};
 use sqlcommenter::{Commenter, Injected, TraceContext, TraceParent};
 
 use super::Event;
-use super::{Commented, Session, Unnamed, RESERVED_PORTAL};
+use super::{CarrierStatement, Commented, Session, Unnamed, RESERVED_PORTAL};
 use crate::config::InjectConfig;
 use crate::frame;
 use crate::metrics::SkipReason;
@@ -102,6 +102,7 @@ impl Session {
         match again {
             Some(mut c) => {
                 self.proto.sent(frame::PARSE, Owner::Proxy);
+                self.carrier_statement = CarrierStatement::Absent;
                 u.sent = out[start..].to_vec();
                 c.bound = true;
                 u.commented = Some(c);
@@ -267,18 +268,28 @@ impl Session {
             self.carrier_scope_sent = scope;
             let write = target.write(&action, scope, self.app.client());
             // The carrier as the unnamed statement in the proxy's own portal, then the client's unnamed
-            // statement restored: nothing of the proxy's stays on the server.
-            frame::write_parse_untyped(out, b"", SET_CONFIG_SQL.as_bytes());
+            // statement restored: nothing of the proxy's stays on the server. With no client statement to
+            // restore the carrier stays the unnamed statement: bound again next time, when nothing is in
+            // flight that could have replaced it.
+            let restore = matches!(self.unnamed, Unnamed::Parsed(_));
+            let parsed = !restore && self.carrier_statement == CarrierStatement::Ready && self.proto.pending() == 0;
+            if !parsed {
+                frame::write_parse_untyped(out, b"", SET_CONFIG_SQL.as_bytes());
+                self.proto.sent(frame::PARSE, Owner::Proxy);
+            }
             let params = write.params();
             frame::write_bind_text(out, RESERVED_PORTAL, b"", &params.map(str::as_bytes));
             frame::write_execute(out, RESERVED_PORTAL);
             frame::write_close(out, b'P', RESERVED_PORTAL);
-            for tag in [frame::PARSE, frame::BIND, frame::EXECUTE, frame::CLOSE] {
+            for tag in [frame::BIND, frame::EXECUTE, frame::CLOSE] {
                 self.proto.sent(tag, Owner::Proxy);
             }
             if let Unnamed::Parsed(u) = &self.unnamed {
                 out.put_slice(&u.sent);
                 self.proto.sent(frame::PARSE, Owner::Proxy);
+                self.carrier_statement = CarrierStatement::Absent;
+            } else if !parsed {
+                self.carrier_statement = CarrierStatement::Sent;
             }
             if write.variable == "application_name" {
                 self.app.wrote(write.value);

@@ -20,7 +20,7 @@ use crate::config::InjectConfig;
 use crate::context::{guc_from_options, IdGenerator};
 use crate::frame::{self, FrameError, HEADER_LEN};
 use crate::metrics::SkipReason;
-use crate::state::{OutOfSync, Pending, ProtocolState, ServerEvent, Shift};
+use crate::state::{Expect, OutOfSync, Pending, ProtocolState, ServerEvent, Shift};
 pub use event::{Event, Protocol};
 use inject::build_commenter;
 use masquerade::Masquerade;
@@ -67,6 +67,18 @@ enum Unnamed {
     Parsed(Box<UnnamedStatement>),
     /// One exists but was too large to keep: no carrier may replace it.
     TooLarge,
+}
+
+/// Whether the server's unnamed statement is the proxy's carrier (left there by a carrier write when the
+/// client had no unnamed statement to restore): then the next carrier binds it again without a Parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CarrierStatement {
+    /// Not known to be the carrier.
+    Absent,
+    /// The carrier's Parse was sent; its ParseComplete has not arrived.
+    Sent,
+    /// The server parsed it and nothing replaced it since.
+    Ready,
 }
 
 /// The client's unnamed statement as the proxy sent it.
@@ -126,6 +138,8 @@ pub struct Session {
     /// A statement the client ran may have changed the carrier's setting.
     settings_dirty: bool,
     unnamed: Unnamed,
+    /// Whether the server's unnamed statement is the carrier.
+    carrier_statement: CarrierStatement,
     /// What the server's carrier setting holds.
     tracker: Tracker,
     /// The scope of the last carrier write (a failed one leaves that scope's value unknown).
@@ -184,6 +198,7 @@ impl Session {
             touches_settings: Default::default(),
             settings_dirty: false,
             unnamed: Unnamed::Absent,
+            carrier_statement: CarrierStatement::Absent,
             tracker: Tracker::with_base(base),
             carrier_scope_sent: Scope::Transaction,
             open_txn: false,
@@ -280,6 +295,9 @@ impl Session {
                 if h.tag == frame::QUERY {
                     self.unnamed = Unnamed::Absent;
                 }
+                if matches!(h.tag, frame::QUERY | frame::PARSE) {
+                    self.carrier_statement = CarrierStatement::Absent;
+                }
                 let answered = self.proto.client_message(h.tag);
                 self.request_started(h.tag, answered, now);
                 out.put_slice(&input[pos..]);
@@ -305,6 +323,9 @@ impl Session {
     fn client_frame(&mut self, f: &[u8], out: &mut BytesMut, now: Instant) {
         let tag = f[0];
         let body = &f[HEADER_LEN..];
+        if self.carrier_statement != CarrierStatement::Absent && replaces_unnamed(tag, body) {
+            self.carrier_statement = CarrierStatement::Absent;
+        }
         let inject = self.cfg.enabled && self.proto.is_ready();
         if inject && tag == frame::BIND {
             self.carrier_before_bind(body, out);
@@ -569,7 +590,12 @@ impl Session {
             _ => {}
         }
         let shift = match tag {
-            frame::ERROR_RESPONSE | frame::NOTICE_RESPONSE => self.proto.head_shift(),
+            frame::ERROR_RESPONSE => {
+                // The server may have skipped the carrier's Parse: parse it again next time.
+                self.carrier_statement = CarrierStatement::Absent;
+                self.proto.head_shift()
+            }
+            frame::NOTICE_RESPONSE => self.proto.head_shift(),
             _ => None,
         };
         let reply = self.proto.server_message(tag, body)?;
@@ -592,6 +618,12 @@ impl Session {
                 }
             }
             ServerEvent::StartupDone => Ok(Fate::Relay),
+            ServerEvent::ProxyDone(Expect::Parse) => {
+                if self.carrier_statement == CarrierStatement::Sent {
+                    self.carrier_statement = CarrierStatement::Ready;
+                }
+                Ok(Fate::Drop)
+            }
             ServerEvent::Swallow | ServerEvent::ProxyDone(_) => Ok(Fate::Drop),
             ServerEvent::ProxyError { relay } => {
                 self.events.push(Event::CarrierFailed);
@@ -607,6 +639,7 @@ impl Session {
 
     fn command_tag(&mut self, tag: &[u8]) {
         if matches!(tag, b"DEALLOCATE ALL" | b"DISCARD ALL") {
+            self.carrier_statement = CarrierStatement::Absent;
             self.named_ctx.clear();
             self.no_txn_block.clear();
             self.touches_settings.clear();
@@ -657,6 +690,17 @@ impl Run {
             out.put_slice(&input[self.start..self.end]);
         }
         self.start = self.end;
+    }
+}
+
+/// Whether this client message replaces or drops the server's unnamed statement (a simple Query, a Parse
+/// or Close of the unnamed statement).
+fn replaces_unnamed(tag: u8, body: &[u8]) -> bool {
+    match tag {
+        frame::QUERY => true,
+        frame::PARSE => body.first() == Some(&0),
+        frame::CLOSE => body.starts_with(b"S\0"),
+        _ => false,
     }
 }
 
