@@ -29,21 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 start_cluster "$PORT" 1
-cat > "$WORK/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$PORT dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $MID
-unix_socket_dir =
-auth_type = trust
-auth_file = $WORK/users.txt
-pool_mode = session
-ignore_startup_parameters = options
-logfile = $WORK/pgbouncer.log
-INI
-echo '"postgres" ""' > "$WORK/users.txt"
-if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"/pgbouncer.ini "$WORK"/users.txt; fi
+pgbouncer_config "$PORT" "$MID"
 
 # One callgrind run of target $1 in mode $2 for $3 transactions: prints the total Ir.
 ir() {

@@ -52,3 +52,19 @@ start_cluster() {
 stop_cluster() {
   as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
 }
+
+# pgbouncer_config SERVER_PORT LISTEN_PORT [setting ...]: $WORK/pgbouncer.ini (session pooling, trust, the
+# `options` startup parameter ignored, the given `name = value` settings) and its users file.
+pgbouncer_config() {
+  local server=$1 listen=$2
+  shift 2
+  {
+    printf '[databases]\npostgres = host=127.0.0.1 port=%s dbname=postgres\n[pgbouncer]\n' "$server"
+    printf 'listen_addr = 127.0.0.1\nlisten_port = %s\nunix_socket_dir =\n' "$listen"
+    printf 'auth_type = trust\nauth_file = %s/users.txt\npool_mode = session\n' "$WORK"
+    printf 'ignore_startup_parameters = options\nlogfile = %s/pgbouncer.log\n' "$WORK"
+    for s in "$@"; do printf '%s\n' "$s"; done
+  } >"$WORK/pgbouncer.ini"
+  echo '"postgres" ""' >"$WORK/users.txt"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"/pgbouncer.ini "$WORK"/users.txt; fi
+}

@@ -50,24 +50,8 @@ trap cleanup EXIT
 
 start_cluster "$PGPORT_" 10 "max_connections = 1100" "shared_buffers = 128MB" "log_min_duration_statement = -1"
 
-cat > "$WORK/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$PGPORT_ dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-unix_socket_dir =
-auth_type = trust
-auth_file = $WORK/users.txt
-pool_mode = session
-max_client_conn = 2000
-default_pool_size = 64
-ignore_startup_parameters = options
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-INI
-echo '"postgres" ""' > "$WORK/users.txt"
-if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"/pgbouncer.ini "$WORK"/users.txt; fi
+pgbouncer_config "$PGPORT_" "$BOUNCER_PORT" "max_client_conn = 2000" "default_pool_size = 64" \
+  "pidfile = $WORK/pgbouncer.pid"
 as_pg "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 BOUNCER_PID=$!
 ADMIN_PORT=$((PGPORT_ + 4))
