@@ -103,6 +103,31 @@ impl<'q> Injected<'q> {
     }
 }
 
+/// Where a comment goes in one statement ([`Commenter::splice`]): the statement becomes `sql[..at]`,
+/// `before`, the comment, `after`, `sql[at..]`. For callers that write the pieces straight into their own
+/// buffer (the proxy writes them into the outgoing frame) and reuse one rendered comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Splice {
+    /// Byte offset in the statement.
+    pub at: usize,
+    /// What goes before the comment (a space when appended, except after MySQL's `--`).
+    pub before: &'static str,
+    /// What goes after it (a space when prepended).
+    pub after: &'static str,
+}
+
+impl Splice {
+    /// The commented statement's pieces, in order.
+    pub fn pieces<'a>(&self, sql: &'a str, comment: &'a str) -> [&'a str; 5] {
+        [&sql[..self.at], self.before, comment, self.after, &sql[self.at..]]
+    }
+
+    /// Bytes the comment adds with its spacing: one run inserted at [`Splice::at`].
+    pub fn added(&self, comment: &str) -> usize {
+        self.before.len() + comment.len() + self.after.len()
+    }
+}
+
 /// A bad [`Commenter`] configuration, reported when it is built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -378,6 +403,16 @@ impl Commenter {
         }
     }
 
+    /// Where a comment goes in `sql`, with its spacing, or why it cannot go anywhere.
+    pub fn splice(&self, sql: &str) -> Result<Splice, Skip> {
+        let (at, prepend) = self.position(sql)?;
+        Ok(if prepend {
+            Splice { at, before: "", after: " " }
+        } else {
+            Splice { at, before: self.lead(&sql[..at]), after: "" }
+        })
+    }
+
     /// Adds the static tags and `ctx` to `sql`.
     pub fn inject<'q>(&self, sql: &'q str, ctx: Option<&TraceContext>) -> Injected<'q> {
         let ctx = self.effective(ctx);
@@ -385,24 +420,18 @@ impl Commenter {
         if body == 0 {
             return Injected::Unchanged(sql, Skip::NothingToAdd);
         }
-        let (at, prepend) = match self.position(sql) {
-            Ok(p) => p,
+        let s = match self.splice(sql) {
+            Ok(s) => s,
             Err(reason) => return Injected::Unchanged(sql, reason),
         };
         let mut out = String::with_capacity(sql.len() + body + 5);
-        if prepend {
-            out.push_str("/*");
-            self.write_body(&mut out, ctx);
-            out.push_str("*/ ");
-            out.push_str(sql);
-        } else {
-            out.push_str(&sql[..at]);
-            out.push_str(self.lead(&sql[..at]));
-            out.push_str("/*");
-            self.write_body(&mut out, ctx);
-            out.push_str("*/");
-            out.push_str(&sql[at..]);
-        }
+        out.push_str(&sql[..s.at]);
+        out.push_str(s.before);
+        out.push_str("/*");
+        self.write_body(&mut out, ctx);
+        out.push_str("*/");
+        out.push_str(s.after);
+        out.push_str(&sql[s.at..]);
         debug_assert!(out.len() <= sql.len() + body + 5);
         Injected::Commented(out)
     }
@@ -416,8 +445,8 @@ impl Commenter {
         if extra.iter().any(|(k, _)| k.is_empty() || is_reserved(k)) {
             return Injected::Unchanged(sql, Skip::InvalidTag);
         }
-        let (at, prepend) = match self.position(sql) {
-            Ok(p) => p,
+        let s = match self.splice(sql) {
+            Ok(s) => s,
             Err(reason) => return Injected::Unchanged(sql, reason),
         };
         let ctx = self.effective(ctx);
@@ -435,12 +464,7 @@ impl Commenter {
         }
         pairs.sort_unstable();
         let body = pairs.join(",");
-        let out = if prepend {
-            format!("/*{body}*/ {sql}")
-        } else {
-            format!("{}{}/*{body}*/{}", &sql[..at], self.lead(&sql[..at]), &sql[at..])
-        };
-        Injected::Commented(out)
+        Injected::Commented(s.pieces(sql, &format!("/*{body}*/")).concat())
     }
 }
 
@@ -523,6 +547,31 @@ mod tests {
         assert_eq!(my.inject("SELECT 1--#x", None).as_str(), "SELECT 1--/*a='b'*/#x");
         assert_eq!(my.inject_with("SELECT 1--#", None, &[("c", "d")]).as_str(), "SELECT 1--/*a='b',c='d'*/#");
         assert_eq!(my.inject("SELECT 1--", None).as_str(), "SELECT 1 /*a='b'*/--");
+    }
+
+    #[test]
+    fn splice_pieces_are_the_injected_text() {
+        let ctx = ctx();
+        let c = Commenter::builder().tag("route", "/é 'x'").build().unwrap();
+        let p = Commenter::builder().tag("a", "b").placement(Placement::Prepend).build().unwrap();
+        let my = Commenter::builder().dialect(Dialect::MySql).tag("a", "b").build().unwrap();
+        for (commenter, sql) in [
+            (&c, "select 1"),
+            (&c, "select 'é' ; -- x\n"),
+            (&p, "select 1"),
+            (&p, "/*+ SeqScan(t) */ select * from t"),
+            (&my, "SELECT 1--#x"),
+        ] {
+            let comment = commenter.comment(Some(&ctx));
+            assert!(comment.is_ascii(), "tags and context are percent-encoded: {comment}");
+            let s = commenter.splice(sql).unwrap();
+            let joined = s.pieces(sql, &comment).concat();
+            assert_eq!(joined, commenter.inject(sql, Some(&ctx)).as_str());
+            assert_eq!(joined.len(), sql.len() + s.added(&comment));
+            assert_eq!(&joined[s.at..s.at + s.added(&comment)], [s.before, comment.as_str(), s.after].concat());
+        }
+        assert_eq!(c.splice("select 'x"), Err(Skip::Unterminated(Construct::String)));
+        assert_eq!(c.splice(&c.inject("select 1", Some(&ctx)).into_cow()), Err(Skip::AlreadyHasTraceparent));
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub mod sampling;
 pub mod traceparent;
 pub mod tracestate;
 
-pub use comment::{serialize, Commenter, CommenterBuilder, ConfigError, ExistingComments, Injected, Placement, Skip};
+pub use comment::{
+    serialize, Commenter, CommenterBuilder, ConfigError, ExistingComments, Injected, Placement, Skip, Splice,
+};
 pub use context::{ContextSource, TraceContext};
 pub use lexer::{Construct, Dialect};
 pub use normalize::normalize;

@@ -202,25 +202,34 @@ fn put_cstr(out: &mut BytesMut, s: &[u8]) {
     out.put_u8(0);
 }
 
-/// Writes a Query frame.
-pub fn write_query(out: &mut BytesMut, sql: &[u8]) {
+/// Writes a Query frame whose text is `parts` in order (a statement and its comment: no copy joins them).
+pub fn write_query(out: &mut BytesMut, parts: &[&str]) {
     let at = begin(out, QUERY);
-    put_cstr(out, sql);
+    put_parts(out, parts);
     finish(out, at);
 }
 
-/// Writes a Parse frame with `rest` (parameter types) copied as received.
-pub fn write_parse(out: &mut BytesMut, name: &[u8], sql: &[u8], rest: &[u8]) {
+/// Writes a Parse frame whose text is `parts` in order, with `rest` (parameter types) copied as received.
+pub fn write_parse(out: &mut BytesMut, name: &[u8], parts: &[&str], rest: &[u8]) {
     let at = begin(out, PARSE);
     put_cstr(out, name);
-    put_cstr(out, sql);
+    put_parts(out, parts);
     out.put_slice(rest);
     finish(out, at);
 }
 
+/// `parts` as one C string.
+fn put_parts(out: &mut BytesMut, parts: &[&str]) {
+    out.reserve(parts.iter().map(|p| p.len()).sum::<usize>() + 1);
+    for p in parts {
+        out.put_slice(p.as_bytes());
+    }
+    out.put_u8(0);
+}
+
 /// Writes a Parse frame without parameter types.
-pub fn write_parse_untyped(out: &mut BytesMut, name: &[u8], sql: &[u8]) {
-    write_parse(out, name, sql, &0i16.to_be_bytes());
+pub fn write_parse_untyped(out: &mut BytesMut, name: &[u8], sql: &str) {
+    write_parse(out, name, &[sql], &0i16.to_be_bytes());
 }
 
 /// Writes a Bind of `stmt` into `portal` with text parameters and default result formats.

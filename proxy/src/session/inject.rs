@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 use sqlcommenter::carrier::{self, Effect, Scope, Want, SET_CONFIG_SQL};
-use sqlcommenter::{Commenter, Injected, TraceContext, TraceParent};
+use sqlcommenter::{Commenter, Skip, TraceContext, TraceParent};
 
 use super::Event;
 use super::{CarrierStatement, Commented, Session, Unnamed, RESERVED_PORTAL};
@@ -11,6 +11,16 @@ use crate::config::InjectConfig;
 use crate::frame;
 use crate::metrics::SkipReason;
 use crate::state::{Owner, Shift};
+
+/// Where the proxy's comment went in a statement.
+pub(super) struct Inserted {
+    /// Byte offset in the client's text.
+    at: usize,
+    /// Bytes inserted there.
+    bytes: usize,
+    /// The same in characters, for error positions (`None` past `u32`).
+    pub(super) shift: Option<Shift>,
+}
 
 impl Session {
     /// The context the session carries now: the client's session context, else this transaction's root.
@@ -26,13 +36,35 @@ impl Session {
         Some(self.txn_ctx.get_or_insert_with(|| ids.root(ratio)).clone())
     }
 
-    /// The comment for a statement the client sent, unless the server keeps its text and shows it back
-    /// (`PREPARE … AS`, `DECLARE … CURSOR`): those are left as written, their uses carry the context.
-    pub(super) fn comment<'q>(&self, sql: &'q str, ctx: Option<&TraceContext>) -> Injected<'q> {
+    /// Writes `sql`, a statement the client sent, with the comment for `ctx` through `write` (a frame
+    /// writer, given the text's pieces: nothing joins them in between); returns where the comment went
+    /// (byte offset, bytes inserted). Not commented: statements whose text the server keeps and shows back
+    /// (`PREPARE … AS`, `DECLARE … CURSOR`) — their uses carry the context — and whatever the commenter
+    /// skips; the caller sends the client's frame then.
+    pub(super) fn write_commented(
+        &mut self,
+        sql: &str,
+        ctx: Option<&TraceContext>,
+        write: impl FnOnce(&[&str]),
+    ) -> Result<Inserted, Skip> {
         if carrier::stores_text(sql) {
-            return Injected::Unchanged(sql, sqlcommenter::Skip::NothingToAdd);
+            return Err(Skip::NothingToAdd);
         }
-        self.commenter.inject(sql, ctx)
+        // The rendered comment is kept while the context stays the same (the whole session, for a
+        // client context without spans): no encoding per statement.
+        match &mut self.comment_cache {
+            Some((c, _)) if c.as_ref() == ctx => {}
+            slot => *slot = Some((ctx.cloned(), self.commenter.comment(ctx))),
+        }
+        let comment = self.comment_cache.as_ref().map_or("", |(_, text)| text.as_str());
+        if comment.is_empty() {
+            return Err(Skip::NothingToAdd);
+        }
+        let splice = self.commenter.splice(sql)?;
+        let pieces = splice.pieces(sql, comment);
+        write(&pieces);
+        let (head, inserted) = (pieces[0], &pieces[1..4]);
+        Ok(Inserted { at: splice.at, bytes: splice.added(comment), shift: Shift::after(head, inserted) })
     }
 
     /// Writes the unnamed statement's Parse with its comment for `ctx` (reserving the next Execute's span);
@@ -51,27 +83,21 @@ impl Session {
             with_span = with_span.map(|c| t.parse_unnamed(query, c, client, &mut self.ids));
         }
         self.unnamed_statement_shift = None;
-        let text = std::str::from_utf8(query).ok();
-        let commented = text.map(|s| self.comment(s, with_span.as_ref()));
-        // Where the comment went (the core adds exactly one run; anything else is sent unchanged).
-        let inserted = match &commented {
-            Some(Injected::Commented(s)) => crate::state::insertion(query, s.as_bytes()),
-            _ => None,
+        let Ok(text) = std::str::from_utf8(query) else {
+            self.events.push(Event::Skipped(SkipReason::NotUtf8));
+            return None;
         };
-        match (commented, inserted) {
-            (Some(Injected::Commented(s)), Some(inserted)) => {
+        match self.write_commented(text, with_span.as_ref(), |parts| frame::write_parse(out, b"", parts, rest)) {
+            Ok(i) => {
                 self.events.push(Event::Commented);
-                frame::write_parse(out, b"", s.as_bytes(), rest);
-                let shift = text.and_then(|o| Shift::of_insertion(o, &s, inserted.0, inserted.1));
-                self.unnamed_statement_shift = shift;
+                self.unnamed_statement_shift = i.shift;
                 if answered {
-                    self.proto.set_last_shift(shift);
+                    self.proto.set_last_shift(i.shift);
                 }
-                Some(Commented { inserted, ctx, bound: false })
+                Some(Commented { inserted: (i.at, i.bytes), ctx, bound: false })
             }
-            (other, _) => {
-                let reason = other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped()));
-                self.events.push(Event::Skipped(reason));
+            Err(reason) => {
+                self.events.push(Event::Skipped(SkipReason::of(Some(reason))));
                 None
             }
         }
@@ -274,7 +300,7 @@ impl Session {
             let restore = matches!(self.unnamed, Unnamed::Parsed(_));
             let parsed = !restore && self.carrier_statement == CarrierStatement::Ready && self.proto.pending() == 0;
             if !parsed {
-                frame::write_parse_untyped(out, b"", SET_CONFIG_SQL.as_bytes());
+                frame::write_parse_untyped(out, b"", SET_CONFIG_SQL);
                 self.proto.sent(frame::PARSE, Owner::Proxy);
             }
             let params = write.params();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use sqlcommenter::carrier::{self, Scope, Tracker};
-use sqlcommenter::{Commenter, Injected, TraceContext};
+use sqlcommenter::{Commenter, TraceContext};
 
 use crate::cancel::CancelKeys;
 use crate::config::InjectConfig;
@@ -163,6 +163,8 @@ pub struct Session {
     events: Vec<Event>,
     /// Statement spans, when export is on.
     spans: Option<SpanTracker>,
+    /// The last comment rendered and the context it was rendered for (see [`Session::write_commented`]).
+    comment_cache: Option<(Option<TraceContext>, String)>,
     /// When bytes last arrived from either side (kept only when an idle timeout is configured).
     last_io: Option<Instant>,
 }
@@ -212,6 +214,7 @@ impl Session {
             server_stream: Stream::default(),
             events: Vec::new(),
             spans: None,
+            comment_cache: None,
             last_io: None,
             cfg,
         }
@@ -361,17 +364,20 @@ impl Session {
                         ctx = Some(c);
                     }
                 }
-                let text = std::str::from_utf8(sql).ok();
-                match text.map(|s| self.comment(s, ctx.as_ref())) {
-                    Some(Injected::Commented(s)) => {
+                let written = match std::str::from_utf8(sql) {
+                    Ok(text) => self
+                        .write_commented(text, ctx.as_ref(), |parts| frame::write_query(out, parts))
+                        .map_err(|skip| SkipReason::of(Some(skip))),
+                    Err(_) => Err(SkipReason::NotUtf8),
+                };
+                match written {
+                    Ok(i) => {
                         self.events.push(Event::Commented);
-                        frame::write_query(out, s.as_bytes());
                         if answered {
-                            self.proto.set_last_shift(text.and_then(|o| Shift::between(o, &s)));
+                            self.proto.set_last_shift(i.shift);
                         }
                     }
-                    other => {
-                        let reason = other.map_or(SkipReason::NotUtf8, |i| SkipReason::of(i.skipped()));
+                    Err(reason) => {
                         self.events.push(Event::Skipped(reason));
                         out.put_slice(f);
                     }
@@ -397,8 +403,18 @@ impl Session {
                         if commented.is_none() {
                             out.put_slice(f);
                         }
-                        self.unnamed =
-                            Unnamed::Parsed(Box::new(UnnamedStatement { sent: out[start..].to_vec(), commented }));
+                        match &mut self.unnamed {
+                            // The last one's buffer is reused: no allocation per Parse.
+                            Unnamed::Parsed(u) => {
+                                u.sent.clear();
+                                u.sent.extend_from_slice(&out[start..]);
+                                u.commented = commented;
+                            }
+                            unnamed => {
+                                let sent = out[start..].to_vec();
+                                *unnamed = Unnamed::Parsed(Box::new(UnnamedStatement { sent, commented }));
+                            }
+                        }
                     } else {
                         // Named: text untouched; remember a context the text itself carries.
                         let own = std::str::from_utf8(p.query)
