@@ -2,7 +2,7 @@
 //! carrier before named executions, and what client statements do to both.
 
 use bytes::{BufMut, BytesMut};
-use sqlcommenter::carrier::{self, Effect, Scope, Want, SET_CONFIG_SQL};
+use sqlcommenter::carrier::{self, Action, Effect, Scope, Target, Want, SET_CONFIG_SQL};
 use sqlcommenter::{Commenter, Skip, TraceContext, TraceParent};
 
 use super::Event;
@@ -264,24 +264,23 @@ impl Session {
             self.settings_dirty = false;
             self.tracker.client_changed();
         }
-        let stmt = stmt.to_vec();
-        if let Some(&opens) = self.txn_control.get(&stmt) {
+        if let Some(&opens) = self.txn_control.get(stmt) {
             self.open_txn = opens;
         }
-        let touches = self.touches_settings.contains(&stmt);
+        let touches = self.touches_settings.contains(stmt);
         let Some(target) = self.cfg.carrier.clone() else { return };
-        if !self.proto.may_inject() || self.no_txn_block.contains(&stmt) || self.unnamed == Unnamed::TooLarge {
+        if !self.proto.may_inject() || self.no_txn_block.contains(stmt) || self.unnamed == Unnamed::TooLarge {
             if touches {
                 self.tracker.client_changed();
             }
             return;
         }
-        let (mut ctx, client) = match self.named_ctx.get(&stmt) {
+        let (mut ctx, client) = match self.named_ctx.get(stmt) {
             Some(c) => (Some(c.clone()), true),
             None => (self.current_ctx(), self.guc_ctx.is_some() || self.startup_ctx.is_some()),
         };
         // The client's own session context may stay on the session (configured): written once per change.
-        let scope = match (self.cfg.carrier_scope, &self.spans, self.named_ctx.contains_key(&stmt)) {
+        let scope = match (self.cfg.carrier_scope, &self.spans, self.named_ctx.contains_key(stmt)) {
             (Scope::Session, None, false) if client || ctx.is_none() => Scope::Session,
             _ => Scope::Transaction,
         };
@@ -292,7 +291,6 @@ impl Session {
         let want = ctx.map_or(Want::Clean, |c| Want::Carry(c.traceparent));
         if let Some(action) = self.tracker.plan(want, scope) {
             self.carrier_scope_sent = scope;
-            let write = target.write(&action, scope, self.app.client());
             // The carrier as the unnamed statement in the proxy's own portal, then the client's unnamed
             // statement restored: nothing of the proxy's stays on the server. With no client statement to
             // restore the carrier stays the unnamed statement: bound again next time, when nothing is in
@@ -303,10 +301,7 @@ impl Session {
                 frame::write_parse_untyped(out, b"", SET_CONFIG_SQL);
                 self.proto.sent(frame::PARSE, Owner::Proxy);
             }
-            let params = write.params();
-            frame::write_bind_text(out, RESERVED_PORTAL, b"", &params.map(str::as_bytes));
-            frame::write_execute(out, RESERVED_PORTAL);
-            frame::write_close(out, b'P', RESERVED_PORTAL);
+            out.put_slice(self.carrier_frames(&target, action, scope));
             for tag in [frame::BIND, frame::EXECUTE, frame::CLOSE] {
                 self.proto.sent(tag, Owner::Proxy);
             }
@@ -317,15 +312,34 @@ impl Session {
             } else if !parsed {
                 self.carrier_statement = CarrierStatement::Sent;
             }
-            if write.variable == "application_name" {
-                self.app.wrote(write.value);
-            }
             self.events.push(Event::Carrier);
         }
         if touches {
             // This statement may change the setting when it runs: the next execution writes again.
             self.settings_dirty = true;
         }
+    }
+
+    /// The carrier write's Bind/Execute/Close for `action` in `scope`: built (and its `application_name`
+    /// value noted as the proxy's) when it differs from the last one, else the last one's bytes again —
+    /// one context per session, or per transaction, is written many times.
+    fn carrier_frames(&mut self, target: &Target, action: Action, scope: Scope) -> &[u8] {
+        let base = self.app.client();
+        let fresh =
+            self.carrier_write.as_ref().is_none_or(|w| (w.action, w.scope) != (action, scope) || w.base != base);
+        if fresh {
+            let write = target.write(&action, scope, base);
+            let mut frames = BytesMut::new();
+            frame::write_bind_text(&mut frames, RESERVED_PORTAL, b"", &write.params().map(str::as_bytes));
+            frame::write_execute(&mut frames, RESERVED_PORTAL);
+            frame::write_close(&mut frames, b'P', RESERVED_PORTAL);
+            let base = base.to_owned();
+            if write.variable == "application_name" {
+                self.app.wrote(write.value);
+            }
+            self.carrier_write = Some(CarrierWrite { action, scope, base, frames: frames.to_vec() });
+        }
+        self.carrier_write.as_ref().map_or(&[], |w| &w.frames)
     }
 }
 
@@ -339,4 +353,15 @@ pub(super) fn build_commenter(cfg: &InjectConfig, app: &str) -> Commenter {
     }
     // Tags were validated with the configuration; fall back to no tags rather than fail a session.
     b.build().unwrap_or_default()
+}
+
+/// The last carrier write the session sent (see [`Session::carrier_frames`]).
+#[derive(Debug)]
+pub(super) struct CarrierWrite {
+    action: Action,
+    scope: Scope,
+    /// The client's `application_name` it was written for (the `named` format and a clear use it).
+    base: String,
+    /// Bind, Execute and Close of the proxy's portal.
+    frames: Vec<u8>,
 }

@@ -163,6 +163,8 @@ pub struct Session {
     events: Vec<Event>,
     /// Statement spans, when export is on.
     spans: Option<SpanTracker>,
+    /// The last carrier write's frames, sent again while the same value is written.
+    carrier_write: Option<inject::CarrierWrite>,
     /// The last comment rendered and the context it was rendered for (see [`Session::write_commented`]).
     comment_cache: Option<(Option<TraceContext>, String)>,
     /// When bytes last arrived from either side (kept only when an idle timeout is configured).
@@ -215,6 +217,7 @@ impl Session {
             events: Vec::new(),
             spans: None,
             comment_cache: None,
+            carrier_write: None,
             last_io: None,
             cfg,
         }
