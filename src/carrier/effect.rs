@@ -172,29 +172,44 @@ static WORD_BYTE: [bool; 256] = {
 /// (a leading comment, a parenthesis) has every word read instead. Case-insensitive, no allocation; a
 /// keyword inside a literal or a comment gives `true` (then [`statements`] reads it properly).
 pub fn may_have_effect(sql: &[u8]) -> bool {
-    let calls_set_config = memchr::memchr_iter(b'_', sql).any(|i| {
-        i >= 3
-            && sql[i - 3..i].eq_ignore_ascii_case(b"set")
-            && sql.get(i + 1..i + 7).is_some_and(|w| w.eq_ignore_ascii_case(b"config"))
-    });
-    if calls_set_config {
-        return true;
-    }
-    let starts = std::iter::once(0).chain(memchr::memchr_iter(b';', sql).map(|i| i + 1));
-    for start in starts {
+    // The first word of the statement starting at `start`: whether it begins an effect, or `None` when the
+    // statement does not start with a letter.
+    let first_word = |start: usize| {
         let s = sql[start..].trim_ascii_start();
         match s.first() {
-            None => {}
+            None => Some(false),
             Some(b) if b.is_ascii_alphabetic() => {
                 let len = s.iter().position(|&b| !WORD_BYTE[b as usize]).unwrap_or(s.len());
-                if is_effect_word(&s[..len]) {
-                    return true;
-                }
+                Some(is_effect_word(&s[..len]))
             }
-            Some(_) => return any_effect_word(sql),
+            Some(_) => None,
+        }
+    };
+    let mut read_all = false;
+    let mut check = |start: usize| match first_word(start) {
+        Some(effect) => effect,
+        None => {
+            read_all = true;
+            false
+        }
+    };
+    if check(0) {
+        return true;
+    }
+    // One pass for both bytes: a `_` may be set_config's, a `;` starts a statement.
+    for i in memchr::memchr2_iter(b'_', b';', sql) {
+        let hit = if sql[i] == b'_' {
+            i >= 3
+                && sql[i - 3..i].eq_ignore_ascii_case(b"set")
+                && sql.get(i + 1..i + 7).is_some_and(|w| w.eq_ignore_ascii_case(b"config"))
+        } else {
+            check(i + 1)
+        };
+        if hit {
+            return true;
         }
     }
-    false
+    read_all && any_effect_word(sql)
 }
 
 /// Whether any word of `sql` (runs of ASCII letters, digits and `_`) begins an effect.

@@ -18,7 +18,7 @@ pub(super) struct Inserted {
     at: usize,
     /// Bytes inserted there.
     bytes: usize,
-    /// The same in characters, for error positions (`None` past `u32`).
+    /// The same in characters, for error positions (`None` past `u32`; the comment is ASCII).
     pub(super) shift: Option<Shift>,
 }
 
@@ -61,10 +61,9 @@ impl Session {
             return Err(Skip::NothingToAdd);
         }
         let splice = self.commenter.splice(sql)?;
-        let pieces = splice.pieces(sql, comment);
-        write(&pieces);
-        let (head, inserted) = (pieces[0], &pieces[1..4]);
-        Ok(Inserted { at: splice.at, bytes: splice.added(comment), shift: Shift::after(head, inserted) })
+        write(&splice.pieces(sql, comment));
+        let bytes = splice.added(comment);
+        Ok(Inserted { at: splice.at, bytes, shift: Shift::after(&sql[..splice.at], bytes) })
     }
 
     /// Writes the unnamed statement's Parse with its comment for `ctx` (reserving the next Execute's span);
