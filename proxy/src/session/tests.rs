@@ -569,3 +569,51 @@ fn the_carrier_statement_is_parsed_once_while_nothing_replaces_it() {
     feed_server(&mut s, &replies(true, b"I").0);
     assert_eq!(s.proto.pending(), 0);
 }
+
+#[test]
+fn the_kept_carrier_write_and_comment_follow_the_context_and_name() {
+    const TP1: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const TP2: &str = "00-11111111111111111111111111111111-2222222222222222-01";
+    let info = StartupInfo {
+        application_name: Some("app".into()),
+        options: Some(format!("-c sqlcommenter.traceparent={TP1}")),
+    };
+    let cfg = InjectConfig {
+        carrier: Some(carrier::Target::ApplicationName(carrier::AppNameFormat::Named)),
+        ..InjectConfig::default()
+    };
+    let mut s = Session::new(Arc::new(cfg), &info, 1).with_ids(IdGenerator::seeded(3));
+    feed_server(&mut s, &[status("application_name", "app"), msg(b'Z', b"I")].concat());
+    let text = |out: &BytesMut| String::from_utf8_lossy(out).into_owned();
+    let transaction = |s: &mut Session| {
+        let out = text(&feed_client(s, &named_batch()));
+        let (mut server, _) = replies(false, b"I");
+        if !out.contains(SET_CONFIG_SQL) {
+            server.drain(..5); // the carrier statement was parsed before: no ParseComplete
+        }
+        feed_server(s, &server);
+        out
+    };
+    let first = transaction(&mut s);
+    assert!(first.contains(&format!("app@{TP1}")), "{first}");
+    let again = transaction(&mut s);
+    assert!(again.contains(&format!("app@{TP1}")), "the same write, sent again: {again}");
+    // The server reports the proxy's value (at the end of an explicit transaction's request): still hidden.
+    assert_eq!(&feed_server(&mut s, &status("application_name", &format!("app@{TP1}")))[..], b"");
+    // The client's session context changes: the next write and the next comment carry the new one.
+    let set = msg(b'Q', format!("SET sqlcommenter.traceparent = '{TP2}'\0").as_bytes());
+    feed_client(&mut s, &set);
+    feed_server(&mut s, &[msg(b'C', b"SET\0"), msg(b'Z', b"I")].concat());
+    let next = transaction(&mut s);
+    assert!(next.contains(&format!("app@{TP2}")) && !next.contains(TP1), "{next}");
+    let query = text(&feed_client(&mut s, &msg(b'Q', b"select 1\0")));
+    assert!(query.contains(&format!("traceparent='{TP2}'")), "{query}");
+    feed_server(&mut s, &[msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I")].concat());
+    // The client renames itself: the kept write is stale.
+    assert_eq!(
+        &feed_server(&mut s, &status("application_name", "renamed"))[..],
+        &status("application_name", "renamed")[..]
+    );
+    let renamed = transaction(&mut s);
+    assert!(renamed.contains(&format!("renamed@{TP2}")), "{renamed}");
+}
