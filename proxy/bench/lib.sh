@@ -49,6 +49,17 @@ start_cluster() {
   "$BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -i -s "$scale" -q postgres >/dev/null 2>&1
 }
 
+# CPU clock ticks the cluster in $WORK/data has used so far: the postmaster, its live processes (the backends)
+# and those it has reaped. The difference across a pgbench run is the server's work for it.
+server_ticks() {
+  local pm
+  pm=$(head -1 "$WORK/data/postmaster.pid")
+  {
+    awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
+    for c in $(pgrep -P "$pm"); do awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || true; done
+  } | awk '{s += $1} END {print s + 0}'
+}
+
 stop_cluster() {
   as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
 }

@@ -2,7 +2,8 @@
 # pgbench -S through: direct PostgreSQL, pgbouncer (session mode), and the sqlcommenter proxy (injection on).
 # Cells: -M simple/extended/prepared x -c 1/8/32 (-j 2), each DURATION seconds (default 15), the three
 # targets run back to back per cell (interleaved), ROUNDS rounds (default 1; median reported).
-# Then: proxy RSS with 1,000 idle client connections.
+# Each cell reports TPS, latency, the CPU per transaction of the middle process and of the server (its backends:
+# what a carrier statement costs shows there). Then: proxy RSS with 1,000 idle client connections.
 # Needs: PostgreSQL 15 binaries, PgBouncer (1.24 from .ci/pgbouncer-build.sh, or PGBOUNCER_BIN), python3.
 # Usage: proxy/bench/pgbench.sh [DURATION] ; env ROUNDS, MODES, CLIENTS, SKIP_RSS=1,
 #   TARGETS (default "direct pgbouncer proxy"; add "relay" for the proxy with injection off),
@@ -69,9 +70,12 @@ cpu_ticks() { # pid -> utime+stime in clock ticks
   [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 TICK=$(getconf CLK_TCK)
+per_txn() { # ticks tps -> microseconds of CPU per transaction over the cell
+  awk -v d="$1" -v t="$2" -v s="$DURATION" -v hz="$TICK" 'BEGIN {printf "%.1f", (t>0 ? d/hz*1e6/(t*s) : 0)}'
+}
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-declare -A TPS LAT CPU
+declare -A TPS LAT CPU SRV
 for r in $(seq "$ROUNDS"); do
   for m in $MODES; do for c in $CLIENTS; do
     for t in $TARGETS; do
@@ -79,19 +83,20 @@ for r in $(seq "$ROUNDS"); do
         direct) p=$PGPORT_; pid=;; pgbouncer) p=$BOUNCER_PORT; pid=$(cat "$WORK/pgbouncer.pid" 2>/dev/null || true);;
         proxy) p=$PROXY_PORT; pid=$PROXY_PID;; relay) p=$RELAY_PORT; pid=$RELAY_PID;;
       esac
-      c0=$(cpu_ticks "$pid")
+      c0=$(cpu_ticks "$pid"); s0=$(server_ticks)
       read -r tps lat < <(run "$p" "$m" "$c")
-      c1=$(cpu_ticks "$pid")
-      us=$(awk -v d=$((c1 - c0)) -v t="$tps" -v s="$DURATION" -v hz="$TICK" 'BEGIN {printf "%.1f", (t>0 ? d/hz*1e6/(t*s) : 0)}')
-      CPU[$t,$m,$c]="${CPU[$t,$m,$c]:-} $us"
+      sleep 0.3 # backends of closed sessions exit
+      c1=$(cpu_ticks "$pid"); s1=$(server_ticks)
+      us=$(per_txn $((c1 - c0)) "$tps"); srv=$(per_txn $((s1 - s0)) "$tps")
+      CPU[$t,$m,$c]="${CPU[$t,$m,$c]:-} $us"; SRV[$t,$m,$c]="${SRV[$t,$m,$c]:-} $srv"
       TPS[$t,$m,$c]="${TPS[$t,$m,$c]:-} $tps"; LAT[$t,$m,$c]="${LAT[$t,$m,$c]:-} $lat"
-      echo "round $r $m -c $c $t: $tps tps, $lat ms, ${us} us CPU/txn in the middle process" >&2
+      echo "round $r $m -c $c $t: $tps tps, $lat ms, ${us} us CPU/txn in the middle process, ${srv} us in the server" >&2
     done
   done; done
 done
 
 echo
-echo "pgbench -S, ${DURATION}s per cell, -j 2, ${ROUNDS} round(s) (median), context: $CONTEXT; TPS (latency ms; CPU us per transaction in pgbouncer/proxy)"
+echo "pgbench -S, ${DURATION}s per cell, -j 2, ${ROUNDS} round(s) (median), context: $CONTEXT; TPS (latency ms; CPU us per transaction in pgbouncer/proxy; the server's CPU us per transaction)"
 header="| mode | -c |"; sep="|---|---|"
 for t in $TARGETS; do header="$header $t |"; sep="$sep---|"; done
 echo "$header proxy/pgbouncer (median, min-max per round) |"; echo "$sep---|"
@@ -99,8 +104,8 @@ for m in $MODES; do for c in $CLIENTS; do
   line="| $m | $c |"
   for t in $TARGETS; do
     tps=$(echo ${TPS[$t,$m,$c]} | tr ' ' '\n' | median); lat=$(echo ${LAT[$t,$m,$c]} | tr ' ' '\n' | median)
-    cpu=$(echo ${CPU[$t,$m,$c]} | tr ' ' '\n' | median)
-    if [ "$t" = direct ]; then line="$line $tps ($lat) |"; else line="$line $tps ($lat; ${cpu}us) |"; fi
+    cpu=$(echo ${CPU[$t,$m,$c]} | tr ' ' '\n' | median); srv=$(echo ${SRV[$t,$m,$c]} | tr ' ' '\n' | median)
+    if [ "$t" = direct ]; then line="$line $tps ($lat; srv ${srv}us) |"; else line="$line $tps ($lat; ${cpu}us; srv ${srv}us) |"; fi
   done
   # per-round ratio proxy/pgbouncer
   ratios=$(paste <(echo ${TPS[proxy,$m,$c]:-} | tr ' ' '\n') <(echo ${TPS[pgbouncer,$m,$c]:-} | tr ' ' '\n') |
