@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 use sqlcommenter::carrier::{self, Action, Effect, Scope, Target, Want, SET_CONFIG_SQL};
-use sqlcommenter::{Commenter, Skip, TraceContext, TraceParent};
+use sqlcommenter::{Commenter, Skip, Splice, TraceContext, TraceParent};
 
 use super::Event;
 use super::{CarrierStatement, Commented, Session, Unnamed, RESERVED_PORTAL};
@@ -37,33 +37,51 @@ impl Session {
     }
 
     /// Writes `sql`, a statement the client sent, with the comment for `ctx` through `write` (a frame
-    /// writer, given the text's pieces: nothing joins them in between); returns where the comment went
-    /// (byte offset, bytes inserted). Not commented: statements whose text the server keeps and shows back
-    /// (`PREPARE … AS`, `DECLARE … CURSOR`) — their uses carry the context — and whatever the commenter
-    /// skips; the caller sends the client's frame then.
+    /// writer, given the text's pieces: nothing joins them in between), and reports it commented or
+    /// skipped; returns where the comment went. Not commented (`None`: the caller sends the client's frame):
+    /// text that is not UTF-8, statements whose text the server keeps and shows back (`PREPARE … AS`,
+    /// `DECLARE … CURSOR`) — their uses carry the context — and whatever the commenter skips.
     pub(super) fn write_commented(
         &mut self,
-        sql: &str,
+        sql: &[u8],
         ctx: Option<&TraceContext>,
         write: impl FnOnce(&[&str]),
-    ) -> Result<Inserted, Skip> {
-        if carrier::stores_text(sql) {
-            return Err(Skip::NothingToAdd);
+    ) -> Option<Inserted> {
+        let placed = match std::str::from_utf8(sql) {
+            Ok(text) => self.place_comment(text, ctx).map(|(splice, comment)| (text, splice, comment)),
+            Err(_) => Err(SkipReason::NotUtf8),
+        };
+        match placed {
+            Ok((text, splice, comment)) => {
+                write(&splice.pieces(text, comment));
+                let bytes = splice.added(comment);
+                self.events.push(Event::Commented);
+                Some(Inserted { at: splice.at, bytes, shift: Shift::after(&text[..splice.at], bytes) })
+            }
+            Err(reason) => {
+                self.events.push(Event::Skipped(reason));
+                None
+            }
         }
-        // The rendered comment is kept while the context stays the same (the whole session, for a
-        // client context without spans): no encoding per statement.
+    }
+
+    /// Where the comment for `ctx` goes in `sql`, and the comment. The rendered comment is kept while the
+    /// context stays the same (the whole session, for a client context without spans): no encoding per
+    /// statement.
+    fn place_comment(&mut self, sql: &str, ctx: Option<&TraceContext>) -> Result<(Splice, &str), SkipReason> {
+        if carrier::stores_text(sql) {
+            return Err(SkipReason::of(Some(Skip::NothingToAdd)));
+        }
         match &mut self.comment_cache {
             Some((c, _)) if c.as_ref() == ctx => {}
             slot => *slot = Some((ctx.cloned(), self.commenter.comment(ctx))),
         }
         let comment = self.comment_cache.as_ref().map_or("", |(_, text)| text.as_str());
         if comment.is_empty() {
-            return Err(Skip::NothingToAdd);
+            return Err(SkipReason::of(Some(Skip::NothingToAdd)));
         }
-        let splice = self.commenter.splice(sql)?;
-        write(&splice.pieces(sql, comment));
-        let bytes = splice.added(comment);
-        Ok(Inserted { at: splice.at, bytes, shift: Shift::after(&sql[..splice.at], bytes) })
+        let splice = self.commenter.splice(sql).map_err(|skip| SkipReason::of(Some(skip)))?;
+        Ok((splice, comment))
     }
 
     /// Writes the unnamed statement's Parse with its comment for `ctx` (reserving the next Execute's span);
@@ -81,25 +99,13 @@ impl Session {
             let client = self.guc_ctx.is_some() || self.startup_ctx.is_some();
             with_span = with_span.map(|c| t.parse_unnamed(query, c, client, &mut self.ids));
         }
-        self.unnamed_statement_shift = None;
-        let Ok(text) = std::str::from_utf8(query) else {
-            self.events.push(Event::Skipped(SkipReason::NotUtf8));
-            return None;
-        };
-        match self.write_commented(text, with_span.as_ref(), |parts| frame::write_parse(out, b"", parts, rest)) {
-            Ok(i) => {
-                self.events.push(Event::Commented);
-                self.unnamed_statement_shift = i.shift;
-                if answered {
-                    self.proto.set_last_shift(i.shift);
-                }
-                Some(Commented { inserted: (i.at, i.bytes), ctx, bound: false })
-            }
-            Err(reason) => {
-                self.events.push(Event::Skipped(SkipReason::of(Some(reason))));
-                None
-            }
+        let i = self.write_commented(query, with_span.as_ref(), |parts| frame::write_parse(out, b"", parts, rest));
+        self.unnamed_statement_shift = i.as_ref().and_then(|i| i.shift);
+        let i = i?;
+        if answered {
+            self.proto.set_last_shift(i.shift);
         }
+        Some(Commented { inserted: (i.at, i.bytes), ctx, bound: false })
     }
 
     /// Before a Bind of the unnamed statement that an earlier execution already bound: its comment names
@@ -336,7 +342,7 @@ impl Session {
             if write.variable == "application_name" {
                 self.app.wrote(write.value);
             }
-            self.carrier_write = Some(CarrierWrite { action, scope, base, frames: frames.to_vec() });
+            self.carrier_write = Some(CarrierWrite { action, scope, base, frames });
         }
         self.carrier_write.as_ref().map_or(&[], |w| &w.frames)
     }
@@ -362,5 +368,5 @@ pub(super) struct CarrierWrite {
     /// The client's `application_name` it was written for (the `named` format and a clear use it).
     base: String,
     /// Bind, Execute and Close of the proxy's portal.
-    frames: Vec<u8>,
+    frames: BytesMut,
 }

@@ -367,23 +367,10 @@ impl Session {
                         ctx = Some(c);
                     }
                 }
-                let written = match std::str::from_utf8(sql) {
-                    Ok(text) => self
-                        .write_commented(text, ctx.as_ref(), |parts| frame::write_query(out, parts))
-                        .map_err(|skip| SkipReason::of(Some(skip))),
-                    Err(_) => Err(SkipReason::NotUtf8),
-                };
-                match written {
-                    Ok(i) => {
-                        self.events.push(Event::Commented);
-                        if answered {
-                            self.proto.set_last_shift(i.shift);
-                        }
-                    }
-                    Err(reason) => {
-                        self.events.push(Event::Skipped(reason));
-                        out.put_slice(f);
-                    }
+                match self.write_commented(sql, ctx.as_ref(), |parts| frame::write_query(out, parts)) {
+                    Some(i) if answered => self.proto.set_last_shift(i.shift),
+                    Some(_) => {}
+                    None => out.put_slice(f),
                 }
                 // A simple Query drops the unnamed statement.
                 self.unnamed = Unnamed::Absent;
