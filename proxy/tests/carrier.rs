@@ -196,3 +196,52 @@ async fn behind_pgbouncer_every_execution_carries_its_own_trace_and_nothing_is_r
     // per client and re-syncs it with its own SET per link — which is why it is not the default).
     run_through(PoolMode::Transaction, Scope::Session, &bin).await;
 }
+
+/// Behind transaction pooling the server session may change hands at every idle ReadyForQuery: a carrier
+/// statement the proxy left as the unnamed statement in one transaction may, by the next, have been replaced
+/// by another client's on that server connection (or live on another one). One server connection shared by
+/// a client through the proxy (a named execution per transaction, each under its own root trace) and a client
+/// straight to PgBouncer (an unnamed one-parameter statement in between): every named execution must run,
+/// each under its own trace, and the other client's statement must never be bound with the carrier's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_transaction_pooling_the_carrier_never_binds_another_clients_unnamed_statement() {
+    let Some(bin) = pgbouncer_or_skip("proxy behind PgBouncer") else { return };
+    let pg = cluster(true);
+    let bouncer = PgBouncer::builder(PoolMode::Transaction)
+        .binary(&bin)
+        .pool_size(1)
+        .max_prepared_statements(200)
+        .start(&pg)
+        .unwrap();
+    let mut config = ProxyConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Upstream::parse(&format!("127.0.0.1:{}", bouncer.port())).unwrap(),
+    );
+    config.admin = None;
+    config.inject.root_contexts = true;
+    let proxy = sqlcommenter_proxy::start(config).await.unwrap();
+    let through = common::connect(proxy.local_addr().port(), "through").await;
+    let other = common::connect(bouncer.port(), "other").await;
+    let stmt = through.prepare("SELECT $1::int /*marker_swap*/").await.unwrap();
+    const RUNS: i32 = 20;
+    for i in 0..RUNS {
+        let got: i32 = through.query_one(&stmt, &[&i]).await.unwrap_or_else(|e| panic!("execution {i}: {e:?}")).get(0);
+        assert_eq!(got, i);
+        let row = other
+            .query_typed_one("SELECT $1::int4 + 1000 /*marker_other*/", &[(&i, tokio_postgres::types::Type::INT4)])
+            .await
+            .unwrap_or_else(|e| panic!("other client {i}: {e:?}"));
+        assert_eq!(row.get::<_, i32>(0), i + 1000);
+    }
+    proxy.shutdown().await;
+    let log = wait_for_log(&pg, "marker_swap", RUNS as usize);
+    let traces: Vec<Option<String>> = log
+        .lines()
+        .filter(|l| l.contains("execute") && l.contains("marker_swap"))
+        .map(|l| carrier_trace_id(app_of(l)))
+        .collect();
+    assert_eq!(traces.len(), RUNS as usize, "{log}");
+    let distinct: std::collections::HashSet<_> = traces.iter().flatten().collect();
+    assert_eq!(distinct.len(), RUNS as usize, "each execution under its own trace: {traces:?}");
+    assert!(!log.contains("bind message supplies"), "a carrier bound a statement that was not its own:\n{log}");
+}

@@ -70,7 +70,9 @@ enum Unnamed {
 }
 
 /// Whether the server's unnamed statement is the proxy's carrier (left there by a carrier write when the
-/// client had no unnamed statement to restore): then the next carrier binds it again without a Parse.
+/// client had no unnamed statement to restore): then the next carrier of the same transaction binds it
+/// again without a Parse. Never across an idle ReadyForQuery: behind a transaction pooler the next
+/// transaction may run on another server session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CarrierStatement {
     /// Not known to be the carrier.
@@ -594,6 +596,11 @@ impl Session {
             }
             frame::COMMAND_COMPLETE => self.command_tag(frame::text_body(body)),
             _ => {}
+        }
+        if tag == frame::READY_FOR_QUERY && body.first() == Some(&b'I') {
+            // Idle: a transaction pooler behind the proxy may give the next transaction another server
+            // session, whose unnamed statement is not the carrier (or someone else's).
+            self.carrier_statement = CarrierStatement::Absent;
         }
         let shift = match tag {
             frame::ERROR_RESPONSE => {

@@ -533,40 +533,63 @@ fn pipelined_spans_are_finished_by_their_own_replies() {
 }
 
 /// With no client statement to restore, the carrier stays the server's unnamed statement: the next carrier
-/// binds it again without a Parse — until the client replaces it, or an error may have skipped it.
+/// of the same transaction binds it again without a Parse — until the transaction ends (a transaction
+/// pooler may give the next one another server session), the client replaces it, or an error may have
+/// skipped it.
 #[test]
-fn the_carrier_statement_is_parsed_once_while_nothing_replaces_it() {
+fn the_carrier_statement_is_parsed_once_per_transaction_while_nothing_replaces_it() {
     let mut s = session();
+    // Spans on: every execution has a context of its own, so every named execution needs a carrier.
+    s.spans = Some(SpanTracker::new("db"));
     let parses = |out: &BytesMut| String::from_utf8_lossy(out).matches(SET_CONFIG_SQL).count();
+    let begin = |s: &mut Session| {
+        feed_client(s, &msg(b'Q', b"BEGIN\0"));
+        feed_server(s, &[msg(b'C', b"BEGIN\0"), msg(b'Z', b"T")].concat());
+    };
+    begin(&mut s);
     let out = feed_client(&mut s, &named_batch());
     assert_eq!(parses(&out), 1);
-    feed_server(&mut s, &replies(false, b"I").0);
-    // Next transaction: Bind/Execute/Close of the carrier only.
+    feed_server(&mut s, &replies(false, b"T").0);
+    // The same transaction: Bind/Execute/Close of the carrier only.
     let out = feed_client(&mut s, &named_batch());
     assert!(String::from_utf8_lossy(&out).contains("__sqlc_tcp"), "a carrier is written");
     assert_eq!(parses(&out), 0, "bound again without a Parse");
     assert_eq!(s.proto.pending(), 3 + 3);
-    let (mut server, _) = replies(false, b"I");
+    let (mut server, _) = replies(false, b"T");
     server.drain(..5); // no ParseComplete this time
     feed_server(&mut s, &server);
     assert_eq!(s.proto.pending(), 0);
+    // The transaction ends: the next one parses it again (behind a transaction pooler its server session
+    // may be another, whose unnamed statement is someone else's).
+    feed_client(&mut s, &msg(b'Q', b"COMMIT\0"));
+    feed_server(&mut s, &[msg(b'C', b"COMMIT\0"), msg(b'Z', b"I")].concat());
+    let out = feed_client(&mut s, &named_batch());
+    assert_eq!(parses(&out), 1, "a new transaction: parsed again");
+    feed_server(&mut s, &replies(false, b"I").0);
+    let out = feed_client(&mut s, &named_batch());
+    assert_eq!(parses(&out), 1, "an implicit transaction ended: parsed again");
+    feed_server(&mut s, &replies(false, b"T").0);
     // An error anywhere: parsed again (the server may have skipped it). Here the client's Bind fails after
     // a carrier bound without a Parse.
     let out = feed_client(&mut s, &named_batch());
     assert_eq!(parses(&out), 0);
     let err = msg(b'E', b"SERROR\0C22012\0Mdivision by zero\0\0");
     let carrier_part = [msg(b'2', b""), msg(b'D', b"\0\x01\0\0\0\x01x"), msg(b'C', b"SELECT 1\0"), msg(b'3', b"")];
-    feed_server(&mut s, &[carrier_part.concat(), err, msg(b'Z', b"I")].concat());
+    feed_server(&mut s, &[carrier_part.concat(), err, msg(b'Z', b"E")].concat());
     assert_eq!(s.proto.pending(), 0);
+    assert_eq!(s.carrier_statement, CarrierStatement::Absent, "after an error: parsed again");
+    feed_client(&mut s, &msg(b'Q', b"ROLLBACK\0"));
+    feed_server(&mut s, &[msg(b'C', b"ROLLBACK\0"), msg(b'Z', b"I")].concat());
+    begin(&mut s);
     let out = feed_client(&mut s, &named_batch());
     assert_eq!(parses(&out), 1);
-    feed_server(&mut s, &replies(false, b"I").0);
+    feed_server(&mut s, &replies(false, b"T").0);
     // The client's own unnamed statement replaces it: parsed again, and the client's restored after it.
     feed_client(&mut s, &[msg(b'P', b"\0select $1\0\0\0"), msg(b'S', b"")].concat());
-    feed_server(&mut s, &[msg(b'1', b""), msg(b'Z', b"I")].concat());
+    feed_server(&mut s, &[msg(b'1', b""), msg(b'Z', b"T")].concat());
     let out = feed_client(&mut s, &named_batch());
     assert_eq!(parses(&out), 1);
-    feed_server(&mut s, &replies(true, b"I").0);
+    feed_server(&mut s, &replies(true, b"T").0);
     assert_eq!(s.proto.pending(), 0);
 }
 
