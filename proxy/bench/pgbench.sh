@@ -6,8 +6,10 @@
 # what a carrier statement costs shows there). Then: proxy RSS with 1,000 idle client connections.
 # Needs: PostgreSQL 15 binaries, PgBouncer (1.24 from .ci/pgbouncer-build.sh, or PGBOUNCER_BIN), python3.
 # Usage: proxy/bench/pgbench.sh [DURATION] ; env ROUNDS, MODES, CLIENTS, SKIP_RSS=1,
-#   TARGETS (default "direct pgbouncer proxy"; add "relay" for the proxy with injection off),
-#   PROXY_ARGS / RELAY_ARGS (extra flags for those two proxy instances),
+#   TARGETS (default "direct pgbouncer proxy"; add "relay" for the proxy with injection off, "session" for the
+#     proxy with --carrier-scope session: a client's own context written once per change, for a proxy whose
+#     server sessions are its own, as here),
+#   PROXY_ARGS / RELAY_ARGS / SESSION_ARGS (extra flags for those proxy instances),
 #   CONTEXT: how pgbench's sessions carry trace context, the same for every target —
 #     options (default): `PGOPTIONS=-c sqlcommenter.traceparent=…` (the proxy comments every simple/unnamed
 #       statement and writes the application_name carrier before every named execution; PgBouncer is told
@@ -37,10 +39,12 @@ build_proxy
 
 make_work sqlc-bench
 PGPORT_=$((20000 + RANDOM % 10000)); BOUNCER_PORT=$((PGPORT_ + 1)); PROXY_PORT=$((PGPORT_ + 2)); RELAY_PORT=$((PGPORT_ + 3))
+SESSION_PORT=$((PGPORT_ + 5))
 
 cleanup() {
   [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true
   [ -n "${RELAY_PID:-}" ] && kill "$RELAY_PID" 2>/dev/null || true
+  [ -n "${SESSION_PID:-}" ] && kill "$SESSION_PID" 2>/dev/null || true
   [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
   # BOUNCER_PID is runuser's when run as root: stop PgBouncer itself through its pidfile.
   [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
@@ -60,6 +64,11 @@ ADMIN_PORT=$((PGPORT_ + 4))
 PROXY_PID=$!
 "$PROXY_BIN" --listen "127.0.0.1:$RELAY_PORT" --upstream "127.0.0.1:$PGPORT_" --inject false --admin off ${RELAY_ARGS:-} >"$WORK/relay.log" 2>&1 &
 RELAY_PID=$!
+if [[ " $TARGETS " == *" session "* ]]; then
+  "$PROXY_BIN" --listen "127.0.0.1:$SESSION_PORT" --upstream "127.0.0.1:$PGPORT_" --carrier-scope session --admin off \
+    ${SESSION_ARGS:-} >"$WORK/session.log" 2>&1 &
+  SESSION_PID=$!
+fi
 sleep 1
 
 run() { # port mode clients -> "tps lat_ms"
@@ -82,6 +91,7 @@ for r in $(seq "$ROUNDS"); do
       case $t in
         direct) p=$PGPORT_; pid=;; pgbouncer) p=$BOUNCER_PORT; pid=$(cat "$WORK/pgbouncer.pid" 2>/dev/null || true);;
         proxy) p=$PROXY_PORT; pid=$PROXY_PID;; relay) p=$RELAY_PORT; pid=$RELAY_PID;;
+        session) p=$SESSION_PORT; pid=$SESSION_PID;;
       esac
       c0=$(cpu_ticks "$pid"); s0=$(server_ticks)
       read -r tps lat < <(run "$p" "$m" "$c")
@@ -99,7 +109,9 @@ echo
 echo "pgbench -S, ${DURATION}s per cell, -j 2, ${ROUNDS} round(s) (median), context: $CONTEXT; TPS (latency ms; CPU us per transaction in pgbouncer/proxy; the server's CPU us per transaction)"
 header="| mode | -c |"; sep="|---|---|"
 for t in $TARGETS; do header="$header $t |"; sep="$sep---|"; done
-echo "$header proxy/pgbouncer (median, min-max per round) |"; echo "$sep---|"
+RATIOS=proxy; [[ " $TARGETS " == *" session "* ]] && RATIOS="proxy session"
+for t in $RATIOS; do header="$header $t/pgbouncer (median, min-max per round) |"; sep="$sep---|"; done
+echo "$header"; echo "$sep"
 for m in $MODES; do for c in $CLIENTS; do
   line="| $m | $c |"
   for t in $TARGETS; do
@@ -107,15 +119,16 @@ for m in $MODES; do for c in $CLIENTS; do
     cpu=$(echo ${CPU[$t,$m,$c]} | tr ' ' '\n' | median); srv=$(echo ${SRV[$t,$m,$c]} | tr ' ' '\n' | median)
     if [ "$t" = direct ]; then line="$line $tps ($lat; srv ${srv}us) |"; else line="$line $tps ($lat; ${cpu}us; srv ${srv}us) |"; fi
   done
-  # per-round ratio proxy/pgbouncer
-  ratios=$(paste <(echo ${TPS[proxy,$m,$c]:-} | tr ' ' '\n') <(echo ${TPS[pgbouncer,$m,$c]:-} | tr ' ' '\n') |
-    awk '$2>0 {printf "%.3f\n", $1/$2}')
-  if [ -n "$ratios" ]; then
-    med=$(echo "$ratios" | median); lo=$(echo "$ratios" | sort -n | head -1); hi=$(echo "$ratios" | sort -n | tail -1)
-    line="$line $(printf '%.2f' "$med")x ($lo-$hi) |"
-  else
-    line="$line - |"
-  fi
+  for t in $RATIOS; do # per-round ratio to pgbouncer
+    ratios=$(paste <(echo ${TPS[$t,$m,$c]:-} | tr ' ' '\n') <(echo ${TPS[pgbouncer,$m,$c]:-} | tr ' ' '\n') |
+      awk '$2>0 {printf "%.3f\n", $1/$2}')
+    if [ -n "$ratios" ]; then
+      med=$(echo "$ratios" | median); lo=$(echo "$ratios" | sort -n | head -1); hi=$(echo "$ratios" | sort -n | tail -1)
+      line="$line $(printf '%.2f' "$med")x ($lo-$hi) |"
+    else
+      line="$line - |"
+    fi
+  done
   echo "$line"
 done; done
 
