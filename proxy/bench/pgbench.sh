@@ -6,10 +6,11 @@
 # what a carrier statement costs shows there). Then: proxy RSS with 1,000 idle client connections.
 # Needs: PostgreSQL 15 binaries, PgBouncer (1.24 from .ci/pgbouncer-build.sh, or PGBOUNCER_BIN), python3.
 # Usage: proxy/bench/pgbench.sh [DURATION] ; env ROUNDS, MODES, CLIENTS, SKIP_RSS=1,
-#   TARGETS (default "direct pgbouncer proxy"; add "relay" for the proxy with injection off, "session" for the
-#     proxy with --carrier-scope session: a client's own context written once per change, for a proxy whose
-#     server sessions are its own, as here),
-#   PROXY_ARGS / RELAY_ARGS / SESSION_ARGS (extra flags for those proxy instances),
+#   TARGETS (default "direct pgbouncer proxy"; add "relay" for the proxy with injection off, "txn" for the proxy
+#     with --carrier-scope transaction: the carrier before every named execution's transaction, as the default
+#     scope writes it behind a pooler — here the proxy finds the server session is its own and writes a
+#     client's context once),
+#   PROXY_ARGS / RELAY_ARGS / TXN_ARGS (extra flags for those proxy instances),
 #   CONTEXT: how pgbench's sessions carry trace context, the same for every target —
 #     options (default): `PGOPTIONS=-c sqlcommenter.traceparent=…` (the proxy comments every simple/unnamed
 #       statement and writes the application_name carrier before every named execution; PgBouncer is told
@@ -39,12 +40,12 @@ build_proxy
 
 make_work sqlc-bench
 PGPORT_=$((20000 + RANDOM % 10000)); BOUNCER_PORT=$((PGPORT_ + 1)); PROXY_PORT=$((PGPORT_ + 2)); RELAY_PORT=$((PGPORT_ + 3))
-SESSION_PORT=$((PGPORT_ + 5))
+TXN_PORT=$((PGPORT_ + 5))
 
 cleanup() {
   [ -n "${PROXY_PID:-}" ] && kill "$PROXY_PID" 2>/dev/null || true
   [ -n "${RELAY_PID:-}" ] && kill "$RELAY_PID" 2>/dev/null || true
-  [ -n "${SESSION_PID:-}" ] && kill "$SESSION_PID" 2>/dev/null || true
+  [ -n "${TXN_PID:-}" ] && kill "$TXN_PID" 2>/dev/null || true
   [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
   # BOUNCER_PID is runuser's when run as root: stop PgBouncer itself through its pidfile.
   [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
@@ -64,10 +65,10 @@ ADMIN_PORT=$((PGPORT_ + 4))
 PROXY_PID=$!
 "$PROXY_BIN" --listen "127.0.0.1:$RELAY_PORT" --upstream "127.0.0.1:$PGPORT_" --inject false --admin off ${RELAY_ARGS:-} >"$WORK/relay.log" 2>&1 &
 RELAY_PID=$!
-if [[ " $TARGETS " == *" session "* ]]; then
-  "$PROXY_BIN" --listen "127.0.0.1:$SESSION_PORT" --upstream "127.0.0.1:$PGPORT_" --carrier-scope session --admin off \
-    ${SESSION_ARGS:-} >"$WORK/session.log" 2>&1 &
-  SESSION_PID=$!
+if [[ " $TARGETS " == *" txn "* ]]; then
+  "$PROXY_BIN" --listen "127.0.0.1:$TXN_PORT" --upstream "127.0.0.1:$PGPORT_" --carrier-scope transaction --admin off \
+    ${TXN_ARGS:-} >"$WORK/txn.log" 2>&1 &
+  TXN_PID=$!
 fi
 sleep 1
 
@@ -91,7 +92,7 @@ for r in $(seq "$ROUNDS"); do
       case $t in
         direct) p=$PGPORT_; pid=;; pgbouncer) p=$BOUNCER_PORT; pid=$(cat "$WORK/pgbouncer.pid" 2>/dev/null || true);;
         proxy) p=$PROXY_PORT; pid=$PROXY_PID;; relay) p=$RELAY_PORT; pid=$RELAY_PID;;
-        session) p=$SESSION_PORT; pid=$SESSION_PID;;
+        txn) p=$TXN_PORT; pid=$TXN_PID;;
       esac
       c0=$(cpu_ticks "$pid"); s0=$(server_ticks)
       read -r tps lat < <(run "$p" "$m" "$c")
@@ -109,7 +110,7 @@ echo
 echo "pgbench -S, ${DURATION}s per cell, -j 2, ${ROUNDS} round(s) (median), context: $CONTEXT; TPS (latency ms; CPU us per transaction in pgbouncer/proxy; the server's CPU us per transaction)"
 header="| mode | -c |"; sep="|---|---|"
 for t in $TARGETS; do header="$header $t |"; sep="$sep---|"; done
-RATIOS=proxy; [[ " $TARGETS " == *" session "* ]] && RATIOS="proxy session"
+RATIOS=proxy; [[ " $TARGETS " == *" txn "* ]] && RATIOS="proxy txn"
 for t in $RATIOS; do header="$header $t/pgbouncer (median, min-max per round) |"; sep="$sep---|"; done
 echo "$header"; echo "$sep"
 for m in $MODES; do for c in $CLIENTS; do

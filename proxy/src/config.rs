@@ -41,14 +41,11 @@ pub struct InjectConfig {
     /// Probability that a fresh root context is sampled (0.0..=1.0).
     pub sample_ratio: f64,
     /// Scope of the carrier written for a client's own session context (from its startup packet or its
-    /// `SET` of the session GUC): [`Scope::Transaction`] (default) writes it before each named execution's
-    /// transaction and leaves nothing behind, safe behind any pooler; [`Scope::Session`] writes it once per
-    /// change — for a proxy directly in front of the server (or of PgBouncer in session mode). Behind
-    /// transaction pooling it stays correct with the `application_name` carrier (PgBouncer keeps it per
-    /// client) but PgBouncer re-syncs it with a `SET application_name = '…'` per link, a text
-    /// pg_stat_statements keys per trace. Per-statement contexts (spans, roots, a statement's own) are
+    /// `SET` of the session GUC). [`CarrierScope::Auto`] (default): written once per change where the
+    /// server session is known to be the client's alone, before each named execution's transaction
+    /// elsewhere — safe behind any pooler. Per-statement contexts (spans, roots, a statement's own) are
     /// always transaction-scoped.
-    pub carrier_scope: Scope,
+    pub carrier_scope: CarrierScope,
     /// Invent a root context per transaction when the client supplies none and the proxy exports no
     /// spans. Off by default: such trace ids exist in no tracing backend. With span export on, the
     /// proxy's spans are the roots whatever this says.
@@ -68,10 +65,37 @@ impl Default for InjectConfig {
             session_guc: sqlcommenter::carrier::DEFAULT_GUC.to_owned(),
             placement: Placement::Append,
             sample_ratio: 1.0,
-            carrier_scope: Scope::Transaction,
+            carrier_scope: CarrierScope::Auto,
             root_contexts: false,
             tags: Vec::new(),
             application_tag: false,
+        }
+    }
+}
+
+/// How long the carrier for a client's own session context lasts on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarrierScope {
+    /// Session-scoped (written once per change) once the carrier's `pg_backend_pid()` showed that the
+    /// server session is the proxy's own — the process PostgreSQL named in its BackendKeyData, so no pooler
+    /// in between hands it to others — and transaction-scoped before that and behind a pooler (whose keys
+    /// are its own).
+    Auto,
+    /// Always this scope. [`Scope::Transaction`] leaves nothing behind a transaction. [`Scope::Session`]
+    /// behind PgBouncer's transaction pooling stays correct with the `application_name` carrier (PgBouncer
+    /// keeps it per client) but PgBouncer re-syncs it with a `SET application_name = '…'` per link, a text
+    /// pg_stat_statements keys per trace.
+    Fixed(Scope),
+}
+
+impl CarrierScope {
+    /// Parses `auto`, `transaction` or `session`.
+    pub fn parse(s: &str) -> Result<CarrierScope, ProxyError> {
+        match s {
+            "auto" => Ok(CarrierScope::Auto),
+            "transaction" => Ok(CarrierScope::Fixed(Scope::Transaction)),
+            "session" => Ok(CarrierScope::Fixed(Scope::Session)),
+            other => Err(ProxyError::Config(format!("carrier_scope {other:?}: use auto, transaction or session"))),
         }
     }
 }
@@ -225,9 +249,9 @@ pub struct ProxyArgs {
     /// Probability that a fresh root context is sampled, 0.0 to 1.0 [default: 1.0].
     #[arg(long, env = "SQLCOMMENTER_SAMPLE_RATIO")]
     pub sample_ratio: Option<f64>,
-    /// Scope of the carrier for a client's own session context: transaction (written per transaction,
-    /// safe behind any pooler) or session (written once per change: directly in front of PostgreSQL)
-    /// [default: transaction].
+    /// Scope of the carrier for a client's own session context: auto (written once per change where the
+    /// server session is PostgreSQL's own for this client, per transaction behind a pooler), transaction
+    /// (always per transaction) or session (always once per change) [default: auto].
     #[arg(long, env = "SQLCOMMENTER_CARRIER_SCOPE")]
     pub carrier_scope: Option<String>,
     /// Invent a root trace context per transaction for clients that supply none, without exporting
@@ -455,13 +479,7 @@ impl ProxyArgs {
             inject.root_contexts = r;
         }
         if let Some(c) = &args.carrier_scope {
-            inject.carrier_scope = match c.as_str() {
-                "transaction" => Scope::Transaction,
-                "session" => Scope::Session,
-                other => {
-                    return Err(ProxyError::Config(format!("carrier_scope {other:?}: use transaction or session")));
-                }
-            };
+            inject.carrier_scope = CarrierScope::parse(c)?;
         }
         // Tags in order (file, then flags/variable): a later one replaces an earlier one of the same key.
         let mut tags: Vec<(String, String)> = Vec::new();

@@ -121,6 +121,22 @@ pub fn bind_statement(body: &[u8]) -> Option<&[u8]> {
     Some(stmt)
 }
 
+/// Column `i` of a DataRow body (without the header): its value, `None` when it is NULL or the row is
+/// shorter or malformed.
+pub fn data_row_column(body: &[u8], i: usize) -> Option<&[u8]> {
+    let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    if i >= count {
+        return None;
+    }
+    let mut rest = &body[2..];
+    for _ in 0..i {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = rest.get(4 + usize::try_from(len).unwrap_or(0)..)?;
+    }
+    let len = usize::try_from(i32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
+    rest.get(4..4 + len)
+}
+
 /// Reads a NUL-terminated text body (Query, CommandComplete) without its terminator.
 pub fn text_body(body: &[u8]) -> &[u8] {
     match body.iter().position(|&b| b == 0) {

@@ -44,7 +44,7 @@ pub mod state;
 pub mod telemetry;
 pub mod tls;
 
-pub use config::{parse_carrier, InjectConfig, ProxyArgs, ProxyConfig, TlsFiles, Upstream};
+pub use config::{parse_carrier, CarrierScope, InjectConfig, ProxyArgs, ProxyConfig, TlsFiles, Upstream};
 pub use error::ProxyError;
 pub use server::{run, run_blocking, shutdown_signal, start, ProxyHandle};
 pub use sqlcommenter::carrier::Target as CarrierTarget;

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use common::{app_of, carrier_trace_id, comment_trace_id};
 use sqlcommenter::carrier::Scope;
-use sqlcommenter_proxy::{ProxyConfig, Upstream};
+use sqlcommenter_proxy::{CarrierScope, ProxyConfig, Upstream};
 use sqlcommenter_testpg::{pgbouncer_or_skip, Cluster, LogFormat, PgBouncer, PoolMode};
 
 const CLIENTS: usize = 8;
@@ -76,7 +76,7 @@ async fn ten_thousand_traces_leave_one_carrier_entry_in_pg_stat_statements() {
     assert_eq!(calls, 10_000, "one carrier per execution, each its own trace");
 }
 
-async fn run_through(mode: PoolMode, scope: Scope, bin: &Path) {
+async fn run_through(mode: PoolMode, scope: CarrierScope, bin: &Path) {
     let pg = cluster(true);
     let bouncer = PgBouncer::builder(mode).binary(bin).pool_size(2).max_prepared_statements(200).start(&pg).unwrap();
     pg.execute_sql("SELECT pg_stat_statements_reset()").unwrap();
@@ -135,7 +135,7 @@ async fn run_through(mode: PoolMode, scope: Scope, bin: &Path) {
         want.len()
     );
     let replays: Vec<_> = lines.iter().filter(|l| l.contains("statement: SET application_name")).collect();
-    if scope == Scope::Session {
+    if scope == CarrierScope::Fixed(Scope::Session) {
         // Written once per context change (one per request); PgBouncer keeps each client's application_name
         // and restores it when it links the client to a server — the correctness check above is what counts.
         assert!(carriers <= CLIENTS * REQUESTS, "{mode:?}/{scope:?}: {carriers} carrier executions");
@@ -189,12 +189,13 @@ async fn behind_pgbouncer_every_execution_carries_its_own_trace_and_nothing_is_r
         eprintln!("SKIPPED: python3 + psycopg 3 missing");
         return;
     }
+    // The default scope: PgBouncer's keys are its own, so the proxy writes per transaction.
     for mode in [PoolMode::Transaction, PoolMode::Session] {
-        run_through(mode, Scope::Transaction, &bin).await;
+        run_through(mode, CarrierScope::Auto, &bin).await;
     }
     // The session-scoped carrier behind transaction pooling: still correct (PgBouncer keeps application_name
     // per client and re-syncs it with its own SET per link — which is why it is not the default).
-    run_through(PoolMode::Transaction, Scope::Session, &bin).await;
+    run_through(PoolMode::Transaction, CarrierScope::Fixed(Scope::Session), &bin).await;
 }
 
 /// Behind transaction pooling the server session may change hands at every idle ReadyForQuery: a carrier
@@ -244,4 +245,50 @@ async fn behind_transaction_pooling_the_carrier_never_binds_another_clients_unna
     let distinct: std::collections::HashSet<_> = traces.iter().flatten().collect();
     assert_eq!(distinct.len(), RUNS as usize, "each execution under its own trace: {traces:?}");
     assert!(!log.contains("bind message supplies"), "a carrier bound a statement that was not its own:\n{log}");
+}
+
+/// The default scope with PostgreSQL itself behind the proxy: the carrier's `pg_backend_pid()` is the process
+/// the client's BackendKeyData names, so a client's own session context is written once, session-scoped,
+/// instead of before every transaction. 50 named executions, each its own transaction, cost two carrier
+/// executions (the first, transaction-scoped, finds it out); every execution's log line carries the context,
+/// and pg_stat_activity shows it on the session between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgresql_itself_a_clients_session_context_is_written_once() {
+    const TP: &str = "00-5bf7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let pg = cluster(true);
+    pg.execute_sql("SELECT pg_stat_statements_reset()").unwrap();
+    let mut config =
+        ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Upstream::parse(&format!("127.0.0.1:{}", pg.port())).unwrap());
+    config.admin = None;
+    let proxy = sqlcommenter_proxy::start(config).await.unwrap();
+    let c = common::connect_str(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres application_name=own \
+         options='-c sqlcommenter.traceparent={TP}'",
+        proxy.local_addr().port()
+    ))
+    .await;
+    let stmt = c.prepare("SELECT $1::int /*marker_own*/").await.unwrap();
+    for i in 0..50 {
+        let got: i32 = c.query_one(&stmt, &[&i]).await.unwrap().get(0);
+        assert_eq!(got, i);
+    }
+    let held = pg
+        .query(
+            "SELECT application_name FROM pg_stat_activity WHERE query LIKE '%marker_own%' AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    assert_eq!(held.trim(), TP, "the session holds the context");
+    let calls: i64 = pg
+        .query("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query ILIKE '%set_config%'")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(calls, 2, "{}", pg.query("SELECT query, calls FROM pg_stat_statements").unwrap());
+    drop(c);
+    proxy.shutdown().await;
+    let log = wait_for_log(&pg, "marker_own", 50);
+    let apps: Vec<&str> =
+        log.lines().filter(|l| l.contains("execute") && l.contains("marker_own")).map(app_of).collect();
+    assert_eq!(apps.len(), 50, "{log}");
+    assert!(apps.iter().all(|a| *a == TP), "every execution under the client's context: {apps:?}");
 }

@@ -6,7 +6,8 @@
 //! - [`statement`]: the one statement that writes it, `SELECT pg_catalog.set_config($1, $2, $3)` — one
 //!   fixed text, so `pg_stat_statements` keeps one entry however many traces pass (PostgreSQL ≤ 17 keys
 //!   utility statements such as `SET … TO '…'` by their text: one entry per trace) — and the recogniser
-//!   that tells carrier statements from the application's in logs.
+//!   that tells carrier statements from the application's in logs; the proxy's form also returns
+//!   `pg_backend_pid()`, which tells it whether the server session is its own.
 //! - [`effect`]: what a client's own statement does to the carrier (`SET`, `RESET`, `SET LOCAL`,
 //!   `ROLLBACK`, `ROLLBACK TO`, `DISCARD ALL`, `RESET ALL`, `set_config`), read with the core lexer; and
 //!   which statements cannot run inside a transaction block.
@@ -30,7 +31,7 @@ pub mod value;
 
 pub use effect::{may_have_effect, statements, stores_text, Effect};
 pub use state::{Action, Held, Tracker, Want};
-pub use statement::{is_carrier_statement, Write, SET_CONFIG_SQL};
+pub use statement::{is_carrier_statement, Write, SET_CONFIG_PID_SQL, SET_CONFIG_SQL};
 pub use value::{
     decode_application_name, decode_pg_tracing, encode_application_name, encode_pg_tracing, is_valid_guc_name,
     strip_carrier, AppNameFormat, APPLICATION_NAME_MAX, APPLICATION_NAME_SEPARATOR, DEFAULT_GUC, PG_TRACING_GUC,

@@ -10,6 +10,12 @@ use crate::traceparent::TraceParent;
 /// `pg_stat_statements` keeps a single entry for it.
 pub const SET_CONFIG_SQL: &str = "SELECT pg_catalog.set_config($1, $2, $3)";
 
+/// The proxy's carrier statement: [`SET_CONFIG_SQL`] that also returns the server process's id, so that a
+/// proxy learns whose server session ran it — its own (the id the server gave in its BackendKeyData:
+/// PostgreSQL itself) or a pooler's, which may change between transactions. The same parameters; one
+/// fixed text as well.
+pub const SET_CONFIG_PID_SQL: &str = "SELECT pg_catalog.set_config($1, $2, $3), pg_catalog.pg_backend_pid()";
+
 /// One carrier write: the statement [`SET_CONFIG_SQL`] with these parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write<'a> {
@@ -61,7 +67,10 @@ fn quote_into(out: &mut String, value: &str) {
 pub fn is_carrier_statement(sql: &str) -> bool {
     let normalized: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
     let bare = normalized.trim_end_matches(';').trim_end();
-    if bare.eq_ignore_ascii_case(SET_CONFIG_SQL) || bare.eq_ignore_ascii_case("SELECT set_config($1, $2, $3)") {
+    if bare.eq_ignore_ascii_case(SET_CONFIG_SQL)
+        || bare.eq_ignore_ascii_case(SET_CONFIG_PID_SQL)
+        || bare.eq_ignore_ascii_case("SELECT set_config($1, $2, $3)")
+    {
         return true;
     }
     // Earlier releases' parameterized forms.
@@ -134,6 +143,7 @@ mod tests {
     fn recognises_carriers_not_application_statements() {
         for sql in [
             SET_CONFIG_SQL,
+            SET_CONFIG_PID_SQL,
             "select  pg_catalog.set_config($1, $2, $3);",
             "SELECT pg_catalog.set_config($1, $2, false)",
             &format!("SET application_name TO E'orders@{TP}'"),
@@ -153,6 +163,7 @@ mod tests {
             &format!("SELECT '{TP}'"),
             &format!("SET application_name TO '{TP}'; SELECT 1"),
             "SELECT set_config('myapp.tenant', '42', false)",
+            "SELECT pg_catalog.pg_backend_pid()",
         ] {
             assert!(!is_carrier_statement(sql), "{sql}");
         }

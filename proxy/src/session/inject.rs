@@ -2,12 +2,12 @@
 //! carrier before named executions, and what client statements do to both.
 
 use bytes::{BufMut, BytesMut};
-use sqlcommenter::carrier::{self, Action, Effect, Scope, Target, Want, SET_CONFIG_SQL};
+use sqlcommenter::carrier::{self, Action, Effect, Scope, Target, Want, SET_CONFIG_PID_SQL};
 use sqlcommenter::{Commenter, Skip, Splice, TraceContext, TraceParent};
 
 use super::Event;
-use super::{CarrierStatement, Commented, Session, Unnamed, RESERVED_PORTAL};
-use crate::config::InjectConfig;
+use super::{CarrierStatement, Commented, ServerSession, Session, Unnamed, RESERVED_PORTAL};
+use crate::config::{CarrierScope, InjectConfig};
 use crate::frame;
 use crate::metrics::SkipReason;
 use crate::state::{Owner, Shift};
@@ -284,9 +284,14 @@ impl Session {
             Some(c) => (Some(c.clone()), true),
             None => (self.current_ctx(), self.guc_ctx.is_some() || self.startup_ctx.is_some()),
         };
-        // The client's own session context may stay on the session (configured): written once per change.
-        let scope = match (self.cfg.carrier_scope, &self.spans, self.named_ctx.contains_key(stmt)) {
-            (Scope::Session, None, false) if client || ctx.is_none() => Scope::Session,
+        // The client's own session context may stay on the session (configured, or where the server
+        // session is the client's alone): written once per change.
+        let session_ok = match self.cfg.carrier_scope {
+            CarrierScope::Auto => self.server_session == ServerSession::Own,
+            CarrierScope::Fixed(scope) => scope == Scope::Session,
+        };
+        let scope = match (session_ok, &self.spans, self.named_ctx.contains_key(stmt)) {
+            (true, None, false) if client || ctx.is_none() => Scope::Session,
             _ => Scope::Transaction,
         };
         if let Some(t) = &mut self.spans {
@@ -303,7 +308,7 @@ impl Session {
             let restore = matches!(self.unnamed, Unnamed::Parsed(_));
             let parsed = !restore && self.carrier_statement == CarrierStatement::Ready && self.proto.pending() == 0;
             if !parsed {
-                frame::write_parse_untyped(out, b"", SET_CONFIG_SQL);
+                frame::write_parse_untyped(out, b"", SET_CONFIG_PID_SQL);
                 self.proto.sent(frame::PARSE, Owner::Proxy);
             }
             out.put_slice(self.carrier_frames(&target, action, scope));

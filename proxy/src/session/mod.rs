@@ -83,6 +83,20 @@ enum CarrierStatement {
     Ready,
 }
 
+/// Whose server session the proxy talks to, as the carrier statement's `pg_backend_pid()` tells against the
+/// process id in the BackendKeyData the client got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerSession {
+    /// No carrier has answered yet (or its row could not be read).
+    Unknown,
+    /// PostgreSQL's own, for this client alone (the ids match): what the proxy leaves on it (the carrier
+    /// statement, a session-scoped carrier) is still there in the next transaction.
+    Own,
+    /// A pooler's (the ids differ: PgBouncer, pgdog and the like answer with keys of their own): the next
+    /// transaction may run on another server session.
+    Pooled,
+}
+
 /// The client's unnamed statement as the proxy sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct UnnamedStatement {
@@ -142,6 +156,8 @@ pub struct Session {
     unnamed: Unnamed,
     /// Whether the server's unnamed statement is the carrier.
     carrier_statement: CarrierStatement,
+    /// Whether the server session is this client's alone.
+    server_session: ServerSession,
     /// What the server's carrier setting holds.
     tracker: Tracker,
     /// The scope of the last carrier write (a failed one leaves that scope's value unknown).
@@ -205,6 +221,7 @@ impl Session {
             settings_dirty: false,
             unnamed: Unnamed::Absent,
             carrier_statement: CarrierStatement::Absent,
+            server_session: ServerSession::Unknown,
             tracker: Tracker::with_base(base),
             carrier_scope_sent: Scope::Transaction,
             open_txn: false,
@@ -597,7 +614,7 @@ impl Session {
             frame::COMMAND_COMPLETE => self.command_tag(frame::text_body(body)),
             _ => {}
         }
-        if tag == frame::READY_FOR_QUERY && body.first() == Some(&b'I') {
+        if tag == frame::READY_FOR_QUERY && body.first() == Some(&b'I') && self.server_session != ServerSession::Own {
             // Idle: a transaction pooler behind the proxy may give the next transaction another server
             // session, whose unnamed statement is not the carrier (or someone else's).
             self.carrier_statement = CarrierStatement::Absent;
@@ -637,6 +654,11 @@ impl Session {
                 }
                 Ok(Fate::Drop)
             }
+            ServerEvent::Swallow if tag == frame::DATA_ROW => {
+                // The proxy runs one statement with rows: the carrier.
+                self.carrier_row(body);
+                Ok(Fate::Drop)
+            }
             ServerEvent::Swallow | ServerEvent::ProxyDone(_) => Ok(Fate::Drop),
             ServerEvent::ProxyError { relay } => {
                 self.events.push(Event::CarrierFailed);
@@ -647,6 +669,22 @@ impl Session {
                 );
                 Ok(if relay { Fate::Relay } else { Fate::Drop })
             }
+        }
+    }
+
+    /// The carrier's row: its second column is the server process's id. The server session is the proxy's
+    /// own while that is the process named in the BackendKeyData; once another answers, never again.
+    fn carrier_row(&mut self, row: &[u8]) {
+        let pid = frame::data_row_column(row, 1).and_then(|v| std::str::from_utf8(v).ok()?.parse::<i32>().ok());
+        let key = self.backend_key.as_deref().and_then(|k| <[u8; 4]>::try_from(k.get(..4)?).ok());
+        let was = self.server_session;
+        self.server_session = match (pid, key.map(i32::from_be_bytes)) {
+            (Some(pid), Some(key)) if pid == key && was != ServerSession::Pooled => ServerSession::Own,
+            (Some(_), _) => ServerSession::Pooled,
+            (None, _) => was,
+        };
+        if self.server_session != was {
+            tracing::debug!(server_session = ?self.server_session, ?pid, "whose server session");
         }
     }
 

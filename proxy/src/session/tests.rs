@@ -2,7 +2,8 @@
 
 use super::spans::SpanRecord;
 use super::*;
-use sqlcommenter::carrier::SET_CONFIG_SQL;
+use crate::config::CarrierScope;
+use sqlcommenter::carrier::SET_CONFIG_PID_SQL;
 use sqlcommenter::TraceParent;
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -80,7 +81,7 @@ fn named_execution_gets_a_transaction_scoped_carrier_inline() {
     assert!(out.ends_with(&batch), "client bytes follow unchanged");
     let injected = &out[..out.len() - batch.len()];
     let text = String::from_utf8_lossy(injected);
-    assert!(text.contains("__sqlc_tcp") && text.contains(SET_CONFIG_SQL), "{text}");
+    assert!(text.contains("__sqlc_tcp") && text.contains(SET_CONFIG_PID_SQL), "{text}");
     assert!(text.contains("application_name\0") && text.contains("true\0"), "transaction-scoped: {text}");
     let mut pos = 0;
     while let Ok(Some(h)) = frame::header(&injected[pos..]) {
@@ -156,7 +157,7 @@ fn an_error_before_the_carrier_skips_it_and_the_batch() {
     assert_eq!(s.proto.pending(), 0);
     // The carrier is written again next time.
     let out = feed_client(&mut s, &named_batch());
-    assert!(String::from_utf8_lossy(&out).contains(SET_CONFIG_SQL));
+    assert!(String::from_utf8_lossy(&out).contains(SET_CONFIG_PID_SQL));
 }
 
 #[test]
@@ -384,7 +385,7 @@ fn large_frames_stream_through_in_pieces() {
 fn a_session_scoped_carrier_is_written_once_per_change() {
     let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let info = StartupInfo { application_name: None, options: Some(format!("-c sqlcommenter.traceparent={tp}")) };
-    let cfg = InjectConfig { carrier_scope: Scope::Session, ..InjectConfig::default() };
+    let cfg = InjectConfig { carrier_scope: CarrierScope::Fixed(Scope::Session), ..InjectConfig::default() };
     let mut s = Session::new(Arc::new(cfg), &info, 1);
     feed_server(&mut s, &[msg(b'R', &[0, 0, 0, 0]), msg(b'Z', b"I")].concat());
     let batch = named_batch();
@@ -403,6 +404,52 @@ fn a_session_scoped_carrier_is_written_once_per_change() {
     feed_client(&mut s, &msg(b'Q', format!("SET sqlcommenter.traceparent = '{tp2}'\0").as_bytes()));
     feed_server(&mut s, &[msg(b'C', b"SET\0"), msg(b'Z', b"I")].concat());
     assert!(String::from_utf8_lossy(&feed_client(&mut s, &batch)).contains(tp2));
+}
+
+/// The default scope: the carrier's `pg_backend_pid()` against the BackendKeyData decides. The process the
+/// keys name (PostgreSQL itself): the client's context stays on the session and the carrier statement is
+/// bound again in later transactions. Another process (a pooler's keys): transaction-scoped, parsed anew in
+/// every transaction.
+#[test]
+fn the_default_scope_follows_whose_server_session_it_is() {
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let row = |pid: &[u8]| {
+        let mut b = 2u16.to_be_bytes().to_vec();
+        for col in [tp.as_bytes(), pid] {
+            b.extend((col.len() as i32).to_be_bytes());
+            b.extend(col);
+        }
+        msg(b'D', &b)
+    };
+    let client_part = [msg(b'2', b""), msg(b'C', b"SELECT 0\0"), msg(b'Z', b"I")].concat();
+    let carrier_replies = |parsed: bool, pid: &[u8]| {
+        let mut r = if parsed { msg(b'1', b"") } else { Vec::new() };
+        r.extend([msg(b'2', b""), row(pid), msg(b'C', b"SELECT 1\0"), msg(b'3', b""), client_part.clone()].concat());
+        r
+    };
+    for (pid, own) in [(&b"9"[..], true), (&b"4242"[..], false)] {
+        let info = StartupInfo { application_name: None, options: Some(format!("-c sqlcommenter.traceparent={tp}")) };
+        let mut s = Session::new(Arc::new(InjectConfig::default()), &info, 1);
+        let keys = msg(b'K', &[0, 0, 0, 9, 1, 2, 3, 4]);
+        feed_server(&mut s, &[msg(b'R', &[0, 0, 0, 0]), keys, msg(b'Z', b"I")].concat());
+        let batch = named_batch();
+        let text = String::from_utf8_lossy(&feed_client(&mut s, &batch)).into_owned();
+        assert!(text.contains(SET_CONFIG_PID_SQL) && text.contains("true\0"), "nothing known yet: {text}");
+        assert_eq!(&feed_server(&mut s, &carrier_replies(true, pid))[..], &client_part[..]);
+        let text = String::from_utf8_lossy(&feed_client(&mut s, &batch)).into_owned();
+        if own {
+            assert!(text.contains(tp) && text.contains("false\0"), "session-scoped now: {text}");
+            assert!(!text.contains(SET_CONFIG_PID_SQL), "the carrier statement stayed: {text}");
+            assert_eq!(&feed_server(&mut s, &carrier_replies(false, pid))[..], &client_part[..]);
+            // The server session holds it: nothing more to write.
+            assert_eq!(&feed_client(&mut s, &batch)[..], &batch[..]);
+        } else {
+            assert!(text.contains(SET_CONFIG_PID_SQL) && text.contains("true\0"), "per transaction: {text}");
+            assert_eq!(&feed_server(&mut s, &carrier_replies(true, b"9"))[..], &client_part[..]);
+            let text = String::from_utf8_lossy(&feed_client(&mut s, &batch)).into_owned();
+            assert!(text.contains(SET_CONFIG_PID_SQL) && text.contains("true\0"), "once pooled, always: {text}");
+        }
+    }
 }
 
 #[test]
@@ -541,7 +588,7 @@ fn the_carrier_statement_is_parsed_once_per_transaction_while_nothing_replaces_i
     let mut s = session();
     // Spans on: every execution has a context of its own, so every named execution needs a carrier.
     s.spans = Some(SpanTracker::new("db"));
-    let parses = |out: &BytesMut| String::from_utf8_lossy(out).matches(SET_CONFIG_SQL).count();
+    let parses = |out: &BytesMut| String::from_utf8_lossy(out).matches(SET_CONFIG_PID_SQL).count();
     let begin = |s: &mut Session| {
         feed_client(s, &msg(b'Q', b"BEGIN\0"));
         feed_server(s, &[msg(b'C', b"BEGIN\0"), msg(b'Z', b"T")].concat());
@@ -611,7 +658,7 @@ fn the_kept_carrier_write_and_comment_follow_the_context_and_name() {
     let transaction = |s: &mut Session| {
         let out = text(&feed_client(s, &named_batch()));
         let (mut server, _) = replies(false, b"I");
-        if !out.contains(SET_CONFIG_SQL) {
+        if !out.contains(SET_CONFIG_PID_SQL) {
             server.drain(..5); // the carrier statement was parsed before: no ParseComplete
         }
         feed_server(s, &server);
