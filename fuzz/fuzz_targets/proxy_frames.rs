@@ -10,6 +10,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = frame::parse_body(data);
     let _ = frame::bind_statement(data);
     let _ = frame::text_body(data);
+    for i in 0..3 {
+        let _ = frame::data_row_column(data, i);
+    }
     let _ = frame::parameter_status(data);
     let _ = frame::sqlstate(data);
     let _ = startup::classify(data);

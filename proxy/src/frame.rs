@@ -316,6 +316,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn data_row_columns() {
+        // ('00-…', NULL, '42')
+        let row = [&2u16.to_be_bytes()[..], &3i32.to_be_bytes(), b"abc", &(-1i32).to_be_bytes(), b""].concat();
+        let row3 = [&3u16.to_be_bytes()[..], &row[2..], &2i32.to_be_bytes(), b"42"].concat();
+        assert_eq!(data_row_column(&row3, 0), Some(&b"abc"[..]));
+        assert_eq!(data_row_column(&row3, 1), None, "NULL");
+        assert_eq!(data_row_column(&row3, 2), Some(&b"42"[..]));
+        assert_eq!(data_row_column(&row3, 3), None, "no such column");
+        assert_eq!(data_row_column(&row, 1), None);
+        for cut in 0..row3.len() {
+            assert_ne!(data_row_column(&row3[..cut], 2), Some(&b"42"[..]), "a truncated row: {cut}");
+        }
+        let lying = [&1u16.to_be_bytes()[..], &i32::MAX.to_be_bytes(), b"x"].concat();
+        assert_eq!(data_row_column(&lying, 0), None, "a length past the end");
+    }
+
+    #[test]
     fn header_and_fields() {
         assert_eq!(header(b"Z\0\0\0").unwrap(), None);
         assert_eq!(header(b"Z\0\0\0\x05I").unwrap(), Some(Header { tag: b'Z', frame_len: 6 }));

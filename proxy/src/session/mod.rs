@@ -71,8 +71,8 @@ enum Unnamed {
 
 /// Whether the server's unnamed statement is the proxy's carrier (left there by a carrier write when the
 /// client had no unnamed statement to restore): then the next carrier of the same transaction binds it
-/// again without a Parse. Never across an idle ReadyForQuery: behind a transaction pooler the next
-/// transaction may run on another server session.
+/// again without a Parse. Across an idle ReadyForQuery only where the server session is the client's own:
+/// behind a transaction pooler the next transaction may run on another server session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CarrierStatement {
     /// Not known to be the carrier.
