@@ -187,6 +187,9 @@ mod tests {
         // the proxy's reserved statement
         assert!(is_carrier_statement("__sqlc_tc", "SELECT pg_catalog.set_config($1, $2, false)", ""));
         assert!(is_carrier_statement("", "SELECT pg_catalog.set_config($1, $2, $3)", ""));
+        // the proxy's carrier, which also returns pg_backend_pid(), as logged with its parameters
+        let logged = format!("$1 = 'application_name', $2 = '{TP}', $3 = 'true'");
+        assert!(is_carrier_statement("", carrier::SET_CONFIG_PID_SQL, &logged));
         // the drivers' statement: the setting's name is $1
         let params = format!("$1 = 'application_name', $2 = 'svc@{TP}'");
         assert!(is_carrier_statement("s3", "SELECT set_config($1, $2, false)", &params));

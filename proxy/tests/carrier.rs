@@ -40,6 +40,14 @@ fn cluster(log_all: bool) -> Cluster {
     pg
 }
 
+/// A proxy configuration in front of `port` (PostgreSQL or PgBouncer), with no admin listener.
+fn config_to(port: u16) -> ProxyConfig {
+    let mut config =
+        ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Upstream::parse(&format!("127.0.0.1:{port}")).unwrap());
+    config.admin = None;
+    config
+}
+
 fn carrier_entries(pg: &Cluster) -> usize {
     pg.query("SELECT count(*) FROM pg_stat_statements WHERE query ILIKE '%set_config%'").unwrap().parse().unwrap()
 }
@@ -48,9 +56,7 @@ fn carrier_entries(pg: &Cluster) -> usize {
 async fn ten_thousand_traces_leave_one_carrier_entry_in_pg_stat_statements() {
     let pg = cluster(false);
     pg.execute_sql("SELECT pg_stat_statements_reset()").unwrap();
-    let mut config =
-        ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Upstream::parse(&format!("127.0.0.1:{}", pg.port())).unwrap());
-    config.admin = None;
+    let mut config = config_to(pg.port());
     // Each autocommit execution under a new root trace.
     config.inject.root_contexts = true;
     let proxy = sqlcommenter_proxy::start(config).await.unwrap();
@@ -80,11 +86,7 @@ async fn run_through(mode: PoolMode, scope: CarrierScope, bin: &Path) {
     let pg = cluster(true);
     let bouncer = PgBouncer::builder(mode).binary(bin).pool_size(2).max_prepared_statements(200).start(&pg).unwrap();
     pg.execute_sql("SELECT pg_stat_statements_reset()").unwrap();
-    let mut config = ProxyConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        Upstream::parse(&format!("127.0.0.1:{}", bouncer.port())).unwrap(),
-    );
-    config.admin = None;
+    let mut config = config_to(bouncer.port());
     config.inject.carrier_scope = scope;
     let proxy = sqlcommenter_proxy::start(config).await.unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pooled_client.py");
@@ -214,11 +216,7 @@ async fn behind_transaction_pooling_the_carrier_never_binds_another_clients_unna
         .max_prepared_statements(200)
         .start(&pg)
         .unwrap();
-    let mut config = ProxyConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        Upstream::parse(&format!("127.0.0.1:{}", bouncer.port())).unwrap(),
-    );
-    config.admin = None;
+    let mut config = config_to(bouncer.port());
     config.inject.root_contexts = true;
     let proxy = sqlcommenter_proxy::start(config).await.unwrap();
     let through = common::connect(proxy.local_addr().port(), "through").await;
@@ -257,9 +255,7 @@ async fn with_postgresql_itself_a_clients_session_context_is_written_once() {
     const TP: &str = "00-5bf7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let pg = cluster(true);
     pg.execute_sql("SELECT pg_stat_statements_reset()").unwrap();
-    let mut config =
-        ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Upstream::parse(&format!("127.0.0.1:{}", pg.port())).unwrap());
-    config.admin = None;
+    let config = config_to(pg.port());
     let proxy = sqlcommenter_proxy::start(config).await.unwrap();
     let c = common::connect_str(&format!(
         "host=127.0.0.1 port={} user=postgres dbname=postgres application_name=own \
