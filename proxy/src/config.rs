@@ -79,7 +79,9 @@ pub enum CarrierScope {
     /// Session-scoped (written once per change) once the carrier's `pg_backend_pid()` showed that the
     /// server session is the proxy's own — the process PostgreSQL named in its BackendKeyData, so no pooler
     /// in between hands it to others — and transaction-scoped before that and behind a pooler (whose keys
-    /// are its own).
+    /// are its own). A pooler that passed one server's keys on while moving the client between servers
+    /// would pass for PostgreSQL; none is known to (its clients' cancel requests would reach the wrong
+    /// server): use `Fixed(Scope::Transaction)` behind such a thing.
     Auto,
     /// Always this scope. [`Scope::Transaction`] leaves nothing behind a transaction. [`Scope::Session`]
     /// behind PgBouncer's transaction pooling stays correct with the `application_name` carrier (PgBouncer
