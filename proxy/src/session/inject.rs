@@ -303,8 +303,9 @@ impl Session {
             self.carrier_scope_sent = scope;
             // The carrier as the unnamed statement in the proxy's own portal, then the client's unnamed
             // statement restored: nothing of the proxy's stays on the server. With no client statement to
-            // restore the carrier stays the unnamed statement: bound again by the next carrier of the same
-            // transaction, when nothing is in flight that could have replaced it.
+            // restore the carrier stays the unnamed statement: bound again by the next carrier, when nothing
+            // is in flight that could have replaced it and no transaction ended on a server session that may
+            // be a pooler's (see `CarrierStatement`).
             let restore = matches!(self.unnamed, Unnamed::Parsed(_));
             let parsed = !restore && self.carrier_statement == CarrierStatement::Ready && self.proto.pending() == 0;
             if !parsed {
