@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # pgbench -S through: direct PostgreSQL, pgbouncer (session mode), and the sqlcommenter proxy (injection on).
-# Cells: -M simple/extended/prepared x -c 1/8/32 (-j 2), each DURATION seconds (default 15), the three
-# targets run back to back per cell (interleaved), ROUNDS rounds (default 1; median reported).
+# Cells: -M simple/extended/prepared x -c 1/8/32 (-j 2), each DURATION seconds (default 15) measured after
+# WARMUP seconds (default 3) left out, the targets run back to back per cell (interleaved; each round starts at
+# the next target), ROUNDS rounds (default 1; median reported).
 # Each cell reports TPS, latency, the CPU per transaction of the middle process and of the server (its backends:
 # what a carrier statement costs shows there). Then: proxy RSS with 1,000 idle client connections.
 # Needs: PostgreSQL 15 binaries, PgBouncer (1.24 from .ci/pgbouncer-build.sh, or PGBOUNCER_BIN), python3.
-# Usage: proxy/bench/pgbench.sh [DURATION] ; env ROUNDS, MODES, CLIENTS, SKIP_RSS=1,
+# Usage: proxy/bench/pgbench.sh [DURATION] ; env WARMUP, ROUNDS, MODES, CLIENTS, SKIP_RSS=1,
 #   TARGETS (default "direct pgbouncer proxy"; add "relay" for the proxy with injection off, "txn" for the proxy
 #     with --carrier-scope transaction: the carrier before every named execution's transaction, as the default
 #     scope writes it behind a pooler — here the proxy finds the server session is its own and writes a
@@ -19,6 +20,7 @@
 set -euo pipefail
 
 DURATION=${1:-${DURATION:-15}}
+WARMUP=${WARMUP:-3}
 ROUNDS=${ROUNDS:-1}
 MODES=${MODES:-"simple extended prepared"}
 CLIENTS=${CLIENTS:-"1 8 32"}
@@ -72,9 +74,27 @@ if [[ " $TARGETS " == *" txn "* ]]; then
 fi
 sleep 1
 
-run() { # port mode clients -> "tps lat_ms"
-  "$BIN/pgbench" -h 127.0.0.1 -p "$1" -U postgres -S -M "$2" -c "$3" -j 2 -T "$DURATION" -n postgres 2>/dev/null |
-    awk '/^latency average/ {lat=$4} /^tps/ {tps=$3} END {printf "%.0f %.3f\n", tps, lat}'
+# One cell: pgbench for WARMUP + DURATION seconds with per-second progress. The first WARMUP seconds are left
+# out of every figure: fresh backends (the proxy opens new ones for every run, PgBouncer keeps its pool warm from
+# the run before) and cold caches. CPU is sampled when pgbench reports second WARMUP and after it exits; the
+# transactions in the window are pgbench's total minus those the warm-up seconds reported.
+cell() { # port mode clients pid -> "tps lat_ms middle_ticks server_ticks" for the measured window
+  local out=$WORK/cell.out err=$WORK/cell.err c0 s0 c1 s1 total warm pg
+  rm -f "$out" "$err" # the background pgbench truncates them only once it runs: no stale progress line
+  "$BIN/pgbench" -h 127.0.0.1 -p "$1" -U postgres -S -M "$2" -c "$3" -j 2 -T $((DURATION + WARMUP)) -P 1 -n \
+    postgres >"$out" 2>"$err" &
+  pg=$!
+  if [ "$WARMUP" -gt 0 ]; then
+    until grep -qs "^progress: $WARMUP.0 s" "$err" || ! kill -0 "$pg" 2>/dev/null; do sleep 0.01; done
+  fi
+  c0=$(cpu_ticks "$4"); s0=$(server_ticks)
+  wait "$pg" || true
+  sleep 0.3 # backends of closed sessions exit
+  c1=$(cpu_ticks "$4"); s1=$(server_ticks)
+  total=$(awk '/^number of transactions actually processed/ {print $NF}' "$out")
+  warm=$(awk -v w="$WARMUP" '/^progress:/ && $2 + 0 <= w {s += $4} END {printf "%.0f", s}' "$err")
+  awk -v t="${total:-0}" -v w="$warm" -v d="$DURATION" -v c="$3" -v dc=$((c1 - c0)) -v ds=$((s1 - s0)) \
+    'BEGIN {n = t - w; tps = n / d; printf "%.0f %.4f %d %d\n", tps, (tps > 0 ? c * 1000 / tps : 0), dc, ds}'
 }
 cpu_ticks() { # pid -> utime+stime in clock ticks
   [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
@@ -86,19 +106,19 @@ per_txn() { # ticks tps -> microseconds of CPU per transaction over the cell
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 declare -A TPS LAT CPU SRV
+read -r -a TLIST <<<"$TARGETS"
 for r in $(seq "$ROUNDS"); do
+  # Each round starts the cells at the next target, so no target always runs first (or right after another).
+  ORDER=("${TLIST[@]:$(((r - 1) % ${#TLIST[@]}))}" "${TLIST[@]:0:$(((r - 1) % ${#TLIST[@]}))}")
   for m in $MODES; do for c in $CLIENTS; do
-    for t in $TARGETS; do
+    for t in "${ORDER[@]}"; do
       case $t in
         direct) p=$PGPORT_; pid=;; pgbouncer) p=$BOUNCER_PORT; pid=$(cat "$WORK/pgbouncer.pid" 2>/dev/null || true);;
         proxy) p=$PROXY_PORT; pid=$PROXY_PID;; relay) p=$RELAY_PORT; pid=$RELAY_PID;;
         txn) p=$TXN_PORT; pid=$TXN_PID;;
       esac
-      c0=$(cpu_ticks "$pid"); s0=$(server_ticks)
-      read -r tps lat < <(run "$p" "$m" "$c")
-      sleep 0.3 # backends of closed sessions exit
-      c1=$(cpu_ticks "$pid"); s1=$(server_ticks)
-      us=$(per_txn $((c1 - c0)) "$tps"); srv=$(per_txn $((s1 - s0)) "$tps")
+      read -r tps lat dc ds < <(cell "$p" "$m" "$c" "$pid")
+      us=$(per_txn "$dc" "$tps"); srv=$(per_txn "$ds" "$tps")
       CPU[$t,$m,$c]="${CPU[$t,$m,$c]:-} $us"; SRV[$t,$m,$c]="${SRV[$t,$m,$c]:-} $srv"
       TPS[$t,$m,$c]="${TPS[$t,$m,$c]:-} $tps"; LAT[$t,$m,$c]="${LAT[$t,$m,$c]:-} $lat"
       echo "round $r $m -c $c $t: $tps tps, $lat ms, ${us} us CPU/txn in the middle process, ${srv} us in the server" >&2
@@ -107,7 +127,7 @@ for r in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "pgbench -S, ${DURATION}s per cell, -j 2, ${ROUNDS} round(s) (median), context: $CONTEXT; TPS (latency ms; CPU us per transaction in pgbouncer/proxy; the server's CPU us per transaction)"
+echo "pgbench -S, ${DURATION}s per cell after ${WARMUP}s of warm-up, -j 2, ${ROUNDS} round(s) (median), context: $CONTEXT; TPS (latency ms; CPU us per transaction in pgbouncer/proxy; the server's CPU us per transaction)"
 header="| mode | -c |"; sep="|---|---|"
 for t in $TARGETS; do header="$header $t |"; sep="$sep---|"; done
 RATIOS=proxy; [[ " $TARGETS " == *" txn "* ]] && RATIOS="proxy txn"
