@@ -12,6 +12,7 @@
 #     scope writes it behind a pooler — here the proxy finds the server session is its own and writes a
 #     client's context once),
 #   PROXY_ARGS / RELAY_ARGS / TXN_ARGS (extra flags for those proxy instances),
+#   UPSTREAM: how PgBouncer and the proxies reach the server — tcp (default, 127.0.0.1) or unix (its socket),
 #   CONTEXT: how pgbench's sessions carry trace context, the same for every target —
 #     options (default): `PGOPTIONS=-c sqlcommenter.traceparent=…` (the proxy comments every simple/unnamed
 #       statement and writes the application_name carrier before every named execution; PgBouncer is told
@@ -63,12 +64,12 @@ pgbouncer_config "$PGPORT_" "$BOUNCER_PORT" "max_client_conn = 2000" "default_po
 as_pg "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 BOUNCER_PID=$!
 ADMIN_PORT=$((PGPORT_ + 4))
-"$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" --admin "127.0.0.1:$ADMIN_PORT" ${PROXY_ARGS:-} >"$WORK/proxy.log" 2>&1 &
+"$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "$(server_host):$PGPORT_" --admin "127.0.0.1:$ADMIN_PORT" ${PROXY_ARGS:-} >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
-"$PROXY_BIN" --listen "127.0.0.1:$RELAY_PORT" --upstream "127.0.0.1:$PGPORT_" --inject false --admin off ${RELAY_ARGS:-} >"$WORK/relay.log" 2>&1 &
+"$PROXY_BIN" --listen "127.0.0.1:$RELAY_PORT" --upstream "$(server_host):$PGPORT_" --inject false --admin off ${RELAY_ARGS:-} >"$WORK/relay.log" 2>&1 &
 RELAY_PID=$!
 if [[ " $TARGETS " == *" txn "* ]]; then
-  "$PROXY_BIN" --listen "127.0.0.1:$TXN_PORT" --upstream "127.0.0.1:$PGPORT_" --carrier-scope transaction --admin off \
+  "$PROXY_BIN" --listen "127.0.0.1:$TXN_PORT" --upstream "$(server_host):$PGPORT_" --carrier-scope transaction --admin off \
     ${TXN_ARGS:-} >"$WORK/txn.log" 2>&1 &
   TXN_PID=$!
 fi
@@ -127,7 +128,7 @@ for r in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "pgbench -S, ${DURATION}s per cell after ${WARMUP}s of warm-up, -j 2, ${ROUNDS} round(s) (median), context: $CONTEXT; TPS (latency ms; CPU us per transaction in pgbouncer/proxy; the server's CPU us per transaction)"
+echo "pgbench -S, ${DURATION}s per cell after ${WARMUP}s of warm-up, -j 2, ${ROUNDS} round(s) (median), context: $CONTEXT, upstream: ${UPSTREAM:-tcp}; TPS (latency ms; CPU us per transaction in pgbouncer/proxy; the server's CPU us per transaction)"
 header="| mode | -c |"; sep="|---|---|"
 for t in $TARGETS; do header="$header $t |"; sep="$sep---|"; done
 RATIOS=proxy; [[ " $TARGETS " == *" txn "* ]] && RATIOS="proxy txn"

@@ -102,23 +102,44 @@ impl CarrierScope {
     }
 }
 
-/// The upstream server address (`host`, `port`).
+/// The upstream server address (`host`, `port`), as libpq reads it: a `host` that starts with `/` is the
+/// directory of the server's Unix-domain socket, `<host>/.s.PGSQL.<port>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    /// Host name or IP literal (without brackets).
+    /// Host name, IP literal (without brackets), or an absolute socket directory.
     pub host: String,
-    /// TCP port.
+    /// TCP port, or the number in the socket file's name.
     pub port: u16,
 }
 
 impl Upstream {
     /// Parses `postgres://[user@]HOST[:PORT][/db][?...]`, `postgresql://...` or `HOST[:PORT]` (default port
-    /// 5432; IPv6 in brackets). Only the address is used: authentication is end to end.
+    /// 5432; IPv6 in brackets). HOST may be a socket directory: `/var/run/postgresql[:PORT]`, or in a URL
+    /// percent-encoded (`postgres://%2Fvar%2Frun%2Fpostgresql:5432/db`). Only the address is used:
+    /// authentication is end to end.
     pub fn parse(s: &str) -> Result<Self, ProxyError> {
         let bad = |why: &str| ProxyError::Config(format!("invalid upstream {s:?}: {why}"));
-        let rest = s.strip_prefix("postgres://").or_else(|| s.strip_prefix("postgresql://")).unwrap_or(s);
+        if s.starts_with('/') {
+            let (dir, port) = match s.rsplit_once(':') {
+                Some((d, p)) => (d, p.parse::<u16>().map_err(|_| bad("bad port"))?),
+                None => (s, 5432),
+            };
+            let dir = match dir.trim_end_matches('/') {
+                "" => "/",
+                d => d,
+            };
+            return Ok(Upstream { host: dir.to_owned(), port });
+        }
+        let url = s.strip_prefix("postgres://").or_else(|| s.strip_prefix("postgresql://"));
+        let rest = url.unwrap_or(s);
         let authority = rest.split(['/', '?']).next().unwrap_or("");
         let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if url.is_some() && hostport.len() >= 3 && hostport[..3].eq_ignore_ascii_case("%2F") {
+            let decoded = percent_encoding::percent_decode_str(hostport)
+                .decode_utf8()
+                .map_err(|_| bad("the socket directory is not UTF-8"))?;
+            return Upstream::parse(&decoded);
+        }
         if hostport.contains(',') {
             return Err(bad("multiple hosts are not supported"));
         }
@@ -140,11 +161,18 @@ impl Upstream {
         };
         Ok(Upstream { host: host.to_owned(), port })
     }
+
+    /// The server's socket file when `host` is a socket directory.
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        self.host.starts_with('/').then(|| Path::new(&self.host).join(format!(".s.PGSQL.{}", self.port)))
+    }
 }
 
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
+        if let Some(path) = self.socket_path() {
+            write!(f, "{}", path.display())
+        } else if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
             write!(f, "{}:{}", self.host, self.port)
@@ -235,7 +263,8 @@ pub struct ProxyArgs {
     /// Address to listen on [default: 127.0.0.1:6432].
     #[arg(long, env = "SQLCOMMENTER_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
-    /// PostgreSQL server: postgres://HOST[:PORT] or HOST[:PORT] (required here or in the file).
+    /// PostgreSQL server: postgres://HOST[:PORT] or HOST[:PORT]; a HOST starting with / is the server's
+    /// Unix-socket directory, as in libpq (required here or in the file).
     #[arg(long, env = "SQLCOMMENTER_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
     /// Carrier for named statements: application_name (bare traceparent), application_name:named
@@ -277,7 +306,7 @@ pub struct ProxyArgs {
     /// Seconds open sessions may continue after SIGTERM/SIGINT [default: 30].
     #[arg(long, env = "SQLCOMMENTER_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<f64>,
-    /// Seconds to wait for the upstream's TCP connect [default: 10].
+    /// Seconds to wait for the upstream's connect [default: 10].
     #[arg(long, env = "SQLCOMMENTER_CONNECT_TIMEOUT", value_name = "SECS")]
     pub connect_timeout: Option<f64>,
     /// TLS certificate chain (PEM) for client connections; with --tls-key enables TLS.
@@ -575,6 +604,22 @@ mod tests {
         assert!(Upstream::parse("postgres://:5432").is_err());
         assert!(Upstream::parse("h:99999").is_err());
         assert!(Upstream::parse("a,b").is_err());
+        assert_eq!(u("localhost").socket_path(), None);
+    }
+
+    #[test]
+    fn upstream_socket_directories() {
+        let u = |s| Upstream::parse(s).unwrap();
+        let run = Upstream { host: "/var/run/postgresql".into(), port: 5432 };
+        assert_eq!(u("/var/run/postgresql"), run);
+        assert_eq!(u("/var/run/postgresql/"), run);
+        assert_eq!(u("postgres://%2Fvar%2Frun%2Fpostgresql/app"), run);
+        assert_eq!(u("postgresql://me@%2fvar%2frun%2fpostgresql:5433"), Upstream { port: 5433, ..run.clone() });
+        assert_eq!(u("/tmp:6000"), Upstream { host: "/tmp".into(), port: 6000 });
+        assert_eq!(run.socket_path(), Some(PathBuf::from("/var/run/postgresql/.s.PGSQL.5432")));
+        assert_eq!(run.to_string(), "/var/run/postgresql/.s.PGSQL.5432");
+        assert!(Upstream::parse("/tmp:x").is_err());
+        assert!(Upstream::parse("postgres://%2Ftmp%FF").is_err());
     }
 
     #[test]

@@ -7,14 +7,16 @@
 //!   [`sqlcommenter::Commenter`]; a statement with its own `traceparent` is left alone).
 //! - Named (prepared) statements keep their text; each execution's context is set in a session variable
 //!   (`application_name` by default, see [`CarrierTarget`], the core's carrier protocol) by the core's
-//!   `set_config` statement with `is_local = true`, inserted right before the client's Bind inside the
-//!   same batch (no Sync of its own): it ends with the batch's or the client's transaction, so no pooler
-//!   sees a setting to replay. Its replies are swallowed.
+//!   `set_config` statement, inserted right before the client's Bind inside the same batch (no Sync of its
+//!   own). Behind a pooler it is transaction-scoped (`is_local = true`): it ends with the batch's or the
+//!   client's transaction, so no pooler sees a setting to replay; where the server session is the client's
+//!   own, a client's session context is written once ([`CarrierScope`]). Its replies are swallowed.
 //! - Everything else is relayed byte for byte, full duplex, with bounded memory.
 //!
 //! Layers: [`frame`] (framing), [`state`] (the sans-I/O protocol state machine), [`session`] (sans-I/O
-//! decisions per session), [`relay`] (moving a session's bytes: epoll loop threads for plain TCP, async
-//! pumps for TLS), [`server`] (listener, startup, cancel, shutdown).
+//! decisions per session), [`relay`] (moving a session's bytes: epoll loop threads where neither leg is
+//! TLS, async pumps for TLS), [`upstream`] (the server connection: TCP or its Unix socket, TLS), [`server`]
+//! (listener, startup, cancel, shutdown).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sqlcommenter_proxy::ProxyError> {
@@ -43,6 +45,7 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 
 pub use config::{parse_carrier, CarrierScope, InjectConfig, ProxyArgs, ProxyConfig, TlsFiles, Upstream};
 pub use error::ProxyError;

@@ -16,10 +16,11 @@ use crate::cancel::CancelKeys;
 use crate::config::{InjectConfig, ProxyArgs, ProxyConfig};
 use crate::error::ProxyError;
 use crate::metrics::{GaugeGuard, METRICS};
-use crate::relay::poll::{Job, RelayLoop};
+use crate::relay::poll::{Job, RelayLoop, StdSocket};
 use crate::relay::{Direction, Ending};
 use crate::session::Session;
 use crate::startup::{classify, read_packet, FirstPacket};
+use crate::upstream::Connection;
 
 /// Shared by all sessions of one proxy.
 struct Shared {
@@ -39,7 +40,7 @@ struct Shared {
     close_tx: watch::Sender<bool>,
     /// The span exporter, when `--otlp` is on.
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
-    /// The relay loop threads sessions on plain TCP run on, taken in turn.
+    /// The relay loop threads sessions without TLS run on, taken in turn.
     loops: Vec<RelayLoop>,
     next_loop: AtomicUsize,
 }
@@ -102,54 +103,21 @@ async fn wait_idle(shared: &Shared) {
     }
 }
 
-/// Checks that the upstream accepts TCP connections.
+/// Checks that the upstream accepts connections.
 async fn probe_upstream(config: &ProxyConfig) -> Result<(), ProxyError> {
     let addr = config.upstream.to_string();
     let unreachable = |reason: String| ProxyError::UpstreamUnreachable { addr: addr.clone(), reason };
-    match tokio::time::timeout(config.connect_timeout, connect(config)).await {
+    match tokio::time::timeout(config.connect_timeout, crate::upstream::connect(&config.upstream)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(unreachable(e.to_string())),
         Err(_) => Err(unreachable(format!("no answer within {:?}", config.connect_timeout))),
     }
 }
 
-/// An upstream connection, plain or TLS.
-enum UpStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-/// Connects to the upstream and negotiates TLS per `upstream_tls`.
-async fn connect_upstream(shared: &Shared) -> std::io::Result<UpStream> {
-    use tokio::io::AsyncReadExt;
-    let mut tcp = connect(&shared.config).await?;
-    let Some(tls) = &shared.upstream_tls else { return Ok(UpStream::Plain(tcp)) };
-    let mut req = 8i32.to_be_bytes().to_vec();
-    req.extend_from_slice(&80877103i32.to_be_bytes());
-    tcp.write_all(&req).await?;
-    match tcp.read_u8().await? {
-        b'S' => {
-            let s = tls.connector.connect(tls.server_name.clone(), tcp).await?;
-            Ok(UpStream::Tls(Box::new(s)))
-        }
-        b'N' if tls.mode == crate::tls::UpstreamTlsMode::Prefer => Ok(UpStream::Plain(tcp)),
-        other => Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            format!("upstream refused TLS (answered {:?})", other as char),
-        )),
-    }
-}
-
-async fn connect(config: &ProxyConfig) -> std::io::Result<TcpStream> {
-    let s = TcpStream::connect((config.upstream.host.as_str(), config.upstream.port)).await?;
-    s.set_nodelay(true)?;
-    Ok(s)
-}
-
 /// Binds the listener, checks the upstream, and starts accepting in the background.
 pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
-    let upstream_tls = crate::tls::upstream(config.upstream_tls, config.upstream_ca.as_deref(), &config.upstream.host)?;
+    let upstream_tls = crate::upstream::tls(&config.upstream, config.upstream_tls, config.upstream_ca.as_deref())?;
     probe_upstream(&config).await?;
     let telemetry = match &config.telemetry {
         Some(t) => Some(Arc::new(crate::telemetry::Telemetry::from_env(
@@ -460,7 +428,8 @@ async fn serve(mut client: ClientIo, first: FirstPacket, shared: &Shared) -> Res
         }
     }
     let info = FirstPacket::startup_info(&params);
-    let upstream = match tokio::time::timeout(shared.config.connect_timeout, connect_upstream(shared)).await {
+    let opening = crate::upstream::open(&shared.config.upstream, shared.upstream_tls.as_ref());
+    let upstream = match tokio::time::timeout(shared.config.connect_timeout, opening).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return refuse(client, shared, e.to_string()).await,
         Err(_) => return refuse(client, shared, "connect timeout".into()).await,
@@ -479,11 +448,12 @@ async fn serve(mut client: ClientIo, first: FirstPacket, shared: &Shared) -> Res
     let telemetry = shared.telemetry.as_deref();
     let idle_timeout = shared.config.idle_timeout;
     let ending = match (client, upstream) {
-        // Plain TCP on both legs: the session moves to a relay loop thread.
-        (ClientIo::Plain(client), UpStream::Plain(mut up)) => {
+        // No TLS on either leg: the session moves to a relay loop thread.
+        (ClientIo::Plain(client), Connection::Plain(mut up)) => {
             up.write_all(&raw).await?;
             let (done, ended) = tokio::sync::oneshot::channel();
-            let job = Job { client: client.into_std()?, server: up.into_std()?, session, idle_timeout, done };
+            let client = StdSocket::Tcp(client.into_std()?);
+            let job = Job { client, server: up.into_std()?, session, idle_timeout, done };
             let n = shared.next_loop.fetch_add(1, Ordering::Relaxed);
             shared.loops[n % shared.loops.len()]
                 .submit(job)
@@ -498,8 +468,8 @@ async fn serve(mut client: ClientIo, first: FirstPacket, shared: &Shared) -> Res
                 ClientIo::Tls(s) => halves(*s),
             };
             let (ur, mut uw) = match upstream {
-                UpStream::Plain(s) => halves(s),
-                UpStream::Tls(s) => halves(*s),
+                Connection::Plain(s) => halves(s),
+                Connection::Tls(s) => halves(*s),
             };
             uw.write_all(&raw).await?;
             crate::relay::pump::run(cr, cw, ur, uw, session, telemetry, idle_timeout).await
@@ -547,7 +517,7 @@ async fn forward_cancel(shared: &Shared, raw: &[u8], key: &[u8]) -> Result<(), P
         return Ok(());
     }
     let forward = async {
-        let mut up = connect(&shared.config).await?;
+        let mut up = crate::upstream::connect(&shared.config.upstream).await?;
         up.write_all(raw).await?;
         // The server sends nothing back: read until it closes (bounded in bytes as in time).
         let mut sink = [0u8; 256];

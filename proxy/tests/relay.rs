@@ -459,3 +459,42 @@ async fn nothing_to_carry_by_default() {
     assert!(l.iter().any(|l| carrier_trace_id(app_of(l)).as_deref() == Some("4bf92f3577b34da6a3ce929d0e0e4736")));
     proxy.shutdown().await;
 }
+
+/// An upstream given as a socket directory is reached over the server's Unix socket: the server sees a
+/// socket client (no address, port -1), injection works as over TCP, and a cancel is forwarded there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_servers_unix_socket() {
+    let socket = format!("{}:{}", pg().socket_dir().display(), pg().port());
+    let proxy = proxy_with(|c| c.upstream = sqlcommenter_proxy::Upstream::parse(&socket).unwrap()).await;
+    let c = connect(proxy.local_addr().port(), "t_unix").await;
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let direct = connect(pg().port(), "t_unix_observer").await;
+    let sql = "SELECT client_addr::text, client_port FROM pg_stat_activity WHERE pid = $1";
+    let row = direct.query_one(sql, &[&pid]).await.unwrap();
+    let (addr, port): (Option<String>, Option<i32>) = (row.get(0), row.get(1));
+    assert_eq!((addr, port), (None, Some(-1)), "the proxy's session reached the server over its socket");
+    c.simple_query("SELECT 1 /*marker_unix_simple*/").await.unwrap();
+    assert!(log_lines("marker_unix_simple", 1).iter().all(|l| comment_trace_id(l).is_some()));
+    let stmt = c.prepare("SELECT $1::int /*marker_unix_named*/").await.unwrap();
+    c.query_one(&stmt, &[&1i32]).await.unwrap();
+    assert!(exec_lines("marker_unix_named", 1).iter().all(|l| carrier_trace_id(app_of(l)).is_some()));
+    // A cancel forwarded over the socket ends the statement long before its end.
+    let cancel = c.cancel_token();
+    let started = Instant::now();
+    let sleeping = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30) /*marker_unix_cancel*/").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let err = sleeping.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    proxy.shutdown().await;
+
+    // No server behind a socket directory: a clear error naming the socket file.
+    let mut config = sqlcommenter_proxy::ProxyConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        sqlcommenter_proxy::Upstream::parse("/nonexistent-sqlc-dir:5432").unwrap(),
+    );
+    config.connect_timeout = Duration::from_secs(2);
+    let Err(err) = sqlcommenter_proxy::start(config).await else { panic!("no server there") };
+    assert!(err.to_string().contains("/nonexistent-sqlc-dir/.s.PGSQL.5432"), "{err}");
+}

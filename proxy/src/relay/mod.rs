@@ -1,4 +1,4 @@
-//! Moving one established session's bytes. [`poll`]: plain TCP on both legs, sessions multiplexed on an
+//! Moving one established session's bytes. [`poll`]: no TLS on either leg, sessions multiplexed on an
 //! epoll loop thread (no task, no future, no wake-up per message: PgBouncer's shape). [`pump`]: TLS on
 //! either leg, two async pumps in one task. Both feed the sans-I/O [`Session`] what they read with the
 //! time they read it, hand its events to [`deliver`], and end a session the same way ([`Ending`]).

@@ -1,4 +1,4 @@
-//! The relay loop for sessions on plain TCP: one thread multiplexes many sessions on epoll (mio,
+//! The relay loop for sessions with no TLS on either leg (TCP, or the server's Unix socket): one thread multiplexes many sessions on epoll (mio,
 //! edge-triggered); a readable socket is read, the bytes go through the [`Session`] and straight on to the
 //! other socket — one read and one write per batch of messages, no task, no future, no cross-thread
 //! wake-up (PgBouncer's shape). Idle sessions hold no buffers: reads land in the loop's scratch buffer and
@@ -33,12 +33,22 @@ const TICK: Duration = Duration::from_millis(100);
 /// a large result or COPY does not hold the thread); it continues on the loop's next turn.
 const READS_PER_TURN: usize = 16;
 
+/// A connected socket for a relay loop: TCP, or a Unix-domain socket (a server's socket file).
+#[derive(Debug)]
+pub enum StdSocket {
+    /// TCP.
+    Tcp(std::net::TcpStream),
+    /// A Unix-domain stream socket.
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixStream),
+}
+
 /// A session handed to a relay loop: both sockets connected (startup packet already sent upstream).
 pub struct Job {
     /// The client's socket.
-    pub client: std::net::TcpStream,
+    pub client: StdSocket,
     /// The server's socket.
-    pub server: std::net::TcpStream,
+    pub server: StdSocket,
     /// The session's decisions.
     pub session: Session,
     /// Close the session after this long without traffic.
@@ -93,9 +103,78 @@ struct Side {
     hup: bool,
 }
 
+/// A relay loop's socket (non-blocking, registered edge-triggered).
+enum Socket {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(mio::net::UnixStream),
+}
+
+impl From<StdSocket> for Socket {
+    fn from(s: StdSocket) -> Self {
+        match s {
+            StdSocket::Tcp(s) => Socket::Tcp(TcpStream::from_std(s)),
+            #[cfg(unix)]
+            StdSocket::Unix(s) => Socket::Unix(mio::net::UnixStream::from_std(s)),
+        }
+    }
+}
+
+impl Socket {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => (&*s).read(buf),
+            #[cfg(unix)]
+            Socket::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => (&*s).write(buf),
+            #[cfg(unix)]
+            Socket::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+}
+
+impl mio::event::Source for Socket {
+    fn register(&mut self, registry: &mio::Registry, token: Token, interests: Interest) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.register(registry, token, interests),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(&mut self, registry: &mio::Registry, token: Token, interests: Interest) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.reregister(registry, token, interests),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.deregister(registry),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.deregister(registry),
+        }
+    }
+}
+
 struct Conn {
-    client: TcpStream,
-    server: TcpStream,
+    client: Socket,
+    server: Socket,
     session: Session,
     up: Side,
     down: Side,
@@ -104,7 +183,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn parts(&mut self, dir: Direction) -> (&TcpStream, &TcpStream, &mut Side, &mut Session) {
+    fn parts(&mut self, dir: Direction) -> (&Socket, &Socket, &mut Side, &mut Session) {
         match dir {
             Direction::Upstream => (&self.client, &self.server, &mut self.up, &mut self.session),
             Direction::Downstream => (&self.server, &self.client, &mut self.down, &mut self.session),
@@ -200,7 +279,7 @@ impl Loop {
 
     fn add(&mut self, job: Job, now: Instant) {
         let Job { client, server, session, idle_timeout, done } = job;
-        let (mut client, mut server) = (TcpStream::from_std(client), TcpStream::from_std(server));
+        let (mut client, mut server) = (Socket::from(client), Socket::from(server));
         let entry = self.sessions.vacant_entry();
         let key = entry.key();
         let both = Interest::READABLE | Interest::WRITABLE;
@@ -322,7 +401,7 @@ impl Loop {
         if let Some(msg) = ending.farewell() {
             // Best effort without waiting: a client that does not read it loses nothing else.
             let _ = write_some(&conn.client, &msg);
-            let _ = conn.client.shutdown(std::net::Shutdown::Write);
+            let _ = conn.client.shutdown_write();
         }
         let _ = conn.done.send(ending);
     }
@@ -335,7 +414,7 @@ fn side(conn: &Conn, dir: Direction) -> &Side {
     }
 }
 
-fn read_some(mut src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+fn read_some(src: &Socket, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match src.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -345,7 +424,7 @@ fn read_some(mut src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Writes what the socket takes now; `Ok(n)` with `n` short of `buf.len()` when it would block.
-fn write_some(mut dst: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+fn write_some(dst: &Socket, buf: &[u8]) -> io::Result<usize> {
     let mut sent = 0;
     while sent < buf.len() {
         match dst.write(&buf[sent..]) {
