@@ -121,6 +121,7 @@ impl From<StdSocket> for Socket {
 }
 
 impl Socket {
+    #[inline(always)]
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(s) => (&*s).read(buf),
@@ -129,6 +130,7 @@ impl Socket {
         }
     }
 
+    #[inline(always)]
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(s) => (&*s).write(buf),
@@ -414,6 +416,10 @@ fn side(conn: &Conn, dir: Direction) -> &Side {
     }
 }
 
+// `read_some` and `write_some` (and the socket's `read`/`write`) are forced inline: once the socket became an
+// enum, LTO left them as calls, ~30 instructions each, four per transaction (callgrind, prepared: 3,540 →
+// 3,670 for the relay).
+#[inline(always)]
 fn read_some(src: &Socket, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match src.read(buf) {
@@ -424,6 +430,7 @@ fn read_some(src: &Socket, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Writes what the socket takes now; `Ok(n)` with `n` short of `buf.len()` when it would block.
+#[inline(always)]
 fn write_some(dst: &Socket, buf: &[u8]) -> io::Result<usize> {
     let mut sent = 0;
     while sent < buf.len() {
