@@ -64,24 +64,26 @@ stop_cluster() {
   as_pg "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
 }
 
-# How the middle processes reach the server (UPSTREAM): tcp (default) on 127.0.0.1, or unix: the cluster's
-# socket in $WORK, for PgBouncer (`host=$WORK`) and the proxy (`--upstream $WORK:PORT`) alike.
-server_host() {
-  case ${UPSTREAM:-tcp} in
+# Which sockets every leg uses (SOCKETS): tcp (default) on 127.0.0.1, or unix: pgbench reaches PostgreSQL,
+# PgBouncer and the proxy on their socket files in $WORK, and they reach PostgreSQL on its socket (a host on
+# one machine). The host to give a client or a middle process:
+host() {
+  case ${SOCKETS:-tcp} in
     tcp) echo 127.0.0.1 ;;
     unix) echo "$WORK" ;;
-    *) echo "UPSTREAM must be tcp or unix" >&2; exit 2 ;;
+    *) echo "SOCKETS must be tcp or unix" >&2; exit 2 ;;
   esac
 }
 
 # pgbouncer_config SERVER_PORT LISTEN_PORT [setting ...]: $WORK/pgbouncer.ini (session pooling, trust, the
-# `options` startup parameter ignored, the given `name = value` settings) and its users file.
+# `options` startup parameter ignored, the server and its own socket per SOCKETS, the given `name = value`
+# settings) and its users file.
 pgbouncer_config() {
   local server=$1 listen=$2
   shift 2
   {
-    printf '[databases]\npostgres = host=%s port=%s dbname=postgres\n[pgbouncer]\n' "$(server_host)" "$server"
-    printf 'listen_addr = 127.0.0.1\nlisten_port = %s\nunix_socket_dir =\n' "$listen"
+    printf '[databases]\npostgres = host=%s port=%s dbname=postgres\n[pgbouncer]\n' "$(host)" "$server"
+    printf 'listen_addr = 127.0.0.1\nlisten_port = %s\nunix_socket_dir = %s\n' "$listen" "$([ "${SOCKETS:-tcp}" = tcp ] || echo "$WORK")"
     printf 'auth_type = trust\nauth_file = %s/users.txt\npool_mode = session\n' "$WORK"
     printf 'ignore_startup_parameters = options\nlogfile = %s/pgbouncer.log\n' "$WORK"
     for s in "$@"; do printf '%s\n' "$s"; done

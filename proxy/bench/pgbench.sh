@@ -12,7 +12,8 @@
 #     scope writes it behind a pooler — here the proxy finds the server session is its own and writes a
 #     client's context once),
 #   PROXY_ARGS / RELAY_ARGS / TXN_ARGS (extra flags for those proxy instances),
-#   UPSTREAM: how PgBouncer and the proxies reach the server — tcp (default, 127.0.0.1) or unix (its socket),
+#   SOCKETS: tcp (default: every leg on 127.0.0.1) or unix (pgbench to each target and PgBouncer and the proxies
+#     to the server on Unix sockets, as on one host: PgBouncer's unix_socket_dir, the proxy's --listen-socket),
 #   CONTEXT: how pgbench's sessions carry trace context, the same for every target —
 #     options (default): `PGOPTIONS=-c sqlcommenter.traceparent=…` (the proxy comments every simple/unnamed
 #       statement and writes the application_name carrier before every named execution; PgBouncer is told
@@ -64,12 +65,13 @@ pgbouncer_config "$PGPORT_" "$BOUNCER_PORT" "max_client_conn = 2000" "default_po
 as_pg "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 BOUNCER_PID=$!
 ADMIN_PORT=$((PGPORT_ + 4))
-"$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "$(server_host):$PGPORT_" --admin "127.0.0.1:$ADMIN_PORT" ${PROXY_ARGS:-} >"$WORK/proxy.log" 2>&1 &
+SOCKET_ARGS=; [ "${SOCKETS:-tcp}" = tcp ] || SOCKET_ARGS="--listen-socket $WORK"
+"$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" $SOCKET_ARGS --upstream "$(host):$PGPORT_" --admin "127.0.0.1:$ADMIN_PORT" ${PROXY_ARGS:-} >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
-"$PROXY_BIN" --listen "127.0.0.1:$RELAY_PORT" --upstream "$(server_host):$PGPORT_" --inject false --admin off ${RELAY_ARGS:-} >"$WORK/relay.log" 2>&1 &
+"$PROXY_BIN" --listen "127.0.0.1:$RELAY_PORT" $SOCKET_ARGS --upstream "$(host):$PGPORT_" --inject false --admin off ${RELAY_ARGS:-} >"$WORK/relay.log" 2>&1 &
 RELAY_PID=$!
 if [[ " $TARGETS " == *" txn "* ]]; then
-  "$PROXY_BIN" --listen "127.0.0.1:$TXN_PORT" --upstream "$(server_host):$PGPORT_" --carrier-scope transaction --admin off \
+  "$PROXY_BIN" --listen "127.0.0.1:$TXN_PORT" $SOCKET_ARGS --upstream "$(host):$PGPORT_" --carrier-scope transaction --admin off \
     ${TXN_ARGS:-} >"$WORK/txn.log" 2>&1 &
   TXN_PID=$!
 fi
@@ -82,7 +84,7 @@ sleep 1
 cell() { # port mode clients pid -> "tps lat_ms middle_ticks server_ticks" for the measured window
   local out=$WORK/cell.out err=$WORK/cell.err c0 s0 c1 s1 total warm pg
   rm -f "$out" "$err" # the background pgbench truncates them only once it runs: no stale progress line
-  "$BIN/pgbench" -h 127.0.0.1 -p "$1" -U postgres -S -M "$2" -c "$3" -j 2 -T $((DURATION + WARMUP)) -P 1 -n \
+  "$BIN/pgbench" -h "$(host)" -p "$1" -U postgres -S -M "$2" -c "$3" -j 2 -T $((DURATION + WARMUP)) -P 1 -n \
     postgres >"$out" 2>"$err" &
   pg=$!
   if [ "$WARMUP" -gt 0 ]; then
@@ -128,7 +130,7 @@ for r in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "pgbench -S, ${DURATION}s per cell after ${WARMUP}s of warm-up, -j 2, ${ROUNDS} round(s) (median), context: $CONTEXT, upstream: ${UPSTREAM:-tcp}; TPS (latency ms; CPU us per transaction in pgbouncer/proxy; the server's CPU us per transaction)"
+echo "pgbench -S, ${DURATION}s per cell after ${WARMUP}s of warm-up, -j 2, ${ROUNDS} round(s) (median), context: $CONTEXT, sockets: ${SOCKETS:-tcp}; TPS (latency ms; CPU us per transaction in pgbouncer/proxy; the server's CPU us per transaction)"
 header="| mode | -c |"; sep="|---|---|"
 for t in $TARGETS; do header="$header $t |"; sep="$sep---|"; done
 RATIOS=proxy; [[ " $TARGETS " == *" txn "* ]] && RATIOS="proxy txn"

@@ -194,6 +194,9 @@ pub struct TlsFiles {
 pub struct ProxyConfig {
     /// Address to listen on (port 0 picks a free port; see [`crate::ProxyHandle::local_addr`]).
     pub listen: SocketAddr,
+    /// A directory for a Unix socket as well, `<dir>/.s.PGSQL.<listen port>` (libpq's `host=<dir>`);
+    /// `None`: TCP only.
+    pub listen_socket: Option<PathBuf>,
     /// The PostgreSQL server.
     pub upstream: Upstream,
     /// Injection settings.
@@ -230,6 +233,7 @@ impl ProxyConfig {
     pub fn new(listen: SocketAddr, upstream: Upstream) -> Self {
         ProxyConfig {
             listen,
+            listen_socket: None,
             upstream,
             inject: InjectConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
@@ -263,6 +267,10 @@ pub struct ProxyArgs {
     /// Address to listen on [default: 127.0.0.1:6432].
     #[arg(long, env = "SQLCOMMENTER_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Also listen on a Unix socket in this directory, named `.s.PGSQL.<port>` after the listen port, so
+    /// local clients connect with `host=DIR` (as to PostgreSQL's own socket) [default: none].
+    #[arg(long, env = "SQLCOMMENTER_LISTEN_SOCKET", value_name = "DIR")]
+    pub listen_socket: Option<PathBuf>,
     /// PostgreSQL server: postgres://HOST[:PORT] or HOST[:PORT]; a HOST starting with / is the server's
     /// Unix-socket directory, as in libpq (required here or in the file).
     #[arg(long, env = "SQLCOMMENTER_UPSTREAM", value_name = "URL")]
@@ -411,6 +419,7 @@ impl ProxyArgs {
         let ProxyArgs {
             config: _,
             listen,
+            listen_socket,
             upstream,
             carrier,
             guc,
@@ -447,6 +456,7 @@ impl ProxyArgs {
         ProxyArgs {
             config: None,
             listen: self.listen.or(listen),
+            listen_socket: self.listen_socket.or(listen_socket),
             upstream: self.upstream.or(upstream),
             carrier: self.carrier.or(carrier),
             guc: self.guc.or(guc),
@@ -487,6 +497,7 @@ impl ProxyArgs {
             ProxyError::Config("no upstream given (--upstream, SQLCOMMENTER_UPSTREAM or upstream in the file)".into())
         })?;
         let mut config = ProxyConfig::new(listen, Upstream::parse(&upstream)?);
+        config.listen_socket = args.listen_socket;
         let inject = &mut config.inject;
         if let Some(g) = args.guc {
             if g.is_empty() || !g.contains('.') {
@@ -709,6 +720,7 @@ mod tests {
     /// A new setting without a row here fails `every_flag_has_its_variable_and_file_key`.
     const SAMPLES: &[(&str, &str, &str, &[&str])] = &[
         ("listen", "127.0.0.1:7001", "\"127.0.0.1:7001\"", &[]),
+        ("listen_socket", "/run/sqlc", "\"/run/sqlc\"", &[]),
         ("upstream", "db.example:7", "\"postgres://db.example:7/app\"", &[]),
         ("carrier", "guc", "\"guc\"", &[]),
         ("guc", "my.tp", "\"my.tp\"", &[]),
@@ -781,7 +793,7 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, SAMPLES.len(), "SAMPLES names a setting that is no flag");
-        assert_eq!(seen, 28);
+        assert_eq!(seen, 29);
     }
 
     /// Flag > variable > file > default, for settings the file used not to take and for those it did.

@@ -14,6 +14,14 @@ pub enum ProxyError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The proxy's Unix socket file could not be created.
+    #[error("cannot listen on {}: {source}", path.display())]
+    BindSocket {
+        /// The socket file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The upstream server is unreachable.
     #[error("upstream {addr} is unreachable: {reason}")]
     UpstreamUnreachable {

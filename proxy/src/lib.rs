@@ -30,6 +30,9 @@
 
 #![warn(missing_docs)]
 
+#[cfg(not(unix))]
+compile_error!("sqlcommenter-proxy runs on Unix (Linux, macOS): it relays TCP and Unix-domain sockets on epoll/kqueue");
+
 pub mod admin;
 pub mod cancel;
 pub mod config;
@@ -38,6 +41,7 @@ pub mod error;
 pub mod frame;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod relay;
 pub mod server;
 pub mod session;

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
 use crate::cancel::CancelKeys;
 use crate::config::{InjectConfig, ProxyArgs, ProxyConfig};
 use crate::error::ProxyError;
 use crate::metrics::{GaugeGuard, METRICS};
-use crate::relay::poll::{Job, RelayLoop, StdSocket};
+use crate::net::{Listener, Peer, Socket, StdSocket};
+use crate::relay::poll::{Job, RelayLoop};
 use crate::relay::{Direction, Ending};
 use crate::session::Session;
 use crate::startup::{classify, read_packet, FirstPacket};
@@ -48,6 +48,7 @@ struct Shared {
 /// A running proxy started with [`start`].
 pub struct ProxyHandle {
     addr: SocketAddr,
+    socket: Option<std::path::PathBuf>,
     admin: Option<SocketAddr>,
     stop_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -64,6 +65,11 @@ impl ProxyHandle {
     /// The address the proxy listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The proxy's Unix socket file (`listen_socket`), when enabled: `<dir>/.s.PGSQL.<port>`.
+    pub fn socket_path(&self) -> Option<&std::path::Path> {
+        self.socket.as_deref()
     }
 
     /// The admin endpoint's address (`/metrics`, `/health`), when enabled.
@@ -131,9 +137,9 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     if let Some(r) = telemetry.as_ref().and_then(|t| t.root_ratio()) {
         inject.sample_ratio = r;
     }
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|source| ProxyError::Bind { addr: config.listen, source })?;
+    let listener = Listener::bind(config.listen, config.listen_socket.as_deref()).await?;
     let addr = listener.local_addr().map_err(ProxyError::Runtime)?;
+    let socket = listener.socket_path().map(ToOwned::to_owned);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (close_tx, _) = watch::channel(false);
     let threads = config
@@ -157,7 +163,12 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         loops,
         next_loop: AtomicUsize::new(0),
     });
-    tracing::info!(%addr, upstream = %shared.config.upstream, "proxy listening");
+    match &socket {
+        Some(path) => {
+            tracing::info!(%addr, socket = %path.display(), upstream = %shared.config.upstream, "proxy listening")
+        }
+        None => tracing::info!(%addr, upstream = %shared.config.upstream, "proxy listening"),
+    }
     let workers = Workers::spawn(threads, &shared)?;
     // The admin endpoint is auxiliary: a busy port (e.g. a second proxy on one host) must not stop the proxy.
     let admin = match shared.config.admin {
@@ -171,7 +182,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         None => None,
     };
     let task = tokio::spawn(accept_loop(listener, shared.clone(), workers, stop_rx));
-    Ok(ProxyHandle { addr, admin, stop_tx, task, shared })
+    Ok(ProxyHandle { addr, socket, admin, stop_tx, task, shared })
 }
 
 /// Runs the proxy until `shutdown` completes, then shuts down gracefully.
@@ -200,31 +211,22 @@ pub fn run_blocking(args: ProxyArgs) -> Result<(), ProxyError> {
 
 /// A future completing on the first SIGTERM or SIGINT.
 pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        Ok(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-    }
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// Session threads: each runs its own single-threaded tokio runtime, and a session lives on one thread
 /// for its whole life, so socket wake-ups never cross threads (measured: a multi-threaded work-stealing
 /// runtime spent most of its time in task switches and cross-thread wake-ups under pgbench).
 struct Workers {
-    senders: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<(StdSocket, Peer)>>,
     next: usize,
 }
 
@@ -244,20 +246,20 @@ impl Workers {
         Ok(Workers { senders, next: 0 })
     }
 
-    fn dispatch(&mut self, sock: std::net::TcpStream, peer: SocketAddr) -> bool {
+    fn dispatch(&mut self, sock: StdSocket, peer: Peer) -> bool {
         let i = self.next % self.senders.len();
         self.next = self.next.wrapping_add(1);
         self.senders[i].send((sock, peer)).is_ok()
     }
 }
 
-async fn worker(mut rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>, shared: Arc<Shared>) {
+async fn worker(mut rx: tokio::sync::mpsc::UnboundedReceiver<(StdSocket, Peer)>, shared: Arc<Shared>) {
     while let Some((sock, peer)) = rx.recv().await {
         let shared = shared.clone();
         tokio::spawn(async move {
             let _open = GaugeGuard::new(&METRICS.client_connections, &METRICS.client_connections_total);
             let mut close = shared.close_tx.subscribe();
-            match TcpStream::from_std(sock) {
+            match Socket::from_std(sock) {
                 Ok(sock) => {
                     tokio::select! {
                         r = handle_client(sock, &shared) => {
@@ -279,25 +281,13 @@ async fn worker(mut rx: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStrea
     wait_idle(&shared).await;
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut workers: Workers,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Accepts until stopped; dropping the listener at the end removes the socket file.
+async fn accept_loop(listener: Listener, shared: Arc<Shared>, mut workers: Workers, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             r = listener.accept() => match r {
                 Ok((sock, peer)) => {
-                    let _ = sock.set_nodelay(true);
-                    let sock = match sock.into_std() {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!(%peer, error = %e, "cannot hand over client socket");
-                            continue;
-                        }
-                    };
                     shared.active.fetch_add(1, Ordering::SeqCst);
                     if !workers.dispatch(sock, peer) && shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
                         shared.idle.notify_waiters();
@@ -312,7 +302,7 @@ async fn accept_loop(
     }
 }
 
-async fn handle_client(mut client: TcpStream, shared: &Shared) -> Result<(), ProxyError> {
+async fn handle_client(mut client: Socket, shared: &Shared) -> Result<(), ProxyError> {
     // Negotiation: SSLRequest gets `S` and a TLS handshake when TLS is configured, else `N`; GSSENCRequest
     // always gets `N`; then the real first packet.
     let deadline = tokio::time::Instant::now() + shared.config.startup_timeout;
@@ -363,7 +353,7 @@ async fn within<T>(
 
 /// Sends a FATAL protocol-violation error and ends the connection without a reset: unread input would
 /// make the kernel answer the close with RST, which can destroy the error before the client reads it.
-async fn reject(client: &mut TcpStream, e: &ProxyError) {
+async fn reject(client: &mut Socket, e: &ProxyError) {
     use tokio::io::AsyncReadExt;
     let mut out = BytesMut::new();
     crate::frame::write_error(&mut out, "FATAL", "08P01", &format!("sqlcommenter proxy: {e}"));
@@ -385,8 +375,8 @@ async fn reject(client: &mut TcpStream, e: &ProxyError) {
 
 /// A client connection after negotiation.
 enum ClientIo {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Plain(Socket),
+    Tls(Box<tokio_rustls::server::TlsStream<Socket>>),
 }
 
 impl ClientIo {
@@ -406,13 +396,15 @@ impl ClientIo {
 }
 
 async fn serve(mut client: ClientIo, first: FirstPacket, shared: &Shared) -> Result<(), ProxyError> {
-    let tls = matches!(client, ClientIo::Tls(_));
+    // `require_tls` holds for TCP clients: one on the Unix socket is local (PostgreSQL's `hostssl` does not
+    // apply to `local` either, and libpq asks for no TLS there).
+    let secure = matches!(client, ClientIo::Tls(_) | ClientIo::Plain(Socket::Unix(_)));
     let (raw, params) = match first {
         FirstPacket::Cancel { raw, key } => return forward_cancel(shared, &raw, &key).await,
         FirstPacket::Startup { raw, params } => (raw, params),
         FirstPacket::Ssl | FirstPacket::GssEnc => return Ok(()),
     };
-    if shared.config.require_tls && !tls {
+    if shared.config.require_tls && !secure {
         let mut out = BytesMut::new();
         crate::frame::write_error(&mut out, "FATAL", "28000", "sqlcommenter proxy: TLS is required");
         client.tell(&out, false).await;
@@ -452,8 +444,7 @@ async fn serve(mut client: ClientIo, first: FirstPacket, shared: &Shared) -> Res
         (ClientIo::Plain(client), Connection::Plain(mut up)) => {
             up.write_all(&raw).await?;
             let (done, ended) = tokio::sync::oneshot::channel();
-            let client = StdSocket::Tcp(client.into_std()?);
-            let job = Job { client, server: up.into_std()?, session, idle_timeout, done };
+            let job = Job { client: client.into_std()?, server: up.into_std()?, session, idle_timeout, done };
             let n = shared.next_loop.fetch_add(1, Ordering::Relaxed);
             shared.loops[n % shared.loops.len()]
                 .submit(job)

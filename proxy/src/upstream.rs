@@ -3,80 +3,19 @@
 //! TLS negotiated per `upstream_tls`, on TCP only (PostgreSQL offers none on its socket).
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::Upstream;
 use crate::error::ProxyError;
-use crate::relay::poll::StdSocket;
+use crate::net::Socket;
 use crate::tls::{UpstreamTls, UpstreamTlsMode};
-
-/// A connected server socket.
-pub enum Socket {
-    /// TCP (`TCP_NODELAY` set).
-    Tcp(TcpStream),
-    /// The server's Unix-domain socket.
-    #[cfg(unix)]
-    Unix(tokio::net::UnixStream),
-}
-
-impl Socket {
-    /// The blocking-mode-agnostic std socket, for a relay loop.
-    pub fn into_std(self) -> io::Result<StdSocket> {
-        match self {
-            Socket::Tcp(s) => s.into_std().map(StdSocket::Tcp),
-            #[cfg(unix)]
-            Socket::Unix(s) => s.into_std().map(StdSocket::Unix),
-        }
-    }
-}
-
-impl AsyncRead for Socket {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            #[cfg(unix)]
-            Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Socket {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            #[cfg(unix)]
-            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
-            #[cfg(unix)]
-            Socket::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            #[cfg(unix)]
-            Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
 
 /// Opens a connection to the server: its socket file when `upstream` names a socket directory, else TCP.
 pub async fn connect(upstream: &Upstream) -> io::Result<Socket> {
     if let Some(path) = upstream.socket_path() {
-        #[cfg(unix)]
         return tokio::net::UnixStream::connect(&path).await.map(Socket::Unix);
-        #[cfg(not(unix))]
-        return Err(io::Error::new(io::ErrorKind::Unsupported, format!("no Unix sockets here: {}", path.display())));
     }
     let s = TcpStream::connect((upstream.host.as_str(), upstream.port)).await?;
     s.set_nodelay(true)?;

@@ -3,13 +3,15 @@
 # directly and through the sqlcommenter proxy, each run on a fresh throwaway cluster; prints per mode the tests
 # that pass directly but not through the proxy, with an excerpt of each one's regression.diffs section.
 # Usage: proxy/suites/pg_regress.sh ; env
-#   MODES    default "direct proxy context roots otlp":
+#   MODES    default "direct proxy context roots otlp unix":
 #              direct          psql -> server
 #              direct-context  psql -> server with the context mode's PGOPTIONS (a control for `context`)
 #              proxy           psql -> proxy as shipped (no client context)
 #              context         psql -> proxy with PGOPTIONS='-c sqlcommenter.traceparent=00-…-01' (session context)
 #              roots           psql -> proxy --root-contexts true (a fresh root context per transaction, injected)
 #              otlp            psql -> proxy exporting a span per statement (--otlp true) to a local OTLP/HTTP sink
+#              unix            psql -> the proxy's Unix socket (--listen-socket) -> the server's Unix socket, with
+#                              the context mode's PGOPTIONS
 #   TESTS    test names to run instead of the schedule (test_setup and create_index etc. are prerequisites of
 #            many tests: e.g. TESTS="test_setup create_index errors")
 #   PROXY_ARGS extra proxy flags; PROFILE release|debug (default release); EXCERPT lines per diff (default 40);
@@ -19,7 +21,7 @@
 # with pgxs from postgresql-server-dev-15). Exit 0 when every test that passes directly passes in every proxy mode.
 set -euo pipefail
 
-MODES=${MODES:-"direct proxy context roots otlp"}
+MODES=${MODES:-"direct proxy context roots otlp unix"}
 PROFILE=${PROFILE:-release}
 EXCERPT=${EXCERPT:-40}
 BIN=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
@@ -140,16 +142,17 @@ log_temp_files = 128kB
 log_line_prefix = '%m %a [%p] '
 log_min_error_statement = panic
 log_statement = all
+log_connections = on
 fsync = off
 jit = off
 CONF
   as_pg "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg-$1.log" -w start >/dev/null
 }
 
-start_proxy() { # extra flags...
+start_proxy() { # extra flags...; env UPSTREAM_ADDR (default the server's TCP address)
   PROXY_PORT=$(free_port)
   # shellcheck disable=SC2086
-  "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$PGPORT_" --admin off "$@" ${PROXY_ARGS:-} \
+  "$PROXY_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "${UPSTREAM_ADDR:-127.0.0.1:$PGPORT_}" --admin off "$@" ${PROXY_ARGS:-} \
     >>"$RESULTS/proxy.log" 2>&1 &
   PROXY_PID=$!
   wait_port "$PROXY_PORT" || { echo "the proxy did not start (see $RESULTS/proxy.log)" >&2; exit 1; }
@@ -208,7 +211,7 @@ PY
 }
 
 run_mode() { # mode -> results in $RESULTS/$mode
-  local mode=$1 port options="" t0
+  local mode=$1 port options="" host=127.0.0.1 t0
   stop_cluster
   start_cluster "$mode"
   case $mode in
@@ -217,6 +220,9 @@ run_mode() { # mode -> results in $RESULTS/$mode
     proxy) start_proxy; port=$PROXY_PORT ;;
     context) start_proxy; port=$PROXY_PORT; options="-c sqlcommenter.traceparent=$TRACEPARENT" ;;
     roots) start_proxy --root-contexts true; port=$PROXY_PORT ;;
+    unix)
+      UPSTREAM_ADDR=$WORK:$PGPORT_ start_proxy --listen-socket "$WORK"; port=$PROXY_PORT; host=$WORK
+      options="-c sqlcommenter.traceparent=$TRACEPARENT" ;;
     otlp)
       [ -n "$SINK_PID" ] || start_sink
       OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT OTEL_BSP_SCHEDULE_DELAY=200 start_proxy --otlp true
@@ -233,7 +239,7 @@ run_mode() { # mode -> results in $RESULTS/$mode
   (cd "$out" && as_pg env PGOPTIONS="$options" timeout 1800 "$PG_REGRESS" \
      --inputdir="$PREP/regress" --outputdir="$out" --bindir="$BIN" --dlpath="$PREP/lib" \
      --max-concurrent-tests=20 \
-     --host=127.0.0.1 --port="$port" --user=postgres "${what[@]}" >"$out/pg_regress.out" 2>&1) || true
+     --host="$host" --port="$port" --user=postgres "${what[@]}" >"$out/pg_regress.out" 2>&1) || true
   echo $(( $(date +%s) - t0 )) > "$out/seconds"
     local logf=$WORK/pg-$mode.log
   logged "$logf" > "$out/logged"
@@ -278,6 +284,8 @@ for mode in $MODES; do
   esac
   read -r nstmt nctx nown < "$out/logged"
   echo "  server log: $nctx of $nstmt client statements carry a trace context (+ $nown carrier statements of the proxy)"
+  echo "  server log: $(grep -c 'connection received: host=\[local\]' "$WORK/pg-$mode.log" || true) connections over the Unix socket," \
+    "$(grep -c 'connection received: host=127' "$WORK/pg-$mode.log" || true) over TCP"
   [ "$mode" != otlp ] || echo "  OTLP sink: $(cat "$RESULTS/otlp-sink.count" 2>/dev/null || echo "0 0") (export requests, bytes)"
 done
 stop_cluster

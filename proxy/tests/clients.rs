@@ -270,16 +270,7 @@ async fn psql_over_tls_and_require_tls() {
     if !available("openssl", Command::new("openssl").arg("version")) {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("sqlc-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    run(Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
-    let files = sqlcommenter_proxy::TlsFiles { cert, key };
+    let files = self_signed(&std::env::temp_dir().join(format!("sqlc-tls-{}", std::process::id())));
     let proxy = proxy_with(|c| {
         c.tls = Some(files.clone());
         c.require_tls = true;
@@ -306,6 +297,66 @@ async fn psql_over_tls_and_require_tls() {
     assert!(!plain.status.success());
     assert!(String::from_utf8_lossy(&plain.stderr).contains("TLS is required"));
     proxy.shutdown().await;
+}
+
+/// psql on the proxy's own Unix socket (`listen_socket`), as local clients reach PostgreSQL: the socket file
+/// is named for the listen port, open to every user, replaces a stale file and is gone after shutdown;
+/// `require_tls` holds for TCP clients only (a socket client is local, as PostgreSQL's `local` lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_on_the_proxys_unix_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("sqlc-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A stale socket file where the proxy's will be: a proxy that died left it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let path = dir.join(format!(".s.PGSQL.{port}"));
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let cert_dir = std::env::temp_dir().join(format!("sqlc-sock-tls-{}", std::process::id()));
+    let tls = available("openssl", Command::new("openssl").arg("version")).then(|| self_signed(&cert_dir));
+    let proxy = proxy_with(|c| {
+        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.listen_socket = Some(dir.clone());
+        c.require_tls = tls.is_some();
+        c.tls = tls.clone();
+    })
+    .await;
+    assert_eq!(proxy.socket_path(), Some(path.as_path()));
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o777);
+    let out = run(pg()
+        .client_command("psql")
+        .env("PGHOST", &dir)
+        .env("PGPORT", port.to_string())
+        .env("PGAPPNAME", "unixps")
+        .args(["-X", "-c", "\\conninfo", "-c", "SELECT 40 + 2 /*marker_unix_listen*/"]));
+    assert!(out.contains("via socket in"), "{out}");
+    assert!(out.contains("42"), "{out}");
+    assert_commented("unixps", "marker_unix_listen");
+    if tls.is_some() {
+        let plain = pg()
+            .client_command("psql")
+            .env("PGPORT", port.to_string())
+            .env("PGSSLMODE", "disable")
+            .args(["-X", "-c", "SELECT 1"])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&plain.stderr).contains("TLS is required"), "{plain:?}");
+    }
+    proxy.shutdown().await;
+    assert!(!path.exists(), "the socket file outlived the proxy");
+}
+
+/// A self-signed certificate and key for localhost in `dir`.
+fn self_signed(dir: &Path) -> sqlcommenter_proxy::TlsFiles {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    sqlcommenter_proxy::TlsFiles { cert, key }
 }
 
 // ---------------------------------------------------------------------------------------------------------

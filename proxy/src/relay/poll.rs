@@ -20,6 +20,7 @@ use slab::Slab;
 use tokio::sync::oneshot;
 
 use super::{feed, Direction, Ending};
+use crate::net::StdSocket;
 use crate::session::Session;
 use crate::telemetry::Telemetry;
 
@@ -32,16 +33,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// Reads one pump makes before letting the loop's other sessions go first (fairness: a session streaming
 /// a large result or COPY does not hold the thread); it continues on the loop's next turn.
 const READS_PER_TURN: usize = 16;
-
-/// A connected socket for a relay loop: TCP, or a Unix-domain socket (a server's socket file).
-#[derive(Debug)]
-pub enum StdSocket {
-    /// TCP.
-    Tcp(std::net::TcpStream),
-    /// A Unix-domain stream socket.
-    #[cfg(unix)]
-    Unix(std::os::unix::net::UnixStream),
-}
 
 /// A session handed to a relay loop: both sockets connected (startup packet already sent upstream).
 pub struct Job {
@@ -106,7 +97,6 @@ struct Side {
 /// A relay loop's socket (non-blocking, registered edge-triggered).
 enum Socket {
     Tcp(TcpStream),
-    #[cfg(unix)]
     Unix(mio::net::UnixStream),
 }
 
@@ -114,7 +104,6 @@ impl From<StdSocket> for Socket {
     fn from(s: StdSocket) -> Self {
         match s {
             StdSocket::Tcp(s) => Socket::Tcp(TcpStream::from_std(s)),
-            #[cfg(unix)]
             StdSocket::Unix(s) => Socket::Unix(mio::net::UnixStream::from_std(s)),
         }
     }
@@ -125,7 +114,6 @@ impl Socket {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(s) => (&*s).read(buf),
-            #[cfg(unix)]
             Socket::Unix(s) => (&*s).read(buf),
         }
     }
@@ -134,7 +122,6 @@ impl Socket {
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(s) => (&*s).write(buf),
-            #[cfg(unix)]
             Socket::Unix(s) => (&*s).write(buf),
         }
     }
@@ -142,7 +129,6 @@ impl Socket {
     fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            #[cfg(unix)]
             Socket::Unix(s) => s.shutdown(std::net::Shutdown::Write),
         }
     }
@@ -152,7 +138,6 @@ impl mio::event::Source for Socket {
     fn register(&mut self, registry: &mio::Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
             Socket::Tcp(s) => s.register(registry, token, interests),
-            #[cfg(unix)]
             Socket::Unix(s) => s.register(registry, token, interests),
         }
     }
@@ -160,7 +145,6 @@ impl mio::event::Source for Socket {
     fn reregister(&mut self, registry: &mio::Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
             Socket::Tcp(s) => s.reregister(registry, token, interests),
-            #[cfg(unix)]
             Socket::Unix(s) => s.reregister(registry, token, interests),
         }
     }
@@ -168,7 +152,6 @@ impl mio::event::Source for Socket {
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
         match self {
             Socket::Tcp(s) => s.deregister(registry),
-            #[cfg(unix)]
             Socket::Unix(s) => s.deregister(registry),
         }
     }
