@@ -221,6 +221,20 @@ async fn a_client_that_stops_reading_does_not_stall_others() {
         .unwrap();
     let (state, wait): (Option<String>, Option<String>) = (row.get(0), row.get(1));
     assert_eq!((state.as_deref(), wait.as_deref()), (Some("active"), Some("ClientWrite")));
+    // Once it reads again, it gets every row and the statement's end: the relay resumes when the client's
+    // socket has room again.
+    let mut total = 0usize;
+    let mut tail = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let ready = b"Z\0\0\0\x05I";
+    while !tail.ends_with(ready) {
+        let n = tokio::time::timeout(Duration::from_secs(30), stalled.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "the proxy closed the stalled session after {total} bytes");
+        total += n;
+        tail.extend_from_slice(&buf[..n]);
+        tail.drain(..tail.len().saturating_sub(ready.len()));
+    }
+    assert!(total > 200_000 * 1000, "{total} bytes");
     drop(stalled);
     proxy.shutdown().await;
 }

@@ -92,6 +92,11 @@ struct Side {
     unsent: Vec<u8>,
     /// The source reported its end (or an error): read it until it says so, short reads or not.
     hup: bool,
+    /// The destination is registered for writability: only while `unsent` holds bytes, as PgBouncer asks
+    /// for write events. A Unix socket reports writable each time its peer reads (TCP only after it ran
+    /// out of space), so permanent interest would wake the loop once more per message (measured at one client
+    /// on Unix sockets: 37.5 µs of CPU per transaction with it, 26.8 without; proxy/bench/RESULTS.md).
+    armed: bool,
 }
 
 /// A relay loop's socket (non-blocking, registered edge-triggered).
@@ -172,6 +177,14 @@ impl Conn {
         match dir {
             Direction::Upstream => (&self.client, &self.server, &mut self.up, &mut self.session),
             Direction::Downstream => (&self.server, &self.client, &mut self.down, &mut self.session),
+        }
+    }
+
+    /// `dir`'s destination socket with its token, and `dir`'s side.
+    fn destination(&mut self, key: usize, dir: Direction) -> (&mut Socket, Token, &mut Side) {
+        match dir {
+            Direction::Upstream => (&mut self.server, Token(key * 2 + 1), &mut self.up),
+            Direction::Downstream => (&mut self.client, Token(key * 2), &mut self.down),
         }
     }
 }
@@ -267,12 +280,11 @@ impl Loop {
         let (mut client, mut server) = (Socket::from(client), Socket::from(server));
         let entry = self.sessions.vacant_entry();
         let key = entry.key();
-        let both = Interest::READABLE | Interest::WRITABLE;
         let registered = self
             .poll
             .registry()
-            .register(&mut client, Token(key * 2), both)
-            .and_then(|()| self.poll.registry().register(&mut server, Token(key * 2 + 1), both));
+            .register(&mut client, Token(key * 2), Interest::READABLE)
+            .and_then(|()| self.poll.registry().register(&mut server, Token(key * 2 + 1), Interest::READABLE));
         if let Err(e) = registered {
             let _ = done.send(Ending::Io(Direction::Upstream, e));
             return;
@@ -297,6 +309,21 @@ impl Loop {
     /// it — edge-triggered readiness reports any byte that arrives after it) or the destination blocks
     /// (then it resumes when the destination is writable).
     fn pump(&mut self, key: usize, dir: Direction, drain: bool, now: Instant) -> Result<(), Ending> {
+        let moved = self.move_bytes(key, dir, drain, now);
+        // Writability interest follows `unsent` (one compare per pump; a system call only when it changes).
+        let Some(conn) = self.sessions.get_mut(key) else { return moved };
+        let (dst, token, side) = conn.destination(key, dir);
+        let want = !side.unsent.is_empty();
+        if want != side.armed {
+            side.armed = want;
+            let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            self.poll.registry().reregister(dst, token, interest).map_err(|e| Ending::Io(dir, e))?;
+        }
+        moved
+    }
+
+    /// [`Loop::pump`]'s work: the bytes themselves.
+    fn move_bytes(&mut self, key: usize, dir: Direction, drain: bool, now: Instant) -> Result<(), Ending> {
         let telemetry = self.telemetry.as_deref();
         let Some(conn) = self.sessions.get_mut(key) else { return Ok(()) };
         let (src, dst, side, session) = conn.parts(dir);
