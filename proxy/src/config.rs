@@ -134,7 +134,7 @@ impl Upstream {
         let rest = url.unwrap_or(s);
         let authority = rest.split(['/', '?']).next().unwrap_or("");
         let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        if url.is_some() && hostport.len() >= 3 && hostport[..3].eq_ignore_ascii_case("%2F") {
+        if url.is_some() && hostport.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("%2F")) {
             let decoded = percent_encoding::percent_decode_str(hostport)
                 .decode_utf8()
                 .map_err(|_| bad("the socket directory is not UTF-8"))?;
@@ -631,6 +631,8 @@ mod tests {
         assert_eq!(run.to_string(), "/var/run/postgresql/.s.PGSQL.5432");
         assert!(Upstream::parse("/tmp:x").is_err());
         assert!(Upstream::parse("postgres://%2Ftmp%FF").is_err());
+        // Not a socket directory, and no panic on a multi-byte character where `%2F` would be.
+        assert_eq!(u("postgres://ééé:1"), Upstream { host: "ééé".into(), port: 1 });
     }
 
     #[test]

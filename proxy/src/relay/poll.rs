@@ -1,9 +1,10 @@
-//! The relay loop for sessions with no TLS on either leg (TCP, or the server's Unix socket): one thread multiplexes many sessions on epoll (mio,
-//! edge-triggered); a readable socket is read, the bytes go through the [`Session`] and straight on to the
-//! other socket — one read and one write per batch of messages, no task, no future, no cross-thread
-//! wake-up (PgBouncer's shape). Idle sessions hold no buffers: reads land in the loop's scratch buffer and
-//! output is built in the loop's scratch buffer; a session keeps bytes only while a frame is incomplete or
-//! its peer has not taken everything yet (then that direction stops reading: backpressure).
+//! The relay loop for sessions with no TLS on either leg (TCP or Unix sockets): one thread multiplexes many
+//! sessions on epoll (mio, edge-triggered; write events only while bytes wait); a readable socket is read,
+//! the bytes go through the [`Session`] and straight on to the other socket — one read and one write per
+//! batch of messages, no task, no future, no cross-thread wake-up (PgBouncer's shape). Idle sessions hold no
+//! buffers: reads land in the loop's scratch buffer and output is built in the loop's scratch buffer; a
+//! session keeps bytes only while a frame is incomplete or its peer has not taken everything yet (then that
+//! direction stops reading: backpressure).
 //!
 //! The async side (startup, the upstream connect) hands a session over with [`RelayLoop::submit`] and
 //! awaits its [`Ending`] on a oneshot channel; dropping that receiver (shutdown) closes the session at the
